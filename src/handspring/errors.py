@@ -1,0 +1,31 @@
+"""Errors raised by Handspring. Each names the item (file, key, image) and the reason."""
+
+from __future__ import annotations
+
+
+class HandspringError(Exception):
+    """Base class of every error Handspring raises on purpose."""
+
+
+class CheckpointError(HandspringError):
+    """A checkpoint is missing, corrupt, of an unknown architecture, or does not fit its config."""
+
+    def __init__(self, source: str, reason: str, key: str | None = None) -> None:
+        self.source = source
+        self.key = key
+        self.reason = reason
+        where = f"{source} [{key}]" if key else source
+        super().__init__(f"{where}: {reason}")
+
+
+class ImageError(HandspringError):
+    """One image could not be turned into pixels. `item` names it (a path, or `<bytes #3>`)."""
+
+    def __init__(self, item: str, reason: str) -> None:
+        self.item = item
+        self.reason = reason
+        super().__init__(f"{item}: {reason}")
+
+
+class TokenizerError(HandspringError):
+    """Tokenizer files are missing or unusable."""
