@@ -1,0 +1,171 @@
+"""PyTorch (transformers) vs Handspring on a full-size random-weight ViT-B/32, in one run.
+
+Each engine runs in its own fresh process, so peak RSS and start-up time are
+its own. Images go in as in-memory PIL photos (640x480) and texts as short
+prompts, through each engine's own preprocessing, as a user would call it.
+
+    python bench/clip_bench.py            # prints a markdown table
+    python bench/clip_bench.py --quick    # fewer repetitions
+
+Needs the test extra (torch, transformers, open_clip for the vocabulary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCHES = (1, 2, 5, 32)
+PROMPTS = [
+    "a photo of a dog",
+    "a red car parked on the street",
+    "children playing football in the park",
+    "a bowl of fresh fruit on a table",
+    "sunset over the mountains",
+    "a cat sleeping on a sofa",
+    "people walking in the rain with umbrellas",
+    "an old castle on a hill",
+]
+
+
+def _images(n: int):  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(ROOT))
+    from PIL import Image
+
+    from tests.conftest import photo_like
+
+    return [Image.fromarray(photo_like(i, 480, 640)) for i in range(n)]
+
+
+def _time_batches(run, items, seconds: float) -> dict[int, float]:  # type: ignore[no-untyped-def]
+    """ms per batch for each batch size: the median of repeated calls."""
+    out: dict[int, float] = {}
+    for batch in BATCHES:
+        chunk = (items * (batch // len(items) + 1))[:batch]
+        run(chunk)  # warm-up
+        times: list[float] = []
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline or len(times) < 3:
+            start = time.perf_counter()
+            run(chunk)
+            times.append(time.perf_counter() - start)
+        out[batch] = 1000 * sorted(times)[len(times) // 2]
+    return out
+
+
+def worker(engine: str, checkpoint: str, seconds: float, spawned_at: float) -> dict:
+    images = _images(8)
+    if engine == "pytorch":
+        import torch
+        import transformers
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+        model = transformers.CLIPModel.from_pretrained(checkpoint).eval()
+        processor = CLIPImageProcessorPil.from_pretrained(checkpoint)
+        tokenizer = transformers.CLIPTokenizer.from_pretrained(checkpoint)
+
+        def run_images(batch):  # type: ignore[no-untyped-def]
+            with torch.inference_mode():
+                pixels = processor(batch, return_tensors="pt")["pixel_values"]
+                return model.get_image_features(pixel_values=pixels).pooler_output
+
+        def run_texts(batch):  # type: ignore[no-untyped-def]
+            with torch.inference_mode():
+                tokens = tokenizer(batch, padding=True, return_tensors="pt")
+                return model.get_text_features(**tokens).pooler_output
+    else:
+        import handspring
+
+        model = handspring.load(checkpoint, precision=engine)
+
+        def run_images(batch):  # type: ignore[no-untyped-def]
+            return model.embed_images(batch, batch_size=len(batch)).embeddings
+
+        def run_texts(batch):  # type: ignore[no-untyped-def]
+            return model.embed_texts(batch, batch_size=len(batch))
+
+    run_images(images[:1])
+    first_embedding = time.time() - spawned_at
+    image_ms = _time_batches(run_images, images, seconds)
+    text_ms = _time_batches(run_texts, PROMPTS, seconds)
+    return {
+        "engine": engine,
+        "first_embedding_s": first_embedding,
+        "image_ms": image_ms,
+        "text_ms": text_ms,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _spawn(engine: str, checkpoint: Path, seconds: float, env: dict[str, str]) -> dict:
+    spawned_at = time.time()
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", engine, "--checkpoint", str(checkpoint),
+         "--seconds", str(seconds), "--spawned-at", repr(spawned_at)],
+        check=True, capture_output=True, text=True, env=env,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _table(results: dict[str, dict]) -> str:
+    ref = results["pytorch"]
+    lines = [
+        "| engine | input | batch | ms/batch | items/s | vs PyTorch |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for kind, key in (("images", "image_ms"), ("texts", "text_ms")):
+        for batch in BATCHES:
+            for engine, res in results.items():
+                ms = res[key][str(batch)] if str(batch) in res[key] else res[key][batch]
+                ref_ms = ref[key][str(batch)] if str(batch) in ref[key] else ref[key][batch]
+                lines.append(
+                    f"| {engine} | {kind} | {batch} | {ms:.1f} | {1000 * batch / ms:.1f} | {ref_ms / ms:.2f}x |"
+                )
+    lines += ["", "| engine | peak RSS, both towers | start to first embedding |", "|---|---:|---:|"]
+    for engine, res in results.items():
+        lines.append(f"| {engine} | {res['peak_rss_mib']:.0f} MiB | {res['first_embedding_s']:.2f} s |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker")
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--spawned-at", type=float)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.checkpoint, args.seconds, args.spawned_at)))
+        return
+
+    sys.path.insert(0, str(ROOT))
+    from tests.support.checkpoints import VIT_B32, write_hf_clip
+
+    seconds = 1.5 if args.quick else args.seconds
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = write_hf_clip(Path(tmp) / "vit-b-32", VIT_B32, seed=0)
+        env = dict(os.environ, HANDSPRING_CACHE=str(Path(tmp) / "cache"), HF_HUB_OFFLINE="1")
+        results: dict[str, dict] = {}
+        for engine in ("pytorch", "fp32", "int8"):
+            if engine != "pytorch":  # build the graphs once, so the timed start reads the cache
+                subprocess.run(
+                    [sys.executable, "-c", f"import handspring; handspring.load({str(checkpoint)!r}, precision={engine!r})"],
+                    check=True, env=env,
+                )
+            print(f"running {engine} ...", file=sys.stderr)
+            results[engine] = _spawn(engine, checkpoint, seconds, env)
+    print(f"ViT-B/32, random weights, {os.cpu_count()} CPUs, images 640x480 PIL, texts of 4-8 words\n")
+    print(_table(results))
+
+
+if __name__ == "__main__":
+    main()

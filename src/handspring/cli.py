@@ -1,0 +1,202 @@
+"""The `handspring` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from handspring.registry import DEFAULT_CLIP, KNOWN_MODELS
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp", ".heic", ".heif"}
+
+
+def _expand_images(paths: tuple[str, ...]) -> list[str]:
+    """Files as given; folders walked (sorted) for files with image suffixes."""
+    out: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            out += sorted(
+                str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
+        else:
+            out.append(raw)  # missing files are reported per item by the embedder
+    return out
+
+
+def _read_texts(texts: tuple[str, ...], texts_file: str | None) -> list[str]:
+    out = list(texts)
+    if texts_file:
+        stream = sys.stdin if texts_file == "-" else open(texts_file, encoding="utf-8")  # noqa: SIM115
+        with stream:
+            out += [line.rstrip("\n") for line in stream]
+    return out
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log model loading and skipped items.")
+def main(verbose: bool) -> None:
+    """Handspring: CLIP embeddings on the CPU, exact to the reference."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@main.command()
+@click.option("-m", "--model", default=DEFAULT_CLIP, show_default=True, help="Alias, folder or HF repo id.")
+@click.option("-i", "--image", "images", multiple=True, help="Image file or folder (repeatable).")
+@click.option("-t", "--text", "texts", multiple=True, help="Text to embed (repeatable).")
+@click.option("--texts-file", help="File with one text per line ('-' for stdin).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help=".json or .npy (default: JSON on stdout).")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True)
+@click.option("--threads", type=int, default=None, help="ONNX Runtime threads (default: all CPUs).")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--no-normalize", is_flag=True, help="Raw embeddings instead of unit length.")
+@click.option("--fast-decode", is_flag=True, help="JPEG draft-mode decoding (faster, near-exact).")
+@click.option("--no-exif-orientation", is_flag=True, help="Ignore EXIF rotation, as CLIPImageProcessor does.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+def embed(
+    model: str,
+    images: tuple[str, ...],
+    texts: tuple[str, ...],
+    texts_file: str | None,
+    output: str | None,
+    precision: str,
+    threads: int | None,
+    batch_size: int,
+    no_normalize: bool,
+    fast_decode: bool,
+    no_exif_orientation: bool,
+    progress: bool | None,
+) -> None:
+    """Embed images and texts. Rows come out in input order: images, then texts.
+
+    An image that cannot be read is reported on stderr and its row is null
+    (JSON) or NaN (.npy); the exit status is then 1.
+    """
+    from tqdm import tqdm
+
+    import handspring
+
+    image_paths = _expand_images(images)
+    all_texts = _read_texts(texts, texts_file)
+    if not image_paths and not all_texts:
+        raise click.UsageError("nothing to embed: give --image and/or --text/--texts-file")
+    modalities = [m for m, items in (("image", image_paths), ("text", all_texts)) if items]
+    loaded = handspring.load(
+        model,
+        modalities=modalities,
+        precision=precision,
+        threads=threads,
+        fast_decode=fast_decode,
+        exif_orientation=not no_exif_orientation,
+    )
+    normalize = not no_normalize
+    show = sys.stderr.isatty() if progress is None else progress
+    rows: list[np.ndarray] = []
+    errors: dict[int, str] = {}
+    if image_paths:
+        with tqdm(total=len(image_paths), unit="img", disable=not show, file=sys.stderr) as bar:
+            for part in loaded.iter_embed_images(image_paths, batch_size, normalize):
+                for index, error in zip(part.error_index, part.errors, strict=True):
+                    errors[len(rows) + index] = error.reason
+                    click.echo(f"skipped {error}", err=True)
+                rows.extend(part.embeddings)
+                bar.update(len(part))
+    if all_texts:
+        with tqdm(total=len(all_texts), unit="text", disable=not show, file=sys.stderr) as bar:
+            for chunk in loaded.iter_embed_texts(all_texts, max(batch_size, 32), normalize):
+                rows.extend(chunk)
+                bar.update(len(chunk))
+    matrix = np.stack(rows).astype(np.float32)
+    sources = [("image", p) for p in image_paths] + [("text", t) for t in all_texts]
+    if output and output.endswith(".npy"):
+        np.save(output, matrix)
+    else:
+        document = {
+            "model": loaded.name,
+            "dim": loaded.dim,
+            "normalized": normalize,
+            "items": [
+                {"type": kind, "input": value, "embedding": None if i in errors else matrix[i].tolist()}
+                | ({"error": errors[i]} if i in errors else {})
+                for i, (kind, value) in enumerate(sources)
+            ],
+        }
+        text = json.dumps(document)
+        if output:
+            Path(output).write_text(text)
+        else:
+            click.echo(text)
+    if errors:
+        click.echo(f"{len(errors)} of {len(image_paths)} images could not be read", err=True)
+        sys.exit(1)
+
+
+def _hub_cache_repos() -> dict[str, int]:
+    """repo id -> bytes on disk, for models in the Hugging Face cache."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        info = scan_cache_dir()
+    except Exception:  # no cache folder yet, or an unreadable one: nothing cached
+        return {}
+    return {repo.repo_id: repo.size_on_disk for repo in info.repos if repo.repo_type == "model"}
+
+
+def _graph_cache() -> list[tuple[str, int]]:
+    from handspring.runtime.graph_cache import cache_root
+
+    root = cache_root() / "graphs"
+    if not root.is_dir():
+        return []
+    return [
+        (entry.name, sum(f.stat().st_size for f in entry.iterdir()))
+        for entry in sorted(root.iterdir())
+        if entry.is_dir() and not entry.name.startswith(".")
+    ]
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models(as_json: bool) -> None:
+    """Known model aliases, which are in the Hugging Face cache, and built graphs."""
+    cached = _hub_cache_repos()
+    graphs = _graph_cache()
+    rows = [
+        {
+            "alias": m.alias,
+            "repo_id": m.repo_id,
+            "layout": m.layout,
+            "dim": m.dim,
+            "image_size": m.image_size,
+            "cached_bytes": cached.get(m.repo_id),
+        }
+        for m in KNOWN_MODELS
+    ]
+    others = sorted(set(cached) - {m.repo_id for m in KNOWN_MODELS})
+    if as_json:
+        click.echo(json.dumps({"known": rows, "other_cached": others, "graphs": [
+            {"key": k, "bytes": b} for k, b in graphs
+        ]}, indent=2))
+        return
+    click.echo(f"{'alias':<24} {'repo id':<42} {'layout':<22} {'dim':>4}  cached")
+    for row in rows:
+        size = row["cached_bytes"]
+        where = f"{size / 2**20:.0f} MiB" if size is not None else "-"
+        click.echo(f"{row['alias']:<24} {row['repo_id']:<42} {row['layout']:<22} {row['dim']:>4}  {where}")
+    if others:
+        click.echo("\nother models in the Hugging Face cache: " + ", ".join(others))
+    total = sum(b for _, b in graphs)
+    click.echo(f"\nbuilt graphs: {len(graphs)} ({total / 2**20:.0f} MiB) in the graph cache")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Layers shared by the model families, written in the Graph builder.
+
+Weights arrive in PyTorch's layout (Linear: [out, in]) under their checkpoint
+keys; these functions transpose, quantize and fold them as the graph needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from handspring.graph.builder import MS_DOMAIN, Graph
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How MatMul weights are stored. fp32 is exact; int8 quantizes weights per
+    output channel (symmetric, signed) and activations per tensor at run time."""
+
+    int8: bool = False
+    # Signed 7-bit weights avoid the int16 overflow of u8*s8 kernels on CPUs
+    # without VNNI; on VNNI CPUs full 8-bit is exact to its own rounding.
+    weight_bits: int = 8
+
+    @property
+    def tag(self) -> str:
+        return f"int8w{self.weight_bits}" if self.int8 else "fp32"
+
+
+def quantize_per_channel(weight_in_out: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-column int8 quantization of a [in, out] matrix."""
+    qmax = float(2 ** (bits - 1) - 1)
+    scale = np.abs(weight_in_out).max(axis=0) / qmax  # [out]
+    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+    q = np.clip(np.rint(weight_in_out / scale), -qmax, qmax).astype(np.int8)  # [in, out]
+    return q, scale
+
+
+def _quantized_input(g: Graph, x: str) -> tuple[str, str, str]:
+    # One DynamicQuantizeLinear per input, shared by every MatMul reading it
+    # (Q, K and V read the same LayerNorm output).
+    key = ("dql", x)
+    if key not in g.shared:
+        g.shared[key] = tuple(g.op_multi("DynamicQuantizeLinear", x, outputs=3, name=f"{x}.q"))
+    xq, xs, xz = g.shared[key]
+    return xq, xs, xz
+
+
+def linear(
+    g: Graph,
+    x: str,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    key: str,
+    precision: Precision,
+) -> str:
+    """y = x @ weight.T + bias, with weight [out, in] as PyTorch stores it."""
+    w_in_out = np.ascontiguousarray(weight.T, dtype=np.float32)  # [in, out]
+    if not precision.int8:
+        y = g.op("MatMul", x, g.const(w_in_out, f"{key}.weight"))
+        if bias is not None:
+            y = g.op("Add", y, g.const(bias.astype(np.float32), f"{key}.bias"))
+        return y
+    q, scale = quantize_per_channel(w_in_out, precision.weight_bits)
+    xq, xs, xz = _quantized_input(g, x)
+    inputs = [xq, g.const(q, f"{key}.weight_int8"), xs, g.const(scale, f"{key}.weight_scale"), xz]
+    if bias is not None:
+        inputs += ["", g.const(bias.astype(np.float32), f"{key}.bias")]
+    return g.op("MatMulIntegerToFloat", *inputs, domain=MS_DOMAIN)
+
+
+def layer_norm(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray, key: str, eps: float) -> str:
+    return g.op(
+        "LayerNormalization",
+        x,
+        g.const(weight.astype(np.float32), f"{key}.weight"),
+        g.const(bias.astype(np.float32), f"{key}.bias"),
+        axis=-1,
+        epsilon=float(eps),
+    )
+
+
+def activation(g: Graph, x: str, kind: str) -> str:
+    if kind == "quick_gelu":
+        return g.op("QuickGelu", x, domain=MS_DOMAIN, alpha=1.702)
+    if kind == "gelu":  # the erf form, as torch.nn.GELU() and HF "gelu"
+        return g.op("Gelu", x, domain=MS_DOMAIN)
+    if kind in ("gelu_new", "gelu_pytorch_tanh"):
+        return g.op("FastGelu", x, domain=MS_DOMAIN)
+    if kind == "relu":
+        return g.op("Relu", x)
+    raise ValueError(f"unsupported activation {kind!r}")
+
+
+def split_heads(g: Graph, x: str, heads: int, head_dim: int, keys_last: bool = False) -> str:
+    """[B, T, H*Dh] -> [B, H, T, Dh], or [B, H, Dh, T] for keys."""
+    x = g.op("Reshape", x, g.ints([0, 0, heads, head_dim]))  # [B, T, H, Dh]
+    return g.op("Transpose", x, perm=[0, 2, 3, 1] if keys_last else [0, 2, 1, 3])
+
+
+def merge_heads(g: Graph, x: str, width: int) -> str:
+    """[B, H, T, Dh] -> [B, T, H*Dh]."""
+    x = g.op("Transpose", x, perm=[0, 2, 1, 3])  # [B, T, H, Dh]
+    return g.op("Reshape", x, g.ints([0, 0, width]))

@@ -1,0 +1,72 @@
+"""Known models: short aliases for hub repos, with what we measured of them.
+
+An alias is a convenience; any folder or repo id in a supported layout loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    alias: str
+    repo_id: str
+    family: str  # "clip"
+    layout: str
+    dim: int
+    image_size: int
+    notes: str = ""
+
+
+KNOWN_MODELS: tuple[KnownModel, ...] = (
+    KnownModel("clip-vit-b-32", "openai/clip-vit-base-patch32", "clip", "transformers", 512, 224),
+    KnownModel("clip-vit-b-16", "openai/clip-vit-base-patch16", "clip", "transformers", 512, 224),
+    KnownModel("clip-vit-l-14", "openai/clip-vit-large-patch14", "clip", "transformers", 768, 224),
+    KnownModel(
+        "clip-vit-l-14-336", "openai/clip-vit-large-patch14-336", "clip", "transformers", 768, 336
+    ),
+    KnownModel(
+        "st-clip-vit-b-32",
+        "sentence-transformers/clip-ViT-B-32",
+        "clip",
+        "sentence-transformers",
+        512,
+        224,
+        "the image model of the original photo-search tool",
+    ),
+    KnownModel(
+        "laion-vit-b-32",
+        "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+        "clip",
+        "open_clip",
+        512,
+        224,
+    ),
+    KnownModel(
+        "timm-vit-b-32-openai",
+        "timm/vit_base_patch32_clip_224.openai",
+        "clip",
+        "open_clip",
+        512,
+        224,
+    ),
+    KnownModel(
+        "immich-vit-b-32-openai",
+        "immich-app/ViT-B-32__openai",
+        "clip",
+        "immich",
+        512,
+        224,
+        "pre-exported ONNX, run as exported",
+    ),
+)
+
+DEFAULT_CLIP = "clip-vit-b-32"
+
+
+def resolve_alias(model: str) -> str:
+    for known in KNOWN_MODELS:
+        if model == known.alias:
+            return known.repo_id
+    return model

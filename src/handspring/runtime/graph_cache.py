@@ -1,0 +1,116 @@
+"""Built graphs cached on disk, keyed by the weights' content and the build options.
+
+Hashing ~600 MB of weights at every start would cost more than the 1 s start
+budget, so a file's content hash is memoised under its (path, size, mtime,
+inode); files in the Hugging Face cache are already named by their sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+# Bump when the graphs the builder writes change, so old cache entries are not reused.
+GRAPH_FORMAT = 1
+_EXTERNAL_DATA_THRESHOLD = 1_500_000_000  # protobuf cannot hold more than 2 GB
+
+
+def cache_root() -> Path:
+    if env := os.environ.get("HANDSPRING_CACHE"):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "handspring"
+
+
+def _hf_blob_sha256(path: Path) -> str | None:
+    # hub cache: snapshots/<rev>/model.safetensors -> ../../blobs/<sha256 of content>
+    if not path.is_symlink():
+        return None
+    target = path.resolve()
+    if target.parent.name == "blobs" and len(target.name) == 64:
+        return target.name
+    return None
+
+
+def file_fingerprint(path: Path) -> str:
+    if blob := _hf_blob_sha256(path):
+        return blob
+    real = path.resolve()
+    stat = real.stat()
+    memo_key = f"{real}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+    memo_path = cache_root() / "fingerprints.json"
+    try:
+        memo: dict[str, str] = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if memo_key in memo:
+        return memo[memo_key]
+    digest = hashlib.sha256()
+    with real.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    memo[memo_key] = digest.hexdigest()
+    _write_atomic(memo_path, json.dumps(memo, indent=0).encode())
+    return memo[memo_key]
+
+
+def graph_key(weight_files: Iterable[Path], options: dict[str, Any]) -> str:
+    parts = {
+        "format": GRAPH_FORMAT,
+        "weights": [file_fingerprint(p) for p in weight_files],
+        "options": options,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cached_graph(key: str, build: Callable[[], onnx.ModelProto]) -> tuple[Path, bool]:
+    """The path of the graph for `key`, building and saving it if absent.
+    Returns (path, whether it was built now)."""
+    folder = cache_root() / "graphs" / key
+    path = folder / "model.onnx"
+    if path.is_file():
+        return path, False
+    model = build()
+    # Build into a sibling folder and rename it into place, so a crash or a
+    # concurrent build never leaves a half-written graph under the key.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{key}."))
+    try:
+        external = model.ByteSize() > _EXTERNAL_DATA_THRESHOLD
+        onnx.save_model(
+            model,
+            str(staging / "model.onnx"),
+            save_as_external_data=external,
+            all_tensors_to_one_file=True,
+            location="model.onnx.data",
+        )
+        try:
+            os.rename(staging, folder)
+        except OSError:
+            if not path.is_file():  # not a lost race with another builder
+                raise
+    finally:
+        if staging.exists():
+            for child in staging.iterdir():
+                child.unlink()
+            staging.rmdir()
+    return path, True

@@ -1,0 +1,51 @@
+"""Finding a model's files: a local folder, or a Hugging Face repo id through
+the standard hub cache (so what other tools downloaded is reused, and
+HF_HUB_OFFLINE=1 works). Only the files asked for are fetched."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from handspring.errors import CheckpointError
+
+# Small files that tell which layout a repo has; fetched before any weights.
+LAYOUT_PATTERNS = (
+    "config.json",
+    "modules.json",
+    "open_clip_config.json",
+    "*/config.json",
+    "*/preprocess_cfg.json",
+    "*.safetensors.index.json",
+    "*/*.safetensors.index.json",
+)
+
+
+def is_local(model: str | Path) -> bool:
+    return Path(model).expanduser().is_dir()
+
+
+def fetch(model: str | Path, patterns: Sequence[str], revision: str | None = None) -> Path:
+    """The folder holding `model`'s files matching `patterns`, downloading them
+    into the hub cache if needed. A local folder is returned as it is."""
+    if is_local(model):
+        return Path(model).expanduser().resolve()
+    repo_id = str(model)
+    if repo_id.count("/") != 1 or repo_id.startswith(("/", ".", "~")):
+        raise CheckpointError(repo_id, "no such local folder, and not a Hugging Face repo id (org/name)")
+    # Imported here: huggingface_hub costs ~0.1 s to import and a cached graph
+    # plus a local folder never needs it.
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=list(patterns))
+    except LocalEntryNotFoundError as exc:
+        raise CheckpointError(
+            repo_id,
+            "not in the Hugging Face cache and the hub cannot be reached "
+            "(HF_HUB_OFFLINE is set, or no network): download it once online, or pass a local folder",
+        ) from exc
+    except HfHubHTTPError as exc:
+        raise CheckpointError(repo_id, f"hub request failed: {exc}") from exc
+    return Path(folder)
