@@ -22,16 +22,31 @@ class Precision:
     # Signed 7-bit weights avoid the int16 overflow of u8*s8 kernels on CPUs
     # without VNNI; on VNNI CPUs full 8-bit is exact to its own rounding.
     weight_bits: int = 8
+    # Linear layers (checkpoint key suffixes) kept in fp32 under int8.
+    fp32_layers: tuple[str, ...] = ()
+    per_channel: bool = True
 
     @property
     def tag(self) -> str:
-        return f"int8w{self.weight_bits}" if self.int8 else "fp32"
+        if not self.int8:
+            return "fp32"
+        granularity = "" if self.per_channel else "-tensor"
+        return f"int8w{self.weight_bits}{granularity}" + "".join(f"-{k}" for k in self.fp32_layers)
+
+    def quantizes(self, key: str) -> bool:
+        return self.int8 and not key.endswith(self.fp32_layers)
 
 
-def quantize_per_channel(weight_in_out: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-column int8 quantization of a [in, out] matrix."""
+def quantize_per_channel(
+    weight_in_out: np.ndarray, bits: int, per_channel: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 quantization of a [in, out] matrix, one scale per output
+    column (or one for the whole matrix, repeated per column)."""
     qmax = float(2 ** (bits - 1) - 1)
-    scale = np.abs(weight_in_out).max(axis=0) / qmax  # [out]
+    absmax = np.abs(weight_in_out).max(axis=0)  # [out]
+    if not per_channel:
+        absmax = np.full_like(absmax, absmax.max())
+    scale = absmax / qmax  # [out]
     scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
     q = np.clip(np.rint(weight_in_out / scale), -qmax, qmax).astype(np.int8)  # [in, out]
     return q, scale
@@ -57,12 +72,12 @@ def linear(
 ) -> str:
     """y = x @ weight.T + bias, with weight [out, in] as PyTorch stores it."""
     w_in_out = np.ascontiguousarray(weight.T, dtype=np.float32)  # [in, out]
-    if not precision.int8:
+    if not precision.quantizes(key):
         y = g.op("MatMul", x, g.const(w_in_out, f"{key}.weight"))
         if bias is not None:
             y = g.op("Add", y, g.const(bias.astype(np.float32), f"{key}.bias"))
         return y
-    q, scale = quantize_per_channel(w_in_out, precision.weight_bits)
+    q, scale = quantize_per_channel(w_in_out, precision.weight_bits, precision.per_channel)
     xq, xs, xz = _quantized_input(g, x)
     inputs = [xq, g.const(q, f"{key}.weight_int8"), xs, g.const(scale, f"{key}.weight_scale"), xz]
     if bias is not None:

@@ -30,6 +30,7 @@ from handspring.graph.layers import (
     layer_norm,
     linear,
     merge_heads,
+    quantize_per_channel,
     split_heads,
 )
 
@@ -319,6 +320,18 @@ def build_vision_graph(cfg: ClipConfig, w: Weights, precision: Precision) -> onn
     return g.to_model("CLIP image tower")
 
 
+def _token_embedding(g: Graph, table: np.ndarray, ids: str, precision: Precision) -> str:
+    key = "text_model.embeddings.token_embedding"
+    if not precision.int8:
+        return g.op("Gather", g.const(table.astype(np.float32), f"{key}.weight"), ids)  # [B, T, D]
+    # The table is a third of the text tower's weights in fp32 and only a few
+    # rows are read per text: int8 rows with one scale each cost ~nothing.
+    q, scale = quantize_per_channel(np.ascontiguousarray(table.T), 8)  # [D, V] int8, [V]
+    rows = g.op("Gather", g.const(np.ascontiguousarray(q.T), f"{key}.weight_int8"), ids)  # [B, T, D] int8
+    scales = g.op("Gather", g.const(scale.reshape(-1, 1), f"{key}.weight_scale"), ids)  # [B, T, 1]
+    return g.op("Mul", g.op("Cast", rows, to=FLOAT), scales)  # [B, T, D]
+
+
 def build_text_graph(cfg: ClipConfig, w: Weights, precision: Precision) -> onnx.ModelProto:
     t = cfg.text
     d, ctx = t.hidden_size, t.max_position_embeddings
@@ -326,7 +339,7 @@ def build_text_graph(cfg: ClipConfig, w: Weights, precision: Precision) -> onnx.
     ids = g.input(TEXT_INPUTS[0], INT64, ["batch", "tokens"])
     eot = g.input(TEXT_INPUTS[1], INT64, ["batch"])
     tokens = g.op("Shape", ids, start=1, end=2)  # [1] = T
-    x = g.op("Gather", g.const(w["text_model.embeddings.token_embedding.weight"].astype(np.float32), "text_model.embeddings.token_embedding.weight"), ids)  # [B, T, D]
+    x = _token_embedding(g, w["text_model.embeddings.token_embedding.weight"], ids, precision)  # [B, T, D]
     pos = g.op("Slice", g.const(w["text_model.embeddings.position_embedding.weight"].astype(np.float32), "text_model.embeddings.position_embedding.weight"), g.ints([0]), tokens, g.ints([0]))  # [T, D]
     x = g.op("Add", x, pos)  # [B, T, D]
     causal = np.triu(np.full((ctx, ctx), np.finfo(np.float32).min, dtype=np.float32), k=1)

@@ -1,0 +1,1 @@
+"""Image and text preprocessing, equal to the reference implementations."""
