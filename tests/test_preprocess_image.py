@@ -16,15 +16,10 @@ import pytest
 from PIL import Image
 
 from handspring.errors import ImageError
-from handspring.preprocess import image as image_module
-from handspring.preprocess.image import (
-    DEFAULT_MAX_PIXELS,
-    OPENAI_CLIP_MEAN,
-    OPENAI_CLIP_STD,
-    ImageTransform,
-    decode_image,
-    describe_item,
-)
+from handspring.preprocess import decode as decode_module
+from handspring.preprocess import image as transform_module
+from handspring.preprocess.decode import DEFAULT_MAX_PIXELS, decode_image, describe_item
+from handspring.preprocess.image import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ImageTransform
 from tests.support import images
 
 TOLERANCE = 1e-6
@@ -328,21 +323,21 @@ def test_draft_only_when_it_keeps_enough(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("method", list(image_module._MOVE_POINT))
+@pytest.mark.parametrize("method", list(decode_module._MOVE_POINT))
 def test_draft_box_follows_each_transposition(method: Image.Transpose) -> None:
     w, h = 5, 3
     index = np.arange(w * h, dtype=np.int32).reshape(h, w)
     moved = np.asarray(Image.fromarray(index).transpose(method))
     for y in range(h):
         for x in range(w):
-            mx, my = image_module._MOVE_POINT[method](x + 0.5, y + 0.5, w, h)
+            mx, my = decode_module._MOVE_POINT[method](x + 0.5, y + 0.5, w, h)
             assert moved[int(my), int(mx)] == index[y, x]
 
 
 def test_extreme_aspect_ratio_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     thin = Image.fromarray(images.photo_array(1, 500))
     exact = CLIP(thin)  # resizes to 224 x 112000
-    monkeypatch.setattr(image_module, "_MAX_RESIZED_PIXELS", 1_000_000)
+    monkeypatch.setattr(transform_module, "_MAX_RESIZED_PIXELS", 1_000_000)
     assert _max_abs(CLIP(thin), exact) <= ONE_LEVEL + TOLERANCE
     assert CLIP(Image.fromarray(images.photo_array(1, 100_000))).shape == (3, 224, 224)
 

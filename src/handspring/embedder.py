@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from handspring.errors import HandspringError, ImageError
-from handspring.preprocess.image import DEFAULT_MAX_PIXELS, ImageInput, ImageTransform, decode_image, describe_item
+from handspring.preprocess.decode import DEFAULT_MAX_PIXELS, ImageInput, decode_image, describe_item
+from handspring.preprocess.image import ImageTransform
 from handspring.preprocess.text import ClipTokenizer
 from handspring.runtime.towers import TowerSession
 

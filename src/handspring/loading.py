@@ -7,7 +7,8 @@ from collections.abc import Collection
 from pathlib import Path
 
 from handspring.embedder import ClipModel
-from handspring.preprocess.image import DEFAULT_MAX_PIXELS, ImageTransform
+from handspring.preprocess.decode import DEFAULT_MAX_PIXELS
+from handspring.preprocess.image import ImageTransform
 from handspring.preprocess.text import ClipTokenizer
 from handspring.registry import DEFAULT_CLIP, resolve_alias
 from handspring.runtime.towers import clip_tower, precision_of
