@@ -4,12 +4,23 @@ isolated graph cache and hub cache, with the hub offline."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import pytest
+# huggingface_hub reads these when it is first imported, which collection may
+# do (transformers imports it): set them before anything else runs.
+_CACHES = Path(tempfile.mkdtemp(prefix="handspring-test-caches-"))
+os.environ["HANDSPRING_CACHE"] = str(_CACHES / "handspring")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = str(_CACHES / "hf")
+os.environ["HF_HUB_CACHE"] = str(_CACHES / "hf" / "hub")
 
-from tests.support.checkpoints import (
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from tests.support.checkpoints import (  # noqa: E402
     TINY,
     VIT_B32,
     write_hf_clip,
@@ -19,12 +30,9 @@ from tests.support.checkpoints import (
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
-    root = tmp_path_factory.mktemp("caches")
-    os.environ["HANDSPRING_CACHE"] = str(root / "handspring")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["HF_HOME"] = str(root / "hf")
-    os.environ["HF_HUB_CACHE"] = str(root / "hf" / "hub")
+def _remove_caches() -> Iterator[None]:
+    yield
+    shutil.rmtree(_CACHES, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -133,3 +133,16 @@ def test_sentence_transformers_encode_agrees(tiny_st: Path) -> None:
     # sentence-transformers may run transformers' torchvision image processor,
     # whose bicubic differs from PIL's; the tower itself is exact (tests above).
     assert _cosine_min(model.embed_images(images).embeddings, ref_image) >= 0.999
+
+
+def test_immich_onnx_folder_runs_as_exported(tmp_path: Path) -> None:
+    pytest.importorskip("open_clip")
+    from tests.support.immich import write_immich
+
+    folder = write_immich(tmp_path / "immich", seed=4)
+    images = _images()
+    ref_image, ref_text = _open_clip_reference(tmp_path / "immich_open_clip", images, TEXTS)
+    model = handspring.load(folder)
+    assert model.dim == ref_image.shape[1]
+    assert np.abs(model.embed_images(images, normalize=False).embeddings - ref_image).max() <= FP32_MAX_ABS
+    assert np.abs(model.embed_texts(TEXTS, normalize=False) - ref_text).max() <= FP32_MAX_ABS

@@ -37,6 +37,8 @@ def write_immich(folder: Path, cfg: ClipConfig = TINY, seed: int = 0) -> Path:
     (folder / "textual").mkdir(parents=True, exist_ok=True)
     size = cfg.vision.image_size
     ctx = cfg.text.max_position_embeddings
+    # The fused MHA fast path has no ONNX export; the plain path is what exports.
+    torch.backends.mha.set_fastpath_enabled(False)
     with torch.no_grad():
         torch.onnx.export(
             model.visual, (torch.zeros(1, 3, size, size),), str(folder / "visual" / "model.onnx"),

@@ -269,6 +269,8 @@ def _immich(name: str, folder: Path, modalities: Collection[Modality]) -> ClipCh
         tensors=None,
         onnx_files=onnx_files,
         tokenizer_folder=_tokenizer_folder(folder / "textual") if "text" in modalities else None,
-        text_cleaning="open_clip",
+        # Immich runs its tokenizer.json through `tokenizers` as it is, which
+        # is what the "hf" pipeline reproduces.
+        text_cleaning="hf",
         preprocess=("open_clip", preprocess),
     )

@@ -110,6 +110,9 @@ class RenamedSource(Mapping[str, np.ndarray]):
         source_key, transform = self._names[key]
         return transform(self.source[source_key])
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._names
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
 

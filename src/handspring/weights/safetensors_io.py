@@ -103,6 +103,9 @@ class TensorSource(Mapping[str, np.ndarray]):
             raise CheckpointError(self.describe(), "missing tensor", key)
         return self._where[key].get(key)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._where
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._where)
 
