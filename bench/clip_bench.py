@@ -40,9 +40,9 @@ def _images(n: int):  # type: ignore[no-untyped-def]
     sys.path.insert(0, str(ROOT))
     from PIL import Image
 
-    from tests.conftest import photo_like
+    from tests.support.images import photo_array
 
-    return [Image.fromarray(photo_like(i, 480, 640)) for i in range(n)]
+    return [Image.fromarray(photo_array(480, 640, seed=i)) for i in range(n)]
 
 
 def _time_batches(run, items, seconds: float) -> dict[int, float]:  # type: ignore[no-untyped-def]
@@ -108,9 +108,22 @@ def worker(engine: str, checkpoint: str, seconds: float, spawned_at: float) -> d
 def _spawn(engine: str, checkpoint: Path, seconds: float, env: dict[str, str]) -> dict:
     spawned_at = time.time()
     out = subprocess.run(
-        [sys.executable, __file__, "--worker", engine, "--checkpoint", str(checkpoint),
-         "--seconds", str(seconds), "--spawned-at", repr(spawned_at)],
-        check=True, capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            engine,
+            "--checkpoint",
+            str(checkpoint),
+            "--seconds",
+            str(seconds),
+            "--spawned-at",
+            repr(spawned_at),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -129,14 +142,22 @@ def _table(results: dict[str, dict]) -> str:
                 lines.append(
                     f"| {engine} | {kind} | {batch} | {ms:.1f} | {1000 * batch / ms:.1f} | {ref_ms / ms:.2f}x |"
                 )
-    lines += ["", "| engine | peak RSS, both towers | start to first embedding |", "|---|---:|---:|"]
+    lines += [
+        "",
+        "| engine | peak RSS, both towers | start to first embedding |",
+        "|---|---:|---:|",
+    ]
     for engine, res in results.items():
-        lines.append(f"| {engine} | {res['peak_rss_mib']:.0f} MiB | {res['first_embedding_s']:.2f} s |")
+        lines.append(
+            f"| {engine} | {res['peak_rss_mib']:.0f} MiB | {res['first_embedding_s']:.2f} s |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--worker")
     parser.add_argument("--checkpoint")
     parser.add_argument("--seconds", type=float, default=4.0)
@@ -158,12 +179,19 @@ def main() -> None:
         for engine in ("pytorch", "fp32", "int8"):
             if engine != "pytorch":  # build the graphs once, so the timed start reads the cache
                 subprocess.run(
-                    [sys.executable, "-c", f"import handspring; handspring.load({str(checkpoint)!r}, precision={engine!r})"],
-                    check=True, env=env,
+                    [
+                        sys.executable,
+                        "-c",
+                        f"import handspring; handspring.load({str(checkpoint)!r}, precision={engine!r})",
+                    ],
+                    check=True,
+                    env=env,
                 )
             print(f"running {engine} ...", file=sys.stderr)
             results[engine] = _spawn(engine, checkpoint, seconds, env)
-    print(f"ViT-B/32, random weights, {os.cpu_count()} CPUs, images 640x480 PIL, texts of 4-8 words\n")
+    print(
+        f"ViT-B/32, random weights, {os.cpu_count()} CPUs, images 640x480 PIL, texts of 4-8 words\n"
+    )
     print(_table(results))
 
 

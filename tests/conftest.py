@@ -17,7 +17,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HOME"] = str(_CACHES / "hf")
 os.environ["HF_HUB_CACHE"] = str(_CACHES / "hf" / "hub")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tests.support.checkpoints import (  # noqa: E402
@@ -53,30 +52,3 @@ def tiny_st(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def full_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_hf_clip(tmp_path_factory.mktemp("full_hf"), VIT_B32, seed=0)
-
-
-def photo_like(seed: int, height: int, width: int) -> np.ndarray:
-    """A uint8 RGB image with smooth structure and noise, made from a seed."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    phases = rng.uniform(0, 2 * np.pi, 3)
-    freqs = rng.uniform(0.01, 0.08, 3)
-    channels = [
-        127 + 90 * np.sin(freqs[c] * x + phases[c]) * np.cos(freqs[(c + 1) % 3] * y)
-        for c in range(3)
-    ]
-    image = np.stack(channels, axis=-1) + rng.normal(0, 12, (height, width, 3))
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
-TEXTS = [
-    "a photo of a cat",
-    "A DOG running on the beach at sunset!",
-    "",
-    "   ",
-    "über café naïve — ünïcödé",
-    "東京の夜景",
-    "🐱🐶 emoji 👍🏽",
-    "word " * 120,
-    "it's a 3.14 test, isn't it?",
-]

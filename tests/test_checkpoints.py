@@ -13,7 +13,7 @@ from safetensors.numpy import load_file, save_file
 from handspring.errors import CheckpointError
 from handspring.weights.checkpoint import load_clip_checkpoint
 from handspring.weights.safetensors_io import TensorSource
-from tests.support.checkpoints import TINY, random_clip_weights, write_bf16_safetensors, bf16_round
+from tests.support.checkpoints import TINY, bf16_round, random_clip_weights, write_bf16_safetensors
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -35,8 +35,12 @@ def test_open_clip_names_map_onto_transformers_names(tiny_open_clip: Path) -> No
     checkpoint = load_clip_checkpoint(tiny_open_clip, ["image", "text"])
     expected = random_clip_weights(TINY, seed=1)  # the weights write_open_clip drew
     assert checkpoint.tensors is not None
-    for key in ("text_model.encoder.layers.1.self_attn.k_proj.weight", "visual_projection.weight",
-                "vision_model.encoder.layers.0.self_attn.v_proj.bias", "text_projection.weight"):
+    for key in (
+        "text_model.encoder.layers.1.self_attn.k_proj.weight",
+        "visual_projection.weight",
+        "vision_model.encoder.layers.0.self_attn.v_proj.bias",
+        "text_projection.weight",
+    ):
         np.testing.assert_array_equal(checkpoint.tensors[key], expected[key])
 
 
@@ -100,14 +104,18 @@ def test_missing_weights_and_pickle_hint(tiny_hf: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"no model\.safetensors"):
         load_clip_checkpoint(folder, ["image"])
     (folder / "pytorch_model.bin").write_bytes(b"pickle")
-    with pytest.raises(CheckpointError, match=r"pytorch_model\.bin: PyTorch pickle weights are not read.*convert"):
+    with pytest.raises(
+        CheckpointError, match=r"pytorch_model\.bin: PyTorch pickle weights are not read.*convert"
+    ):
         load_clip_checkpoint(folder, ["image"])
 
 
 def test_corrupt_safetensors(tiny_hf: Path, tmp_path: Path) -> None:
     folder = _copy(tiny_hf, tmp_path / "m")
     (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: not a readable safetensors file"):
+    with pytest.raises(
+        CheckpointError, match=r"model\.safetensors: not a readable safetensors file"
+    ):
         load_clip_checkpoint(folder, ["image"])
 
 
@@ -129,7 +137,9 @@ def test_shape_mismatch_names_the_key(tiny_hf: Path, tmp_path: Path) -> None:
     folder = _copy(tiny_hf, tmp_path / "m")
     key = "vision_model.encoder.layers.1.mlp.fc1.weight"
     _rewrite(folder, lambda w: w.__setitem__(key, np.zeros((3, 3), np.float32)))
-    with pytest.raises(CheckpointError, match=rf"\[{key}\]: shape \(3, 3\), but the config implies \(128, 64\)"):
+    with pytest.raises(
+        CheckpointError, match=rf"\[{key}\]: shape \(3, 3\), but the config implies \(128, 64\)"
+    ):
         load_clip_checkpoint(folder, ["image"])
 
 
@@ -148,7 +158,10 @@ def test_config_with_fewer_layers_than_weights(tiny_hf: Path, tmp_path: Path) ->
     config = json.loads((folder / "config.json").read_text())
     config["vision_config"]["num_hidden_layers"] = 1
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"vision_model\.encoder\.layers\.1\..*tensors the config does not account for"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"vision_model\.encoder\.layers\.1\..*tensors the config does not account for",
+    ):
         load_clip_checkpoint(folder, ["image"])
 
 

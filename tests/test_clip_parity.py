@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 import handspring
-from tests.conftest import TEXTS, photo_like
+from tests.support.images import photo_array
+from tests.support.samples import TEXTS
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -25,7 +26,7 @@ FP32_MAX_ABS = 1e-5
 
 def _images(n: int = 5) -> list[Image.Image]:
     sizes = [(48, 64), (64, 48), (40, 40), (33, 97), (120, 80), (37, 36), (64, 64)]
-    return [Image.fromarray(photo_like(i, *sizes[i % len(sizes)])) for i in range(n)]
+    return [Image.fromarray(photo_array(*sizes[i % len(sizes)], seed=i)) for i in range(n)]
 
 
 def _cosine_min(a: np.ndarray, b: np.ndarray) -> float:
@@ -34,7 +35,9 @@ def _cosine_min(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum(axis=1).min())
 
 
-def _hf_reference(folder: Path, images: list[Image.Image], texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _hf_reference(
+    folder: Path, images: list[Image.Image], texts: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     model = transformers.CLIPModel.from_pretrained(folder, torch_dtype=torch.float32).eval()
@@ -69,7 +72,10 @@ def test_half_precision_checkpoints_upcast(dtype: str, tmp_path: Path) -> None:
     images = _images(3)
     ref_image, ref_text = _hf_reference(folder, images, TEXTS[:4])
     model = handspring.load(folder)
-    assert np.abs(model.embed_images(images, normalize=False).embeddings - ref_image).max() <= FP32_MAX_ABS
+    assert (
+        np.abs(model.embed_images(images, normalize=False).embeddings - ref_image).max()
+        <= FP32_MAX_ABS
+    )
     assert np.abs(model.embed_texts(TEXTS[:4], normalize=False) - ref_text).max() <= FP32_MAX_ABS
 
 
@@ -91,11 +97,16 @@ def test_tiny_int8_close_to_fp32(tiny_hf: Path) -> None:
     images = _images()
     fp32 = handspring.load(tiny_hf, precision="fp32")
     int8 = handspring.load(tiny_hf, precision="int8")
-    assert _cosine_min(int8.embed_images(images).embeddings, fp32.embed_images(images).embeddings) >= 0.999
+    assert (
+        _cosine_min(int8.embed_images(images).embeddings, fp32.embed_images(images).embeddings)
+        >= 0.999
+    )
     assert _cosine_min(int8.embed_texts(TEXTS), fp32.embed_texts(TEXTS)) >= 0.995
 
 
-def _open_clip_reference(folder: Path, images: list[Image.Image], texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _open_clip_reference(
+    folder: Path, images: list[Image.Image], texts: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
     import json
 
     import open_clip
@@ -117,7 +128,10 @@ def test_open_clip_naming_fp32_exact(tiny_open_clip: Path) -> None:
     images = _images()
     ref_image, ref_text = _open_clip_reference(tiny_open_clip, images, TEXTS)
     model = handspring.load(tiny_open_clip)
-    assert np.abs(model.embed_images(images, normalize=False).embeddings - ref_image).max() <= FP32_MAX_ABS
+    assert (
+        np.abs(model.embed_images(images, normalize=False).embeddings - ref_image).max()
+        <= FP32_MAX_ABS
+    )
     assert np.abs(model.embed_texts(TEXTS, normalize=False) - ref_text).max() <= FP32_MAX_ABS
 
 
@@ -144,5 +158,8 @@ def test_immich_onnx_folder_runs_as_exported(tmp_path: Path) -> None:
     ref_image, ref_text = _open_clip_reference(tmp_path / "immich_open_clip", images, TEXTS)
     model = handspring.load(folder)
     assert model.dim == ref_image.shape[1]
-    assert np.abs(model.embed_images(images, normalize=False).embeddings - ref_image).max() <= FP32_MAX_ABS
+    assert (
+        np.abs(model.embed_images(images, normalize=False).embeddings - ref_image).max()
+        <= FP32_MAX_ABS
+    )
     assert np.abs(model.embed_texts(TEXTS, normalize=False) - ref_text).max() <= FP32_MAX_ABS

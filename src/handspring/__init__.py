@@ -24,7 +24,15 @@ _EXPORTS = {
     "TokenizerError": "handspring.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CheckpointError",
+    "ClipModel",
+    "HandspringError",
+    "ImageEmbeddings",
+    "ImageError",
+    "TokenizerError",
+    "load",
+]
 __version__ = "0.1.0"
 
 

@@ -12,7 +12,18 @@ import numpy as np
 
 from handspring.registry import DEFAULT_CLIP, KNOWN_MODELS
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp", ".heic", ".heif"}
+IMAGE_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".webp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".heic",
+    ".heif",
+}
 
 
 def _expand_images(paths: tuple[str, ...]) -> list[str]:
@@ -22,7 +33,9 @@ def _expand_images(paths: tuple[str, ...]) -> list[str]:
         path = Path(raw)
         if path.is_dir():
             out += sorted(
-                str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                str(p)
+                for p in path.rglob("*")
+                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
             )
         else:
             out.append(raw)  # missing files are reported per item by the embedder
@@ -50,18 +63,31 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("-m", "--model", default=DEFAULT_CLIP, show_default=True, help="Alias, folder or HF repo id.")
+@click.option(
+    "-m", "--model", default=DEFAULT_CLIP, show_default=True, help="Alias, folder or HF repo id."
+)
 @click.option("-i", "--image", "images", multiple=True, help="Image file or folder (repeatable).")
 @click.option("-t", "--text", "texts", multiple=True, help="Text to embed (repeatable).")
 @click.option("--texts-file", help="File with one text per line ('-' for stdin).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help=".json or .npy (default: JSON on stdout).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help=".json or .npy (default: JSON on stdout).",
+)
 @click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True)
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads (default: all CPUs).")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--no-normalize", is_flag=True, help="Raw embeddings instead of unit length.")
 @click.option("--fast-decode", is_flag=True, help="JPEG draft-mode decoding (faster, near-exact).")
-@click.option("--no-exif-orientation", is_flag=True, help="Ignore EXIF rotation, as CLIPImageProcessor does.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option(
+    "--no-exif-orientation", is_flag=True, help="Ignore EXIF rotation, as CLIPImageProcessor does."
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar (default: when stderr is a terminal).",
+)
 def embed(
     model: str,
     images: tuple[str, ...],
@@ -125,7 +151,11 @@ def embed(
             "dim": loaded.dim,
             "normalized": normalize,
             "items": [
-                {"type": kind, "input": value, "embedding": None if i in errors else matrix[i].tolist()}
+                {
+                    "type": kind,
+                    "input": value,
+                    "embedding": None if i in errors else matrix[i].tolist(),
+                }
                 | ({"error": errors[i]} if i in errors else {})
                 for i, (kind, value) in enumerate(sources)
             ],
@@ -183,15 +213,24 @@ def models(as_json: bool) -> None:
     ]
     others = sorted(set(cached) - {m.repo_id for m in KNOWN_MODELS})
     if as_json:
-        click.echo(json.dumps({"known": rows, "other_cached": others, "graphs": [
-            {"key": k, "bytes": b} for k, b in graphs
-        ]}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "known": rows,
+                    "other_cached": others,
+                    "graphs": [{"key": k, "bytes": b} for k, b in graphs],
+                },
+                indent=2,
+            )
+        )
         return
     click.echo(f"{'alias':<24} {'repo id':<42} {'layout':<22} {'dim':>4}  cached")
     for row in rows:
         size = row["cached_bytes"]
         where = f"{size / 2**20:.0f} MiB" if size is not None else "-"
-        click.echo(f"{row['alias']:<24} {row['repo_id']:<42} {row['layout']:<22} {row['dim']:>4}  {where}")
+        click.echo(
+            f"{row['alias']:<24} {row['repo_id']:<42} {row['layout']:<22} {row['dim']:>4}  {where}"
+        )
     if others:
         click.echo("\nother models in the Hugging Face cache: " + ", ".join(others))
     total = sum(b for _, b in graphs)

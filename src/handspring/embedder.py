@@ -128,7 +128,9 @@ class ClipModel:
         tower = self._need(self.image_tower, "image")
         input_name = tower.session.get_inputs()[0].name
         batches = _batched(enumerate(images), batch_size)
-        with ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="decode") as pool:
+        with ThreadPoolExecutor(
+            max_workers=self.decode_workers, thread_name_prefix="decode"
+        ) as pool:
 
             def submit(batch: list[tuple[int, ImageInput]]) -> list[Future[np.ndarray]]:
                 return [pool.submit(self._pixels, src, i) for i, src in batch]
@@ -159,7 +161,9 @@ class ClipModel:
                 errors.append(exc)
                 error_rows.append(row)
             except Exception as exc:  # a decoder bug must not sink the batch either
-                errors.append(ImageError(describe_item(source, index), f"could not be read ({exc})"))
+                errors.append(
+                    ImageError(describe_item(source, index), f"could not be read ({exc})")
+                )
                 error_rows.append(row)
         for exc in errors:
             log.warning("image skipped: %s", exc)
@@ -194,7 +198,9 @@ class ClipModel:
         for chunk in _batched(texts, chunk_size):
             yield self._embed_text_chunk(chunk, batch_size, normalize)
 
-    def _embed_text_chunk(self, texts: Sequence[str], batch_size: int, normalize: bool) -> np.ndarray:
+    def _embed_text_chunk(
+        self, texts: Sequence[str], batch_size: int, normalize: bool
+    ) -> np.ndarray:
         tower = self._need(self.text_tower, "text")
         assert self.tokenizer is not None
         for i, text in enumerate(texts):
@@ -213,7 +219,9 @@ class ClipModel:
         tokens = self.tokenizer.encode(texts)
         if self._fixed_text_length:
             inp = tower.session.get_inputs()[0]
-            ids = np.full((len(texts), self.tokenizer.context_length), self.tokenizer.pad_id, dtype=np.int64)
+            ids = np.full(
+                (len(texts), self.tokenizer.context_length), self.tokenizer.pad_id, dtype=np.int64
+            )
             ids[:, : tokens.input_ids.shape[1]] = tokens.input_ids
             dtype = np.int32 if "int32" in inp.type else np.int64
             return tower.session.run(None, {inp.name: ids.astype(dtype)})[0]

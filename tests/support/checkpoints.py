@@ -115,7 +115,9 @@ def write_hf_clip(
     if dtype == "float32":
         save_file(weights, str(folder / "model.safetensors"))
     elif dtype == "float16":
-        save_file({k: v.astype(np.float16) for k, v in weights.items()}, str(folder / "model.safetensors"))
+        save_file(
+            {k: v.astype(np.float16) for k, v in weights.items()}, str(folder / "model.safetensors")
+        )
     elif dtype == "bfloat16":
         write_bf16_safetensors(weights, folder / "model.safetensors")
     else:
@@ -157,7 +159,14 @@ def write_sentence_transformers_clip(folder: Path, cfg: ClipConfig = TINY, seed:
     """sentence-transformers/clip-ViT-B-32's layout: modules.json + 0_CLIPModel/."""
     folder.mkdir(parents=True, exist_ok=True)
     write_hf_clip(folder / "0_CLIPModel", cfg, seed)
-    modules = [{"idx": 0, "name": "0", "path": "0_CLIPModel", "type": "sentence_transformers.models.CLIPModel"}]
+    modules = [
+        {
+            "idx": 0,
+            "name": "0",
+            "path": "0_CLIPModel",
+            "type": "sentence_transformers.models.CLIPModel",
+        }
+    ]
     (folder / "modules.json").write_text(json.dumps(modules))
     (folder / "config_sentence_transformers.json").write_text(json.dumps({"__version__": {}}))
     return folder
@@ -206,7 +215,11 @@ def to_open_clip_names(weights: dict[str, np.ndarray], cfg: ClipConfig) -> dict[
         "logit_scale": weights["logit_scale"],
     }
     towers = (
-        ("vision_model.encoder.layers", "visual.transformer.resblocks", cfg.vision.num_hidden_layers),
+        (
+            "vision_model.encoder.layers",
+            "visual.transformer.resblocks",
+            cfg.vision.num_hidden_layers,
+        ),
         ("text_model.encoder.layers", "transformer.resblocks", cfg.text.num_hidden_layers),
     )
     for hf, oc, layers in towers:

@@ -11,8 +11,8 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.support.checkpoints import TINY, open_clip_model_cfg, write_open_clip
 from handspring.models.clip import ClipConfig
+from tests.support.checkpoints import TINY, open_clip_model_cfg, write_open_clip
 
 
 def write_immich(folder: Path, cfg: ClipConfig = TINY, seed: int = 0) -> Path:
@@ -41,14 +41,22 @@ def write_immich(folder: Path, cfg: ClipConfig = TINY, seed: int = 0) -> Path:
     torch.backends.mha.set_fastpath_enabled(False)
     with torch.no_grad():
         torch.onnx.export(
-            model.visual, (torch.zeros(1, 3, size, size),), str(folder / "visual" / "model.onnx"),
-            input_names=["image"], output_names=["embedding"],
-            dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}}, dynamo=False,
+            model.visual,
+            (torch.zeros(1, 3, size, size),),
+            str(folder / "visual" / "model.onnx"),
+            input_names=["image"],
+            output_names=["embedding"],
+            dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}},
+            dynamo=False,
         )
         torch.onnx.export(
-            Text(), (torch.zeros(1, ctx, dtype=torch.int32),), str(folder / "textual" / "model.onnx"),
-            input_names=["text"], output_names=["embedding"],
-            dynamic_axes={"text": {0: "batch"}, "embedding": {0: "batch"}}, dynamo=False,
+            Text(),
+            (torch.zeros(1, ctx, dtype=torch.int32),),
+            str(folder / "textual" / "model.onnx"),
+            input_names=["text"],
+            output_names=["embedding"],
+            dynamic_axes={"text": {0: "batch"}, "embedding": {0: "batch"}},
+            dynamo=False,
         )
     (folder / "config.json").write_text(json.dumps(model_cfg))
     preprocess = {

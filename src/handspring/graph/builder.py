@@ -45,7 +45,9 @@ class Graph:
         return name
 
     def input(self, name: str, elem_type: int, shape: Sequence[Dim]) -> str:
-        self._inputs.append(helper.make_tensor_value_info(self._claim(name), elem_type, list(shape)))
+        self._inputs.append(
+            helper.make_tensor_value_info(self._claim(name), elem_type, list(shape))
+        )
         return name
 
     def output(self, value: str, name: str, elem_type: int, shape: Sequence[Dim]) -> None:
@@ -72,7 +74,9 @@ class Graph:
         **attrs: object,
     ) -> str:
         """Add a node with one output and return that output's name."""
-        return self.op_multi(op_type, *inputs, outputs=outputs, domain=domain, name=name, **attrs)[0]
+        return self.op_multi(op_type, *inputs, outputs=outputs, domain=domain, name=name, **attrs)[
+            0
+        ]
 
     def op_multi(
         self,

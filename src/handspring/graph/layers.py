@@ -6,6 +6,7 @@ keys; these functions transpose, quantize and fold them as the graph needs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,12 +86,26 @@ def linear(
     return g.op("MatMulIntegerToFloat", *inputs, domain=MS_DOMAIN)
 
 
-def layer_norm(g: Graph, x: str, weight: np.ndarray, bias: np.ndarray, key: str, eps: float) -> str:
+def dense(
+    g: Graph,
+    x: str,
+    w: Mapping[str, np.ndarray],
+    key: str,
+    precision: Precision,
+    scale: float = 1.0,
+) -> str:
+    """`linear` with `key.weight` and (if present) `key.bias` read from `w`,
+    both multiplied by `scale` (used to fold constants into a layer)."""
+    bias = w[f"{key}.bias"] * scale if f"{key}.bias" in w else None
+    return linear(g, x, w[f"{key}.weight"] * scale, bias, key, precision)
+
+
+def layer_norm(g: Graph, x: str, w: Mapping[str, np.ndarray], key: str, eps: float) -> str:
     return g.op(
         "LayerNormalization",
         x,
-        g.const(weight.astype(np.float32), f"{key}.weight"),
-        g.const(bias.astype(np.float32), f"{key}.bias"),
+        g.const(w[f"{key}.weight"].astype(np.float32), f"{key}.weight"),
+        g.const(w[f"{key}.bias"].astype(np.float32), f"{key}.bias"),
         axis=-1,
         epsilon=float(eps),
     )

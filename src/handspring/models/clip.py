@@ -27,6 +27,7 @@ from handspring.graph.builder import FLOAT, INT64, Graph
 from handspring.graph.layers import (
     Precision,
     activation,
+    dense,
     layer_norm,
     linear,
     merge_heads,
@@ -243,39 +244,48 @@ Weights = Mapping[str, np.ndarray]
 QuerySelect = Callable[[str], str]
 
 
+@dataclass(frozen=True)
+class _Block:
+    """What a transformer block needs besides its input and weights."""
+
+    width: int
+    heads: int
+    act: str
+    eps: float
+    precision: Precision
+
+
 def _encoder_layer(
     g: Graph,
     x: str,
     w: Weights,
     key: str,
-    width: int,
-    heads: int,
-    act: str,
-    eps: float,
-    precision: Precision,
+    b: _Block,
     mask: str | None,
     select: QuerySelect | None = None,
 ) -> str:
     """Pre-norm transformer block. With `select`, only the selected query rows
     are computed (the last block needs just the token that is read out)."""
-    head_dim = width // heads
-    scale = np.float32(head_dim**-0.5)
-    h = layer_norm(g, x, w[f"{key}layer_norm1.weight"], w[f"{key}layer_norm1.bias"], f"{key}layer_norm1", eps)  # [B, T, D]
+    head_dim = b.width // b.heads
+    h = layer_norm(g, x, w, f"{key}layer_norm1", b.eps)  # [B, T, D]
     query_in = select(h) if select else h  # [B, Tq, D]
-    q = linear(g, query_in, w[f"{key}self_attn.q_proj.weight"] * scale, w[f"{key}self_attn.q_proj.bias"] * scale, f"{key}self_attn.q_proj", precision)  # [B, Tq, D]
-    k = linear(g, h, w[f"{key}self_attn.k_proj.weight"], w[f"{key}self_attn.k_proj.bias"], f"{key}self_attn.k_proj", precision)  # [B, T, D]
-    v = linear(g, h, w[f"{key}self_attn.v_proj.weight"], w[f"{key}self_attn.v_proj.bias"], f"{key}self_attn.v_proj", precision)  # [B, T, D]
-    scores = g.op("MatMul", split_heads(g, q, heads, head_dim), split_heads(g, k, heads, head_dim, keys_last=True))  # [B, H, Tq, T]
+    q = dense(
+        g, query_in, w, f"{key}self_attn.q_proj", b.precision, scale=head_dim**-0.5
+    )  # [B, Tq, D]
+    k = dense(g, h, w, f"{key}self_attn.k_proj", b.precision)  # [B, T, D]
+    v = dense(g, h, w, f"{key}self_attn.v_proj", b.precision)  # [B, T, D]
+    q_heads = split_heads(g, q, b.heads, head_dim)  # [B, H, Tq, Dh]
+    k_heads = split_heads(g, k, b.heads, head_dim, keys_last=True)  # [B, H, Dh, T]
+    scores = g.op("MatMul", q_heads, k_heads)  # [B, H, Tq, T]
     if mask is not None:
         scores = g.op("Add", scores, mask)
     probs = g.op("Softmax", scores, axis=-1)  # [B, H, Tq, T]
-    attended = merge_heads(g, g.op("MatMul", probs, split_heads(g, v, heads, head_dim)), width)  # [B, Tq, D]
-    out = linear(g, attended, w[f"{key}self_attn.out_proj.weight"], w[f"{key}self_attn.out_proj.bias"], f"{key}self_attn.out_proj", precision)  # [B, Tq, D]
+    attended = g.op("MatMul", probs, split_heads(g, v, b.heads, head_dim))  # [B, H, Tq, Dh]
+    out = dense(g, merge_heads(g, attended, b.width), w, f"{key}self_attn.out_proj", b.precision)
     x = g.op("Add", select(x) if select else x, out)  # [B, Tq, D]
-    h = layer_norm(g, x, w[f"{key}layer_norm2.weight"], w[f"{key}layer_norm2.bias"], f"{key}layer_norm2", eps)
-    h = linear(g, h, w[f"{key}mlp.fc1.weight"], w[f"{key}mlp.fc1.bias"], f"{key}mlp.fc1", precision)  # [B, Tq, M]
-    h = activation(g, h, act)
-    h = linear(g, h, w[f"{key}mlp.fc2.weight"], w[f"{key}mlp.fc2.bias"], f"{key}mlp.fc2", precision)  # [B, Tq, D]
+    h = layer_norm(g, x, w, f"{key}layer_norm2", b.eps)
+    h = dense(g, h, w, f"{key}mlp.fc1", b.precision)  # [B, Tq, M]
+    h = dense(g, activation(g, h, b.act), w, f"{key}mlp.fc2", b.precision)  # [B, Tq, D]
     return g.op("Add", x, h)  # [B, Tq, D]
 
 
@@ -288,16 +298,18 @@ EMBEDDING_OUTPUT = "embedding"
 
 def build_vision_graph(cfg: ClipConfig, w: Weights, precision: Precision) -> onnx.ModelProto:
     v = cfg.vision
-    d, p, grid = v.hidden_size, v.patch_size, v.grid
+    d, p, grid, c = v.hidden_size, v.patch_size, v.grid, v.num_channels
+    block = _Block(d, v.num_attention_heads, v.hidden_act, v.layer_norm_eps, precision)
     g = Graph("clip_vision")
-    x = g.input(IMAGE_INPUT, FLOAT, ["batch", v.num_channels, v.image_size, v.image_size])
+    x = g.input(IMAGE_INPUT, FLOAT, ["batch", c, v.image_size, v.image_size])
     # The patch Conv has stride == kernel, so it is a MatMul over flattened
     # patches; as a MatMul it quantizes well (ConvInteger was slow here).
-    x = g.op("Reshape", x, g.ints([0, v.num_channels, grid, p, grid, p]))  # [B, C, gh, p, gw, p]
+    x = g.op("Reshape", x, g.ints([0, c, grid, p, grid, p]))  # [B, C, gh, p, gw, p]
     x = g.op("Transpose", x, perm=[0, 2, 4, 1, 3, 5])  # [B, gh, gw, C, p, p]
-    x = g.op("Reshape", x, g.ints([0, grid * grid, v.num_channels * p * p]))  # [B, N, C*p*p]
-    patch_w = w["vision_model.embeddings.patch_embedding.weight"].reshape(d, -1)  # [D, C*p*p]
-    x = linear(g, x, patch_w, None, "vision_model.embeddings.patch_embedding", precision)  # [B, N, D]
+    x = g.op("Reshape", x, g.ints([0, grid * grid, c * p * p]))  # [B, N, C*p*p]
+    key = "vision_model.embeddings.patch_embedding"
+    patch_w = w[f"{key}.weight"].reshape(d, -1)  # [D, C*p*p]
+    x = linear(g, x, patch_w, None, key, precision)  # [B, N, D]
     pos = w["vision_model.embeddings.position_embedding.weight"]  # [N+1, D]
     x = g.op("Add", x, g.const(pos[1:].astype(np.float32)))  # [B, N, D]
     cls = (w["vision_model.embeddings.class_embedding"] + pos[0]).reshape(1, 1, d)  # [1, 1, D]
@@ -305,56 +317,65 @@ def build_vision_graph(cfg: ClipConfig, w: Weights, precision: Precision) -> onn
     cls_shape = g.op("Concat", batch, g.ints([1, d]), axis=0)
     cls_tokens = g.op("Expand", g.const(cls.astype(np.float32)), cls_shape)  # [B, 1, D]
     x = g.op("Concat", cls_tokens, x, axis=1)  # [B, N+1, D]
-    x = layer_norm(g, x, w["vision_model.pre_layrnorm.weight"], w["vision_model.pre_layrnorm.bias"], "vision_model.pre_layrnorm", v.layer_norm_eps)
+    x = layer_norm(g, x, w, "vision_model.pre_layrnorm", v.layer_norm_eps)
 
     def class_token(t: str) -> str:
         return g.op("Slice", t, g.ints([0]), g.ints([1]), g.ints([1]))  # [B, 1, D]
 
     for i in range(v.num_hidden_layers):
         last = i == v.num_hidden_layers - 1
-        x = _encoder_layer(g, x, w, f"vision_model.encoder.layers.{i}.", d, v.num_attention_heads, v.hidden_act, v.layer_norm_eps, precision, None, class_token if last else None)
+        layer_key = f"vision_model.encoder.layers.{i}."
+        x = _encoder_layer(g, x, w, layer_key, block, None, class_token if last else None)
     x = g.op("Reshape", x, g.ints([0, d]))  # [B, D]
-    x = layer_norm(g, x, w["vision_model.post_layernorm.weight"], w["vision_model.post_layernorm.bias"], "vision_model.post_layernorm", v.layer_norm_eps)
-    x = linear(g, x, w["visual_projection.weight"], None, "visual_projection", precision)  # [B, P]
+    x = layer_norm(g, x, w, "vision_model.post_layernorm", v.layer_norm_eps)
+    x = dense(g, x, w, "visual_projection", precision)  # [B, P]
     g.output(x, EMBEDDING_OUTPUT, FLOAT, ["batch", cfg.projection_dim])
     return g.to_model("CLIP image tower")
 
 
-def _token_embedding(g: Graph, table: np.ndarray, ids: str, precision: Precision) -> str:
+def _token_embedding(g: Graph, w: Weights, ids: str, precision: Precision) -> str:
     key = "text_model.embeddings.token_embedding"
+    table = w[f"{key}.weight"].astype(np.float32)  # [V, D]
     if not precision.int8:
-        return g.op("Gather", g.const(table.astype(np.float32), f"{key}.weight"), ids)  # [B, T, D]
+        return g.op("Gather", g.const(table, f"{key}.weight"), ids)  # [B, T, D]
     # The table is a third of the text tower's weights in fp32 and only a few
     # rows are read per text: int8 rows with one scale each cost ~nothing.
     q, scale = quantize_per_channel(np.ascontiguousarray(table.T), 8)  # [D, V] int8, [V]
-    rows = g.op("Gather", g.const(np.ascontiguousarray(q.T), f"{key}.weight_int8"), ids)  # [B, T, D] int8
-    scales = g.op("Gather", g.const(scale.reshape(-1, 1), f"{key}.weight_scale"), ids)  # [B, T, 1]
+    rows = g.op("Gather", g.const(np.ascontiguousarray(q.T), f"{key}.weight_int8"), ids)
+    scales = g.op("Gather", g.const(scale.reshape(-1, 1), f"{key}.weight_scale"), ids)
     return g.op("Mul", g.op("Cast", rows, to=FLOAT), scales)  # [B, T, D]
 
 
 def build_text_graph(cfg: ClipConfig, w: Weights, precision: Precision) -> onnx.ModelProto:
     t = cfg.text
     d, ctx = t.hidden_size, t.max_position_embeddings
+    block = _Block(d, t.num_attention_heads, t.hidden_act, t.layer_norm_eps, precision)
     g = Graph("clip_text")
     ids = g.input(TEXT_INPUTS[0], INT64, ["batch", "tokens"])
     eot = g.input(TEXT_INPUTS[1], INT64, ["batch"])
     tokens = g.op("Shape", ids, start=1, end=2)  # [1] = T
-    x = _token_embedding(g, w["text_model.embeddings.token_embedding.weight"], ids, precision)  # [B, T, D]
-    pos = g.op("Slice", g.const(w["text_model.embeddings.position_embedding.weight"].astype(np.float32), "text_model.embeddings.position_embedding.weight"), g.ints([0]), tokens, g.ints([0]))  # [T, D]
-    x = g.op("Add", x, pos)  # [B, T, D]
+    x = _token_embedding(g, w, ids, precision)  # [B, T, D]
+    key = "text_model.embeddings.position_embedding.weight"
+    pos_table = g.const(w[key].astype(np.float32), key)  # [ctx, D]
+    x = g.op("Add", x, g.op("Slice", pos_table, g.ints([0]), tokens, g.ints([0])))  # [B, T, D]
     causal = np.triu(np.full((ctx, ctx), np.finfo(np.float32).min, dtype=np.float32), k=1)
-    mask = g.op("Slice", g.const(causal), g.ints([0, 0]), g.op("Concat", tokens, tokens, axis=0), g.ints([0, 1]))  # [T, T]
+    square = g.op("Concat", tokens, tokens, axis=0)  # [2] = (T, T)
+    mask = g.op("Slice", g.const(causal), g.ints([0, 0]), square, g.ints([0, 1]))  # [T, T]
     eot_col = g.op("Unsqueeze", eot, g.ints([1]))  # [B, 1]
     eot_mask = g.op("Unsqueeze", g.op("Gather", mask, eot), g.ints([1, 2]))  # [B, 1, 1, T]
 
     def eot_token(h: str) -> str:
-        return g.op("Unsqueeze", g.op("GatherND", h, eot_col, batch_dims=1), g.ints([1]))  # [B, 1, D]
+        row = g.op("GatherND", h, eot_col, batch_dims=1)  # [B, D]
+        return g.op("Unsqueeze", row, g.ints([1]))  # [B, 1, D]
 
     for i in range(t.num_hidden_layers):
         last = i == t.num_hidden_layers - 1
-        x = _encoder_layer(g, x, w, f"text_model.encoder.layers.{i}.", d, t.num_attention_heads, t.hidden_act, t.layer_norm_eps, precision, eot_mask if last else mask, eot_token if last else None)
+        layer_key = f"text_model.encoder.layers.{i}."
+        x = _encoder_layer(
+            g, x, w, layer_key, block, eot_mask if last else mask, eot_token if last else None
+        )
     x = g.op("Reshape", x, g.ints([0, d]))  # [B, D]
-    x = layer_norm(g, x, w["text_model.final_layer_norm.weight"], w["text_model.final_layer_norm.bias"], "text_model.final_layer_norm", t.layer_norm_eps)
-    x = linear(g, x, w["text_projection.weight"], None, "text_projection", precision)  # [B, P]
+    x = layer_norm(g, x, w, "text_model.final_layer_norm", t.layer_norm_eps)
+    x = dense(g, x, w, "text_projection", precision)  # [B, P]
     g.output(x, EMBEDDING_OUTPUT, FLOAT, ["batch", cfg.projection_dim])
     return g.to_model("CLIP text tower")

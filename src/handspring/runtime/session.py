@@ -16,7 +16,9 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def make_session(path: Path, threads: int | None = None, spinning: bool = True) -> ort.InferenceSession:
+def make_session(
+    path: Path, threads: int | None = None, spinning: bool = True
+) -> ort.InferenceSession:
     """One session on the CPU. Spinning keeps worker threads hot between the
     small ops of a transformer: at batch 1 it is worth ~20% on our 2 cores."""
     options = ort.SessionOptions()

@@ -74,7 +74,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def detect_layout(folder: Path) -> tuple[Layout, Path]:
     """The layout of a model folder, and the folder holding the model proper."""
-    if (folder / "visual" / "model.onnx").is_file() or (folder / "textual" / "model.onnx").is_file():
+    if (folder / "visual" / "model.onnx").is_file() or (
+        folder / "textual" / "model.onnx"
+    ).is_file():
         return "immich", folder
     if (folder / "open_clip_config.json").is_file():
         return "open_clip", folder
@@ -88,7 +90,8 @@ def detect_layout(folder: Path) -> tuple[Layout, Path]:
         if model_type == "clip":
             return "transformers", folder
         raise CheckpointError(
-            str(folder / "config.json"), f"unknown architecture: model_type {model_type!r} is not a CLIP model"
+            str(folder / "config.json"),
+            f"unknown architecture: model_type {model_type!r} is not a CLIP model",
         )
     raise CheckpointError(
         str(folder),
@@ -107,7 +110,11 @@ def _file_patterns(layout: Layout, sub: str, modalities: Collection[Modality]) -
             files += ["textual/model.onnx", "textual/model.onnx_data"]
             files += [f"textual/{name}" for name in TOKENIZER_FILES]
         return files
-    weights = ["open_clip_model.safetensors"] if layout == "open_clip" else ["model.safetensors", "model*.safetensors"]
+    weights = (
+        ["open_clip_model.safetensors"]
+        if layout == "open_clip"
+        else ["model.safetensors", "model*.safetensors"]
+    )
     files = [prefix + name for name in ("config.json", "open_clip_config.json", *weights)]
     if "image" in modalities:
         files.append(prefix + "preprocessor_config.json")
@@ -133,7 +140,7 @@ def _weight_paths(folder: Path, layout: Layout) -> list[Path]:
             raise CheckpointError(
                 str(folder / name),
                 "PyTorch pickle weights are not read (they can run code when loaded); convert once with "
-                "`python -c \"import torch, safetensors.torch as s; "
+                '`python -c "import torch, safetensors.torch as s; '
                 f"s.save_file(torch.load('{name}'), '{candidates[0]}')\"` or use a safetensors revision",
             )
     raise CheckpointError(str(folder), f"no {candidates[0]} (or sharded index) found")
@@ -157,8 +164,12 @@ def check_weights(
     for key, want in expected.items():
         got = tuple(shape_of(key))
         if got != tuple(want):
-            raise CheckpointError(source, f"shape {got}, but the config implies {tuple(want)}", key=key)
-    unexpected = [k for k in tensors if k.startswith(prefixes) and k not in expected and k not in IGNORED_KEYS]
+            raise CheckpointError(
+                source, f"shape {got}, but the config implies {tuple(want)}", key=key
+            )
+    unexpected = [
+        k for k in tensors if k.startswith(prefixes) and k not in expected and k not in IGNORED_KEYS
+    ]
     if unexpected:
         raise CheckpointError(
             source,
@@ -193,7 +204,9 @@ def load_clip_checkpoint(model: str | Path, modalities: Collection[Modality]) ->
         try:
             config = ClipConfig.from_open_clip(model_cfg)
         except (KeyError, ValueError) as exc:
-            raise CheckpointError(str(folder / "open_clip_config.json"), f"unsupported open_clip config: {exc}") from exc
+            raise CheckpointError(
+                str(folder / "open_clip_config.json"), f"unsupported open_clip config: {exc}"
+            ) from exc
         paths = _weight_paths(folder, layout)
         source = TensorSource.open(paths)
         renamed = RenamedSource(
@@ -217,12 +230,19 @@ def load_clip_checkpoint(model: str | Path, modalities: Collection[Modality]) ->
         paths = _weight_paths(folder, layout)
         tensors = TensorSource.open(paths)
         pre_path = folder / "preprocessor_config.json"
-        preprocess = ("hf", _read_json(pre_path) if pre_path.is_file() else _default_hf_preprocess(config))
+        preprocess = (
+            "hf",
+            _read_json(pre_path) if pre_path.is_file() else _default_hf_preprocess(config),
+        )
         cleaning = "hf"
 
     for modality in modalities:
-        expected = vision_weight_shapes(config) if modality == "image" else text_weight_shapes(config)
-        check_weights(tensors, expected, TOWER_PREFIXES[modality], ", ".join(map(str, paths)), modality)
+        expected = (
+            vision_weight_shapes(config) if modality == "image" else text_weight_shapes(config)
+        )
+        check_weights(
+            tensors, expected, TOWER_PREFIXES[modality], ", ".join(map(str, paths)), modality
+        )
     return ClipCheckpoint(
         name=name,
         folder=folder,
@@ -246,7 +266,9 @@ def _tokenizer_folder(*folders: Path) -> Path:
     for folder in folders:
         if (folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file():
             return folder
-    raise CheckpointError(str(folders[0]), "no tokenizer files (tokenizer.json, or vocab.json + merges.txt)")
+    raise CheckpointError(
+        str(folders[0]), "no tokenizer files (tokenizer.json, or vocab.json + merges.txt)"
+    )
 
 
 def _immich(name: str, folder: Path, modalities: Collection[Modality]) -> ClipCheckpoint:

@@ -56,7 +56,10 @@ def open_clip_names(vision_layers: int, text_layers: int) -> dict[str, tuple[str
     names: dict[str, tuple[str, Transform]] = {
         "vision_model.embeddings.class_embedding": ("visual.class_embedding", _identity),
         "vision_model.embeddings.patch_embedding.weight": ("visual.conv1.weight", _identity),
-        "vision_model.embeddings.position_embedding.weight": ("visual.positional_embedding", _identity),
+        "vision_model.embeddings.position_embedding.weight": (
+            "visual.positional_embedding",
+            _identity,
+        ),
         "vision_model.pre_layrnorm.weight": ("visual.ln_pre.weight", _identity),
         "vision_model.pre_layrnorm.bias": ("visual.ln_pre.bias", _identity),
         "vision_model.post_layernorm.weight": ("visual.ln_post.weight", _identity),
@@ -70,7 +73,9 @@ def open_clip_names(vision_layers: int, text_layers: int) -> dict[str, tuple[str
         "logit_scale": ("logit_scale", _identity),
     }
     for i in range(vision_layers):
-        names |= _block_names(f"vision_model.encoder.layers.{i}.", f"visual.transformer.resblocks.{i}.")
+        names |= _block_names(
+            f"vision_model.encoder.layers.{i}.", f"visual.transformer.resblocks.{i}."
+        )
     for i in range(text_layers):
         names |= _block_names(f"text_model.encoder.layers.{i}.", f"transformer.resblocks.{i}.")
     return names

@@ -32,7 +32,9 @@ def fetch(model: str | Path, patterns: Sequence[str], revision: str | None = Non
         return Path(model).expanduser().resolve()
     repo_id = str(model)
     if repo_id.count("/") != 1 or repo_id.startswith(("/", ".", "~")):
-        raise CheckpointError(repo_id, "no such local folder, and not a Hugging Face repo id (org/name)")
+        raise CheckpointError(
+            repo_id, "no such local folder, and not a Hugging Face repo id (org/name)"
+        )
     # Imported here: huggingface_hub costs ~0.1 s to import and a cached graph
     # plus a local folder never needs it.
     from huggingface_hub import snapshot_download

@@ -34,7 +34,7 @@ class TensorFile:
             raise CheckpointError(str(path), f"not a readable safetensors file ({exc})") from exc
         self._header: dict[str, dict] | None = None
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         return self._keys
 
     def dtype(self, key: str) -> str:
@@ -82,7 +82,7 @@ class TensorSource(Mapping[str, np.ndarray]):
         self.files = files
         self._where: dict[str, TensorFile] = {}
         for file in files:
-            for key in file.keys():
+            for key in file.names():
                 self._where[key] = file
 
     @classmethod
