@@ -24,6 +24,8 @@ from handspring.runtime.towers import TowerSession
 
 log = logging.getLogger("handspring")
 
+TOWER_BATCH = 16
+
 
 @dataclass
 class ImageEmbeddings:
@@ -168,9 +170,12 @@ class ClipModel:
         for exc in errors:
             log.warning("image skipped: %s", exc)
         out = np.full((len(batch), self.dim), np.nan, dtype=np.float32)
-        if pixels:
-            vectors = tower.session.run(None, {input_name: np.stack(pixels)})[0]
-            out[rows] = l2_normalize(vectors) if normalize else vectors
+        # The tower runs at most TOWER_BATCH images at once: larger batches
+        # gain <10% throughput here but hold twice the activation memory.
+        for start in range(0, len(pixels), TOWER_BATCH):
+            chunk = np.stack(pixels[start : start + TOWER_BATCH])  # [b, 3, H, W]
+            vectors = tower.session.run(None, {input_name: chunk})[0]
+            out[rows[start : start + TOWER_BATCH]] = l2_normalize(vectors) if normalize else vectors
         return ImageEmbeddings(out, errors, error_rows)
 
     def embed_images(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from handspring.embedder import ClipModel
@@ -66,7 +67,13 @@ def load(
         raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {modalities}")
     precision_obj = precision_of(precision)
     checkpoint = load_clip_checkpoint(resolve_alias(str(model)), modalities)
-    towers = {m: clip_tower(checkpoint, m, precision_obj, threads) for m in modalities}
+    # Towers start in parallel: ORT releases the GIL while it loads and
+    # pre-packs weights, which is most of a start from the graph cache.
+    with ThreadPoolExecutor(max_workers=len(modalities)) as pool:
+        futures = {
+            m: pool.submit(clip_tower, checkpoint, m, precision_obj, threads) for m in modalities
+        }
+        towers = {m: f.result() for m, f in futures.items()}
     for modality, tower in towers.items():
         log.info(
             "%s %s tower ready in %.2f s (%s)",

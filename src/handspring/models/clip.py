@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 
 from handspring.graph.builder import FLOAT, INT64, Graph
 from handspring.graph.layers import (
@@ -34,6 +33,9 @@ from handspring.graph.layers import (
     quantize_per_channel,
     split_heads,
 )
+
+if TYPE_CHECKING:
+    import onnx
 
 # --------------------------------------------------------------------- config
 

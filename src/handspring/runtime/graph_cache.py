@@ -11,11 +11,13 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import onnx
+if TYPE_CHECKING:
+    import onnx
 
 # Bump when the graphs the builder writes change, so old cache entries are not reused.
 GRAPH_FORMAT = 1
@@ -38,9 +40,18 @@ def _hf_blob_sha256(path: Path) -> str | None:
     return None
 
 
+_fingerprint_lock = threading.Lock()
+
+
 def file_fingerprint(path: Path) -> str:
     if blob := _hf_blob_sha256(path):
         return blob
+    # Towers load in parallel threads and share weight files: hash each once.
+    with _fingerprint_lock:
+        return _memoised_sha256(path)
+
+
+def _memoised_sha256(path: Path) -> str:
     real = path.resolve()
     stat = real.stat()
     memo_key = f"{real}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
@@ -88,6 +99,8 @@ def cached_graph(key: str, build: Callable[[], onnx.ModelProto]) -> tuple[Path, 
     path = folder / "model.onnx"
     if path.is_file():
         return path, False
+    import onnx
+
     model = build()
     # Build into a sibling folder and rename it into place, so a crash or a
     # concurrent build never leaves a half-written graph under the key.

@@ -9,7 +9,6 @@ from pathlib import Path
 import onnxruntime as ort
 
 from handspring.graph.layers import Precision
-from handspring.models.clip import build_text_graph, build_vision_graph
 from handspring.runtime.cpu import int8_weight_bits
 from handspring.runtime.graph_cache import cached_graph, graph_key
 from handspring.runtime.session import make_session
@@ -51,6 +50,9 @@ def clip_tower(
         }
 
         def build():  # type: ignore[no-untyped-def]
+            # Imported only on a cache miss: onnx costs 75 ms and 12 MiB to import.
+            from handspring.models.clip import build_text_graph, build_vision_graph
+
             builder = build_vision_graph if modality == "image" else build_text_graph
             return builder(config, tensors, precision)
 
