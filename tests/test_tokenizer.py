@@ -568,3 +568,12 @@ def test_special_token_missing_from_vocab(tmp_path: Path) -> None:
     with pytest.raises(TokenizerError, match="not in the vocabulary") as err:
         ClipTokenizer.from_folder(tmp_path)
     assert str(tmp_path) in str(err.value)
+
+
+@pytest.mark.reference
+def test_committed_bpe_file_is_open_clips() -> None:
+    from tests.support.clip_vocab import COMMITTED_BPE, open_clip_bpe_file
+
+    shipped = open_clip_bpe_file()
+    assert shipped is not None
+    assert COMMITTED_BPE.read_bytes() == shipped.read_bytes()

@@ -94,24 +94,29 @@ def _preprocessor_config(image_size: int) -> dict:
     }
 
 
-def _tokenizer_files(folder: Path) -> None:
+def _tokenizer_files(folder: Path, tokenizer_json: bool) -> None:
     from tests.support.clip_vocab import write_clip_tokenizer
 
-    write_clip_tokenizer(folder)
+    write_clip_tokenizer(folder, tokenizer_json=tokenizer_json)
 
 
 def write_hf_clip(
-    folder: Path, cfg: ClipConfig = TINY, seed: int = 0, dtype: str = "float32"
+    folder: Path,
+    cfg: ClipConfig = TINY,
+    seed: int = 0,
+    dtype: str = "float32",
+    tokenizer_json: bool = True,
 ) -> Path:
     """A transformers-layout checkpoint; dtype "float16" or "bfloat16" stores
-    the same weights rounded, as half-precision checkpoints on the hub are."""
+    the same weights rounded, as half-precision checkpoints on the hub are.
+    tokenizer_json=False writes only vocab.json + merges.txt (no transformers needed)."""
     folder.mkdir(parents=True, exist_ok=True)
     weights = random_clip_weights(cfg, seed)
     (folder / "config.json").write_text(json.dumps(hf_config(cfg), indent=2))
     (folder / "preprocessor_config.json").write_text(
         json.dumps(_preprocessor_config(cfg.vision.image_size), indent=2)
     )
-    _tokenizer_files(folder)
+    _tokenizer_files(folder, tokenizer_json)
     if dtype == "float32":
         save_file(weights, str(folder / "model.safetensors"))
     elif dtype == "float16":
@@ -240,7 +245,9 @@ def to_open_clip_names(weights: dict[str, np.ndarray], cfg: ClipConfig) -> dict[
     return out
 
 
-def write_open_clip(folder: Path, cfg: ClipConfig = TINY, seed: int = 0) -> Path:
+def write_open_clip(
+    folder: Path, cfg: ClipConfig = TINY, seed: int = 0, tokenizer_json: bool = True
+) -> Path:
     """open_clip_config.json + open_clip_model.safetensors, as on timm/ and laion/ repos."""
     folder.mkdir(parents=True, exist_ok=True)
     weights = to_open_clip_names(random_clip_weights(cfg, seed), cfg)
@@ -253,5 +260,5 @@ def write_open_clip(folder: Path, cfg: ClipConfig = TINY, seed: int = 0) -> Path
         },
     }
     (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2))
-    _tokenizer_files(folder)
+    _tokenizer_files(folder, tokenizer_json)
     return folder
