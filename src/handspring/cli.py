@@ -68,7 +68,11 @@ def main(verbose: bool) -> None:
 )
 @click.option("-i", "--image", "images", multiple=True, help="Image file or folder (repeatable).")
 @click.option("-t", "--text", "texts", multiple=True, help="Text to embed (repeatable).")
-@click.option("--texts-file", help="File with one text per line ('-' for stdin).")
+@click.option(
+    "--texts-file",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+    help="File with one text per line ('-' for stdin).",
+)
 @click.option(
     "-o",
     "--output",
@@ -116,14 +120,17 @@ def embed(
     if not image_paths and not all_texts:
         raise click.UsageError("nothing to embed: give --image and/or --text/--texts-file")
     modalities = [m for m, items in (("image", image_paths), ("text", all_texts)) if items]
-    loaded = handspring.load(
-        model,
-        modalities=modalities,
-        precision=precision,
-        threads=threads,
-        fast_decode=fast_decode,
-        exif_orientation=not no_exif_orientation,
-    )
+    try:
+        loaded = handspring.load(
+            model,
+            modalities=modalities,
+            precision=precision,
+            threads=threads,
+            fast_decode=fast_decode,
+            exif_orientation=not no_exif_orientation,
+        )
+    except handspring.HandspringError as exc:
+        raise click.ClickException(str(exc)) from exc
     normalize = not no_normalize
     show = sys.stderr.isatty() if progress is None else progress
     rows: list[np.ndarray] = []

@@ -168,7 +168,8 @@ class ClipModel:
                 )
                 error_rows.append(row)
         for exc in errors:
-            log.warning("image skipped: %s", exc)
+            # Returned to the caller in `errors`; logged for those who want a trail.
+            log.info("image skipped: %s", exc)
         out = np.full((len(batch), self.dim), np.nan, dtype=np.float32)
         # The tower runs at most TOWER_BATCH images at once: larger batches
         # gain <10% throughput here but hold twice the activation memory.
@@ -258,7 +259,9 @@ class ClipModel:
             raise ValueError("classify needs at least one label")
         text = self.embed_texts([template.format(label) for label in labels])
         images_out = self.embed_images(images, batch_size=batch_size)
-        logits = self.logit_scale * images_out.embeddings @ text.T  # [N, L]
-        logits -= np.nanmax(logits, axis=1, keepdims=True) if len(logits) else 0
-        probs = np.exp(logits)
-        return probs / probs.sum(axis=1, keepdims=True), images_out
+        probs = np.full((len(images_out), len(labels)), np.nan, dtype=np.float32)
+        ok = images_out.ok
+        logits = self.logit_scale * images_out.embeddings[ok] @ text.T  # [N_ok, L]
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True, initial=-np.inf))
+        probs[ok] = exp / exp.sum(axis=1, keepdims=True)
+        return probs, images_out

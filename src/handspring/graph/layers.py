@@ -26,12 +26,17 @@ class Precision:
     # Linear layers (checkpoint key suffixes) kept in fp32 under int8.
     fp32_layers: tuple[str, ...] = ()
     per_channel: bool = True
+    # Activations quantized per row (token) rather than per tensor: each
+    # token gets its own range, and a row's result no longer depends on the
+    # other rows of the batch.
+    per_row: bool = True
 
     @property
     def tag(self) -> str:
         if not self.int8:
             return "fp32"
         granularity = "" if self.per_channel else "-tensor"
+        granularity += "-rows" if self.per_row else ""
         return f"int8w{self.weight_bits}{granularity}" + "".join(f"-{k}" for k in self.fp32_layers)
 
     def quantizes(self, key: str) -> bool:
@@ -63,6 +68,22 @@ def _quantized_input(g: Graph, x: str) -> tuple[str, str, str]:
     return xq, xs, xz
 
 
+def _quantized_rows(g: Graph, x: str) -> tuple[str, str, str]:
+    """Asymmetric per-row quantization: x ~ scale * xq + low, with scale and
+    low [..., 1] and xq uint8, so each row uses all 256 levels."""
+    key = ("rows", x)
+    if key not in g.shared:
+        low = g.op("ReduceMin", x, axes=[-1], keepdims=1)  # [..., 1]
+        high = g.op("ReduceMax", x, axes=[-1], keepdims=1)  # [..., 1]
+        scale = g.op("Mul", g.op("Sub", high, low), g.const(np.asarray(1 / 255, np.float32)))
+        scale = g.op("Max", scale, g.const(np.asarray(1e-30, np.float32)))  # a constant row
+        unit, zero = g.const(np.asarray(1.0, np.float32)), g.const(np.asarray(0, np.uint8))
+        xq = g.op("QuantizeLinear", g.op("Div", g.op("Sub", x, low), scale), unit, zero)
+        g.shared[key] = (xq, scale, low)
+    xq, scale, low = g.shared[key]
+    return xq, scale, low
+
+
 def linear(
     g: Graph,
     x: str,
@@ -79,6 +100,18 @@ def linear(
             y = g.op("Add", y, g.const(bias.astype(np.float32), f"{key}.bias"))
         return y
     q, scale = quantize_per_channel(w_in_out, precision.weight_bits, precision.per_channel)
+    if precision.per_row:
+        # x @ W = scale * (xq @ Wq * w_scale) + low * colsum(W): the second
+        # term restores the row offsets, with colsum taken over the int8 weights.
+        xq, row_scale, low = _quantized_rows(g, x)
+        unit, zero = g.const(np.asarray(1.0, np.float32)), g.const(np.asarray(0, np.uint8))
+        w_q, w_s = g.const(q, f"{key}.weight_int8"), g.const(scale, f"{key}.weight_scale")
+        y = g.op("MatMulIntegerToFloat", xq, w_q, unit, w_s, zero, domain=MS_DOMAIN)
+        colsum = (q.astype(np.float32) * scale).sum(axis=0)  # [out]
+        offset = g.op("Mul", low, g.const(colsum.astype(np.float32)))  # [..., out]
+        if bias is not None:
+            offset = g.op("Add", offset, g.const(bias.astype(np.float32), f"{key}.bias"))
+        return g.op("Add", g.op("Mul", y, row_scale), offset)
     xq, xs, xz = _quantized_input(g, x)
     inputs = [xq, g.const(q, f"{key}.weight_int8"), xs, g.const(scale, f"{key}.weight_scale"), xz]
     if bias is not None:

@@ -138,6 +138,8 @@ def _open(source: ImageInput, item: str, max_pixels: int | None) -> Image.Image:
     except IsADirectoryError as exc:
         raise ImageError(item, "is a directory, not an image file") from exc
     except OSError as exc:
+        if exc.errno is None:  # Pillow's parse errors are OSErrors without an errno
+            raise ImageError(item, f"corrupt image header ({exc})") from exc
         raise ImageError(item, f"cannot read the file ({exc.strerror or exc})") from exc
     except Exception as exc:  # a decoder's parse error in the header
         raise ImageError(item, f"corrupt image header ({type(exc).__name__}: {exc})") from exc

@@ -1,0 +1,373 @@
+"""The installed `handspring` command, run as a subprocess with the test caches.
+
+Expected vectors come from the Python API in this process; the command must
+give the same ones, in the documented order, and report bad inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import handspring
+from handspring.embedder import ClipModel
+from handspring.registry import KNOWN_MODELS
+from tests.support.checkpoints import TINY
+from tests.support.images import jpeg, photo_array
+
+DIM = TINY.projection_dim
+EXACT = 1e-6
+COMMAND = Path(sys.executable).parent / "handspring"  # the installed console script
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+# `handspring models` output, pinned so a change of format is a conscious one.
+MODELS_HEADER = (
+    "alias                    repo id                                    "
+    "layout                  dim  cached"
+)
+L14_336_ROW = (
+    "clip-vit-l-14-336        openai/clip-vit-large-patch14-336          "
+    "transformers            768  -"
+)
+
+
+def run(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environment = os.environ.copy()  # HANDSPRING_CACHE, HF_HUB_OFFLINE, HF_HUB_CACHE from conftest
+    environment.update(env or {})
+    return subprocess.run(
+        [str(COMMAND), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
+
+
+def _png(path: Path, height: int, width: int, seed: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(photo_array(height, width, seed)).save(path, format="PNG")
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(tiny_hf: Path) -> ClipModel:
+    return handspring.load(tiny_hf)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli_inputs")
+    folder = root / "folder"
+    # Created out of order: the command must sort them.
+    made = {
+        "z": _png(folder / "z.PNG", 40, 56, seed=31),
+        "b": _png(folder / "b.png", 48, 48, seed=32),
+        "c": _png(folder / "sub" / "c.png", 36, 60, seed=33),
+        "a": jpeg(folder / "a.jpg", 50, 40, seed=34),
+    }
+    (folder / "notes.txt").write_text("not an image, and not named like one")
+    bad = root / "bad"
+    bad.mkdir()
+    whole = jpeg(bad / "whole.jpg", 60, 80, seed=35).read_bytes()
+    (bad / "corrupt.jpg").write_bytes(whole[: len(whole) // 2])  # a download cut short
+    (root / "empty").mkdir()
+    return {
+        "img1": _png(root / "img1.png", 64, 48, seed=30),
+        "folder": folder,
+        "folder_sorted_0": made["a"],
+        "folder_sorted_1": made["b"],
+        "folder_sorted_2": made["c"],
+        "folder_sorted_3": made["z"],
+        "missing": root / "missing.jpg",
+        "corrupt": bad / "corrupt.jpg",
+        "empty_dir": root / "empty",
+    }
+
+
+def _folder_files(inputs: dict[str, Path]) -> list[Path]:
+    return [inputs[f"folder_sorted_{i}"] for i in range(4)]
+
+
+def test_console_script_is_installed() -> None:
+    assert COMMAND.is_file(), COMMAND
+    result = run("--help")
+    assert result.returncode == 0, result.stderr
+    assert "embed" in result.stdout and "models" in result.stdout
+
+
+def test_embed_to_json(
+    tiny_hf: Path, model: ClipModel, inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out.json"
+    texts = ["a cat", "a photo of a dog on the beach"]
+    result = run(
+        "embed",
+        "-m",
+        str(tiny_hf),
+        "-i",
+        str(inputs["img1"]),
+        "-i",
+        str(inputs["folder"]),
+        "-t",
+        texts[0],
+        "-t",
+        texts[1],
+        "-o",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(out.read_text())
+    assert document["model"] == str(tiny_hf)
+    assert document["dim"] == DIM
+    assert document["normalized"] is True
+    images = [inputs["img1"], *_folder_files(inputs)]
+    assert [(item["type"], item["input"]) for item in document["items"]] == [
+        *(("image", str(p)) for p in images),
+        *(("text", t) for t in texts),
+    ]
+    assert all("error" not in item for item in document["items"])
+    got = np.array([item["embedding"] for item in document["items"]], dtype=np.float32)
+    expected = np.concatenate([model.embed_images(images).embeddings, model.embed_texts(texts)])
+    assert got.shape == (len(images) + len(texts), DIM)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=EXACT)
+
+
+def test_embed_to_npy_without_normalizing(
+    tiny_hf: Path, model: ClipModel, inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out.npy"
+    result = run(
+        "embed",
+        "-m",
+        str(tiny_hf),
+        "-i",
+        str(inputs["folder"]),
+        "-t",
+        "a red car",
+        "--no-normalize",
+        "--batch-size",
+        "3",
+        "-o",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    matrix = np.load(out)
+    assert matrix.dtype == np.float32
+    assert matrix.shape == (5, DIM)
+    expected = np.concatenate(
+        [
+            model.embed_images(_folder_files(inputs), normalize=False).embeddings,
+            model.embed_texts(["a red car"], normalize=False),
+        ]
+    )
+    np.testing.assert_allclose(matrix, expected, rtol=0, atol=EXACT)
+    assert np.abs(np.linalg.norm(matrix, axis=1) - 1).max() > 1e-2
+
+
+def test_texts_from_stdin(tiny_hf: Path, model: ClipModel) -> None:
+    result = run(
+        "embed",
+        "-m",
+        str(tiny_hf),
+        "-t",
+        "first",
+        "--texts-file",
+        "-",
+        stdin="a cat\nthe dog, running\n",
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)  # no -o: JSON on stdout
+    texts = ["first", "a cat", "the dog, running"]
+    assert [item["input"] for item in document["items"]] == texts
+    assert {item["type"] for item in document["items"]} == {"text"}
+    got = np.array([item["embedding"] for item in document["items"]], dtype=np.float32)
+    np.testing.assert_allclose(got, model.embed_texts(texts), rtol=0, atol=EXACT)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".npy"])
+def test_bad_images_exit_1_and_keep_the_other_rows(
+    tiny_hf: Path, model: ClipModel, inputs: dict[str, Path], tmp_path: Path, suffix: str
+) -> None:
+    out = tmp_path / f"out{suffix}"
+    # Batches of 3: the second bad image is in the second batch.
+    args = ["embed", "-m", str(tiny_hf), "-o", str(out), "-t", "a cat", "--batch-size", "3"]
+    for name in ("img1", "missing", "folder_sorted_1", "corrupt"):
+        args += ["-i", str(inputs[name])]
+    result = run(*args)
+
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert f"{inputs['missing']}: file not found" in result.stderr
+    assert f"{inputs['corrupt']}: truncated" in result.stderr
+    assert "2 of 4 images could not be read" in result.stderr
+    good = np.concatenate(
+        [
+            model.embed_images([inputs["img1"], inputs["folder_sorted_1"]]).embeddings,
+            model.embed_texts(["a cat"]),
+        ]
+    )
+    if suffix == ".json":
+        items = json.loads(out.read_text())["items"]
+        assert len(items) == 5
+        assert items[1] == {
+            "type": "image",
+            "input": str(inputs["missing"]),
+            "embedding": None,
+            "error": "file not found",
+        }
+        assert items[3]["embedding"] is None and items[3]["error"].startswith("truncated")
+        got = np.array([items[i]["embedding"] for i in (0, 2, 4)], dtype=np.float32)
+    else:
+        matrix = np.load(out)
+        assert matrix.shape == (5, DIM)
+        assert np.isnan(matrix[[1, 3]]).all()
+        got = matrix[[0, 2, 4]]
+    np.testing.assert_allclose(got, good, rtol=0, atol=EXACT)
+
+
+def test_each_bad_image_is_reported_once(tiny_hf: Path, inputs: dict[str, Path]) -> None:
+    result = run("embed", "-m", str(tiny_hf), "-i", str(inputs["missing"]))
+    assert result.returncode == 1
+    assert result.stderr.count(str(inputs["missing"])) == 1, result.stderr
+
+
+@pytest.mark.parametrize("extra", [[], ["empty_dir"]], ids=["no-args", "empty-folder"])
+def test_nothing_to_embed_is_a_usage_error(
+    tiny_hf: Path, inputs: dict[str, Path], tmp_path: Path, extra: list[str]
+) -> None:
+    out = tmp_path / "out.json"
+    args = ["embed", "-m", str(tiny_hf), "-o", str(out)]
+    for name in extra:
+        args += ["-i", str(inputs[name])]
+    result = run(*args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Usage:" in result.stderr
+    assert "nothing to embed" in result.stderr
+    assert not out.exists()
+
+
+def test_unknown_model_is_a_clean_error(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    result = run("embed", "-m", str(tmp_path / "no-such-model"), "-t", "a cat", "-o", str(out))
+    assert result.returncode != 0
+    assert "no such local folder" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert not out.exists()
+
+
+def test_missing_texts_file_is_a_usage_error(tiny_hf: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "no-texts.txt"
+    result = run("embed", "-m", str(tiny_hf), "--texts-file", str(missing))
+    assert result.returncode == 2, result.stderr
+    assert str(missing) in result.stderr or "no-texts.txt" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------ models
+
+
+def _lay_out_hub_repo(hub: Path, repo_id: str, source: Path) -> int:
+    """`source` as huggingface_hub caches a download: blobs named by content,
+    snapshot files as relative symlinks to them, refs/main naming the revision.
+    Returns the bytes of the blobs."""
+    repo = hub / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(REVISION)
+    blobs = repo / "blobs"
+    blobs.mkdir()
+    snapshot = repo / "snapshots" / REVISION
+    total = 0
+    for file in sorted(source.rglob("*")):
+        if not file.is_file():
+            continue
+        data = file.read_bytes()
+        blob = blobs / hashlib.sha256(data).hexdigest()
+        if not blob.exists():
+            blob.write_bytes(data)
+            total += len(data)
+        link = snapshot / file.relative_to(source)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    return total
+
+
+def test_models_table_lists_every_alias(tmp_path: Path) -> None:
+    hub = tmp_path / "hub"  # an empty hub cache: nothing cached
+    result = run("models", env={"HF_HUB_CACHE": str(hub)})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == MODELS_HEADER
+    assert L14_336_ROW in lines
+    first_words = [line.split(" ")[0] for line in lines[1 : 1 + len(KNOWN_MODELS)]]
+    assert first_words == [m.alias for m in KNOWN_MODELS]
+    for known in KNOWN_MODELS:
+        row = next(line for line in lines if line.startswith(known.alias + " "))
+        assert row.split()[1:] == [known.repo_id, known.layout, str(known.dim), "-"]
+    assert "other models in the Hugging Face cache" not in result.stdout
+
+
+def test_models_shows_hub_cache(tiny_hf: Path, model: ClipModel, tmp_path: Path) -> None:
+    hub = tmp_path / "hub"
+    known = KNOWN_MODELS[0]
+    known_bytes = _lay_out_hub_repo(hub, known.repo_id, tiny_hf)
+    _lay_out_hub_repo(hub, "acme/tiny-clip", tiny_hf)
+    env = {"HF_HUB_CACHE": str(hub)}
+
+    table = run("models", env=env)
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if line.startswith(known.alias + " "))
+    assert row.endswith(" MiB"), row
+    assert "other models in the Hugging Face cache: acme/tiny-clip" in table.stdout
+
+    listing = run("models", "--json", env=env)
+    assert listing.returncode == 0, listing.stderr
+    document = json.loads(listing.stdout)
+    by_alias = {entry["alias"]: entry for entry in document["known"]}
+    assert list(by_alias) == [m.alias for m in KNOWN_MODELS]
+    for m in KNOWN_MODELS:
+        entry = by_alias[m.alias]
+        assert (entry["repo_id"], entry["layout"], entry["dim"], entry["image_size"]) == (
+            m.repo_id,
+            m.layout,
+            m.dim,
+            m.image_size,
+        )
+        assert entry["cached_bytes"] == (known_bytes if m is known else None)
+    assert document["other_cached"] == ["acme/tiny-clip"]
+
+    # The cached repo id loads offline through the hub cache, like the folder it came from.
+    embedded = run("embed", "-m", "acme/tiny-clip", "-t", "a cat", env=env)
+    assert embedded.returncode == 0, embedded.stderr
+    vector = np.array(json.loads(embedded.stdout)["items"][0]["embedding"], dtype=np.float32)
+    np.testing.assert_allclose(vector, model.embed_texts(["a cat"])[0], rtol=0, atol=EXACT)
+
+
+def test_models_counts_built_graphs(tiny_hf: Path, inputs: dict[str, Path], tmp_path: Path) -> None:
+    cache = tmp_path / "handspring-cache"  # a graph cache of its own, so counts are exact
+    env = {"HANDSPRING_CACHE": str(cache)}
+    before = json.loads(run("models", "--json", env=env).stdout)
+    assert before["graphs"] == []
+    assert "built graphs: 0 (0 MiB)" in run("models", env=env).stdout
+
+    embedded = run("embed", "-m", str(tiny_hf), "-i", str(inputs["img1"]), "-t", "a cat", env=env)
+    assert embedded.returncode == 0, embedded.stderr
+    (cache / "graphs" / ".deadbeef.junk").mkdir()  # a crashed build's staging folder
+    after = json.loads(run("models", "--json", env=env).stdout)
+    graphs = after["graphs"]
+    assert len(graphs) == 2  # the image tower and the text tower
+    for graph in graphs:
+        folder = cache / "graphs" / graph["key"]
+        assert (folder / "model.onnx").is_file()
+        assert graph["bytes"] == sum(f.stat().st_size for f in folder.iterdir()) > 0
+    assert "built graphs: 2 (" in run("models", env=env).stdout
