@@ -545,3 +545,18 @@ def test_other_layouts_load_through_the_same_api(
         assert np.linalg.norm(vector) == pytest.approx(1, abs=1e-5)
     probs, _ = model.classify(pics[:1], ["cat", "dog"])
     assert probs.shape == (1, 2)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_vectors_do_not_depend_on_the_rest_of_the_batch(tiny_hf: Path, precision: str) -> None:
+    """Bit for bit: int8 activations are quantized per row, so no other image
+    or text in a batch (or its padding) can change a row's result."""
+    model = handspring.load(tiny_hf, precision=precision)
+    arrays = [photo_array(40 + 7 * i, 50 + 3 * i, seed=i) for i in range(6)]
+    together = model.embed_images(arrays, batch_size=6).embeddings
+    for i, array in enumerate(arrays):
+        np.testing.assert_array_equal(model.embed_images([array]).embeddings[0], together[i])
+    texts = ["a cat", "a much longer sentence about a dog running on a beach", "x", ""]
+    batch = model.embed_texts(texts, batch_size=4)
+    for i, text in enumerate(texts):
+        np.testing.assert_array_equal(model.embed_texts([text])[0], batch[i])

@@ -17,7 +17,8 @@ from handspring.graph.builder import MS_DOMAIN, Graph
 @dataclass(frozen=True)
 class Precision:
     """How MatMul weights are stored. fp32 is exact; int8 quantizes weights per
-    output channel (symmetric, signed) and activations per tensor at run time."""
+    output channel (symmetric, signed) and activations per row (token) at run
+    time. bench/int8_recipes.py measured the alternatives."""
 
     int8: bool = False
     # Signed 7-bit weights avoid the int16 overflow of u8*s8 kernels on CPUs
@@ -69,19 +70,27 @@ def _quantized_input(g: Graph, x: str) -> tuple[str, str, str]:
 
 
 def _quantized_rows(g: Graph, x: str) -> tuple[str, str, str]:
-    """Asymmetric per-row quantization: x ~ scale * xq + low, with scale and
-    low [..., 1] and xq uint8, so each row uses all 256 levels."""
+    """Symmetric per-row quantization: x ~ scale * (xq - 128), xq uint8.
+
+    Returns (xq as [N, K], scale as [N, 1], the [..., out] shape prefix of x).
+    Rows are viewed as a 2-D matrix so QuantizeLinear can take one scale per row.
+    """
     key = ("rows", x)
     if key not in g.shared:
-        low = g.op("ReduceMin", x, axes=[-1], keepdims=1)  # [..., 1]
-        high = g.op("ReduceMax", x, axes=[-1], keepdims=1)  # [..., 1]
-        scale = g.op("Mul", g.op("Sub", high, low), g.const(np.asarray(1 / 255, np.float32)))
-        scale = g.op("Max", scale, g.const(np.asarray(1e-30, np.float32)))  # a constant row
-        unit, zero = g.const(np.asarray(1.0, np.float32)), g.const(np.asarray(0, np.uint8))
-        xq = g.op("QuantizeLinear", g.op("Div", g.op("Sub", x, low), scale), unit, zero)
-        g.shared[key] = (xq, scale, low)
-    xq, scale, low = g.shared[key]
-    return xq, scale, low
+        k = g.op("Shape", x, start=-1)  # [1] = K
+        rows = g.op("Reshape", x, g.op("Concat", g.ints([-1]), k, axis=0))  # [N, K]
+        high = g.op("ReduceMax", rows, axes=[1], keepdims=0)  # [N]
+        low = g.op("ReduceMin", rows, axes=[1], keepdims=0)  # [N]
+        absmax = g.op("Max", high, g.op("Neg", low))  # [N]
+        scale = g.op("Mul", absmax, g.const(np.asarray(1 / 127, np.float32)))
+        scale = g.op("Max", scale, g.const(np.asarray(1e-30, np.float32)))  # an all-zero row
+        # A per-row zero point must have the scale's shape: 128 for every row.
+        mid = g.op("Expand", g.const(np.asarray(128, np.uint8)), g.op("Shape", scale))  # [N]
+        xq = g.op("QuantizeLinear", rows, scale, mid, axis=0)  # [N, K] uint8
+        prefix = g.op("Shape", x, start=0, end=-1)  # [r] = x's leading dims
+        g.shared[key] = (xq, g.op("Unsqueeze", scale, g.ints([1])), prefix)
+    xq, scale, prefix = g.shared[key]
+    return xq, scale, prefix
 
 
 def linear(
@@ -101,17 +110,16 @@ def linear(
         return y
     q, scale = quantize_per_channel(w_in_out, precision.weight_bits, precision.per_channel)
     if precision.per_row:
-        # x @ W = scale * (xq @ Wq * w_scale) + low * colsum(W): the second
-        # term restores the row offsets, with colsum taken over the int8 weights.
-        xq, row_scale, low = _quantized_rows(g, x)
-        unit, zero = g.const(np.asarray(1.0, np.float32)), g.const(np.asarray(0, np.uint8))
+        xq, row_scale, prefix = _quantized_rows(g, x)
+        unit = g.const(np.asarray(1.0, np.float32))
+        mid = g.const(np.asarray(128, np.uint8))
         w_q, w_s = g.const(q, f"{key}.weight_int8"), g.const(scale, f"{key}.weight_scale")
-        y = g.op("MatMulIntegerToFloat", xq, w_q, unit, w_s, zero, domain=MS_DOMAIN)
-        colsum = (q.astype(np.float32) * scale).sum(axis=0)  # [out]
-        offset = g.op("Mul", low, g.const(colsum.astype(np.float32)))  # [..., out]
+        y = g.op("MatMulIntegerToFloat", xq, w_q, unit, w_s, mid, domain=MS_DOMAIN)  # [N, out]
+        y = g.op("Mul", y, row_scale)
         if bias is not None:
-            offset = g.op("Add", offset, g.const(bias.astype(np.float32), f"{key}.bias"))
-        return g.op("Add", g.op("Mul", y, row_scale), offset)
+            y = g.op("Add", y, g.const(bias.astype(np.float32), f"{key}.bias"))
+        out_shape = g.op("Concat", prefix, g.ints([weight.shape[0]]), axis=0)
+        return g.op("Reshape", y, out_shape)  # [..., out]
     xq, xs, xz = _quantized_input(g, x)
     inputs = [xq, g.const(q, f"{key}.weight_int8"), xs, g.const(scale, f"{key}.weight_scale"), xz]
     if bias is not None:
