@@ -31,6 +31,15 @@ def _context_length(checkpoint: ClipCheckpoint) -> int:
     return int(checkpoint.raw_config.get("text_cfg", {}).get("context_length", 77))
 
 
+def _tokenizer(checkpoint: ClipCheckpoint) -> ClipTokenizer:
+    assert checkpoint.tokenizer_folder is not None
+    return ClipTokenizer.from_folder(
+        checkpoint.tokenizer_folder,
+        context_length=_context_length(checkpoint),
+        cleaning=checkpoint.text_cleaning,
+    )
+
+
 def _dim(checkpoint: ClipCheckpoint, towers: dict) -> int:
     if checkpoint.config is not None:
         return checkpoint.config.projection_dim
@@ -67,13 +76,15 @@ def load(
         raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {modalities}")
     precision_obj = precision_of(precision)
     checkpoint = load_clip_checkpoint(resolve_alias(str(model)), modalities)
-    # Towers start in parallel: ORT releases the GIL while it loads and
-    # pre-packs weights, which is most of a start from the graph cache.
-    with ThreadPoolExecutor(max_workers=len(modalities)) as pool:
+    # Towers and the tokenizer start in parallel: ORT releases the GIL while
+    # it loads and pre-packs weights, which is most of a start from the cache.
+    with ThreadPoolExecutor(max_workers=len(modalities) + 1) as pool:
         futures = {
             m: pool.submit(clip_tower, checkpoint, m, precision_obj, threads) for m in modalities
         }
+        tokenizer_future = pool.submit(_tokenizer, checkpoint) if "text" in modalities else None
         towers = {m: f.result() for m, f in futures.items()}
+        tokenizer = tokenizer_future.result() if tokenizer_future else None
     for modality, tower in towers.items():
         log.info(
             "%s %s tower ready in %.2f s (%s)",
@@ -81,14 +92,6 @@ def load(
             modality,
             tower.seconds,
             "built" if tower.built else "cached graph",
-        )
-    tokenizer = None
-    if "text" in towers:
-        assert checkpoint.tokenizer_folder is not None
-        tokenizer = ClipTokenizer.from_folder(
-            checkpoint.tokenizer_folder,
-            context_length=_context_length(checkpoint),
-            cleaning=checkpoint.text_cleaning,
         )
     return ClipModel(
         name=checkpoint.name,

@@ -79,9 +79,18 @@ class Graph:
         self._outputs.append(_ValueInfo(name, elem_type, list(shape)))
 
     def const(self, array: np.ndarray, name: str | None = None) -> str:
-        """An initializer. `name` is the checkpoint key it came from, when there is one."""
+        """An initializer. `name` is the checkpoint key it came from, when there is one.
+        Small unnamed constants (shapes, scalars) are shared: a graph with one
+        initializer per use starts measurably slower."""
+        array = np.ascontiguousarray(array)
+        small = name is None and array.size <= 16
+        memo_key = ("const", str(array.dtype), str(array.shape), array.tobytes().hex())
+        if small and memo_key in self.shared:
+            return self.shared[memo_key][0]
         name = self._claim(name) if name else self._fresh("const")
-        self._initializers.append((name, np.ascontiguousarray(array)))
+        self._initializers.append((name, array))
+        if small:
+            self.shared[memo_key] = (name,)
         return name
 
     def ints(self, values: Sequence[int]) -> str:

@@ -69,28 +69,23 @@ def _quantized_input(g: Graph, x: str) -> tuple[str, str, str]:
     return xq, xs, xz
 
 
-def _quantized_rows(g: Graph, x: str) -> tuple[str, str, str]:
-    """Symmetric per-row quantization: x ~ scale * (xq - 128), xq uint8.
+def _quantized_rows(g: Graph, x: str) -> tuple[str, str]:
+    """Symmetric per-row quantization of a 2-D [N, K] input:
+    x ~ scale * (xq - 128), with xq uint8 [N, K] and scale [N, 1].
 
-    Returns (xq as [N, K], scale as [N, 1], the [..., out] shape prefix of x).
-    Rows are viewed as a 2-D matrix so QuantizeLinear can take one scale per row.
-    """
+    Written with as few nodes as possible: a session's start-up time grows
+    with the node count, and this runs once per distinct Linear input."""
     key = ("rows", x)
     if key not in g.shared:
-        k = g.op("Shape", x, start=-1)  # [1] = K
-        rows = g.op("Reshape", x, g.op("Concat", g.ints([-1]), k, axis=0))  # [N, K]
-        high = g.op("ReduceMax", rows, axes=[1], keepdims=0)  # [N]
-        low = g.op("ReduceMin", rows, axes=[1], keepdims=0)  # [N]
-        absmax = g.op("Max", high, g.op("Neg", low))  # [N]
-        scale = g.op("Mul", absmax, g.const(np.asarray(1 / 127, np.float32)))
-        scale = g.op("Max", scale, g.const(np.asarray(1e-30, np.float32)))  # an all-zero row
-        # A per-row zero point must have the scale's shape: 128 for every row.
-        mid = g.op("Expand", g.const(np.asarray(128, np.uint8)), g.op("Shape", scale))  # [N]
-        xq = g.op("QuantizeLinear", rows, scale, mid, axis=0)  # [N, K] uint8
-        prefix = g.op("Shape", x, start=0, end=-1)  # [r] = x's leading dims
-        g.shared[key] = (xq, g.op("Unsqueeze", scale, g.ints([1])), prefix)
-    xq, scale, prefix = g.shared[key]
-    return xq, scale, prefix
+        absmax = g.op("ReduceMax", g.op("Abs", x), axes=[1], keepdims=1)  # [N, 1]
+        # The floor keeps an all-zero row finite; 1e-30 / 127 is still a normal float.
+        floor = g.const(np.asarray(1e-30, np.float32))
+        scale = g.op("Mul", g.op("Max", absmax, floor), g.const(np.asarray(1 / 127, np.float32)))
+        unit, mid = g.const(np.asarray(1.0, np.float32)), g.const(np.asarray(128, np.uint8))
+        xq = g.op("QuantizeLinear", g.op("Div", x, scale), unit, mid)  # [N, K] uint8
+        g.shared[key] = (xq, scale)
+    xq, scale = g.shared[key]
+    return xq, scale
 
 
 def linear(
@@ -109,8 +104,8 @@ def linear(
             y = g.op("Add", y, g.const(bias.astype(np.float32), f"{key}.bias"))
         return y
     q, scale = quantize_per_channel(w_in_out, precision.weight_bits, precision.per_channel)
-    if precision.per_row:
-        xq, row_scale, prefix = _quantized_rows(g, x)
+    if precision.per_row:  # x is [N, in]: models keep their token stream 2-D for this
+        xq, row_scale = _quantized_rows(g, x)
         unit = g.const(np.asarray(1.0, np.float32))
         mid = g.const(np.asarray(128, np.uint8))
         w_q, w_s = g.const(q, f"{key}.weight_int8"), g.const(scale, f"{key}.weight_scale")
@@ -118,8 +113,7 @@ def linear(
         y = g.op("Mul", y, row_scale)
         if bias is not None:
             y = g.op("Add", y, g.const(bias.astype(np.float32), f"{key}.bias"))
-        out_shape = g.op("Concat", prefix, g.ints([weight.shape[0]]), axis=0)
-        return g.op("Reshape", y, out_shape)  # [..., out]
+        return y
     xq, xs, xz = _quantized_input(g, x)
     inputs = [xq, g.const(q, f"{key}.weight_int8"), xs, g.const(scale, f"{key}.weight_scale"), xz]
     if bias is not None:
@@ -164,13 +158,13 @@ def activation(g: Graph, x: str, kind: str) -> str:
     raise ValueError(f"unsupported activation {kind!r}")
 
 
-def split_heads(g: Graph, x: str, heads: int, head_dim: int, keys_last: bool = False) -> str:
-    """[B, T, H*Dh] -> [B, H, T, Dh], or [B, H, Dh, T] for keys."""
-    x = g.op("Reshape", x, g.ints([0, 0, heads, head_dim]))  # [B, T, H, Dh]
+def split_heads(g: Graph, x: str, shape: str, keys_last: bool = False) -> str:
+    """[B*T, H*Dh] -> [B, H, T, Dh], or [B, H, Dh, T] for keys; `shape` holds (-1, T, H, Dh)."""
+    x = g.op("Reshape", x, shape)  # [B, T, H, Dh]
     return g.op("Transpose", x, perm=[0, 2, 3, 1] if keys_last else [0, 2, 1, 3])
 
 
 def merge_heads(g: Graph, x: str, width: int) -> str:
-    """[B, H, T, Dh] -> [B, T, H*Dh]."""
+    """[B, H, T, Dh] -> [B*T, H*Dh]."""
     x = g.op("Transpose", x, perm=[0, 2, 1, 3])  # [B, T, H, Dh]
-    return g.op("Reshape", x, g.ints([0, 0, width]))
+    return g.op("Reshape", x, g.ints([-1, width]))

@@ -241,6 +241,10 @@ IGNORED_KEYS = (
 )
 
 # ------------------------------------------------------------------- blocks
+#
+# The token stream is kept 2-D, [B*T, D] (one row per token), so every Linear
+# is a plain [rows, in] x [in, out] product whose int8 activations can be
+# quantized per row; attention views it as [B, T, H, Dh] through a shape tensor.
 
 Weights = Mapping[str, np.ndarray]
 QuerySelect = Callable[[str], str]
@@ -255,6 +259,7 @@ class _Block:
     act: str
     eps: float
     precision: Precision
+    heads_shape: str  # (-1, T, H, Dh): rows -> [B, T, H, Dh]
 
 
 def _encoder_layer(
@@ -266,29 +271,30 @@ def _encoder_layer(
     mask: str | None,
     select: QuerySelect | None = None,
 ) -> str:
-    """Pre-norm transformer block. With `select`, only the selected query rows
-    are computed (the last block needs just the token that is read out)."""
+    """Pre-norm transformer block on [B*T, D] rows. With `select`, only one
+    query row per item is computed (the last block needs just the token that
+    is read out), and the block returns [B, D]."""
     head_dim = b.width // b.heads
-    h = layer_norm(g, x, w, f"{key}layer_norm1", b.eps)  # [B, T, D]
-    query_in = select(h) if select else h  # [B, Tq, D]
-    q = dense(
-        g, query_in, w, f"{key}self_attn.q_proj", b.precision, scale=head_dim**-0.5
-    )  # [B, Tq, D]
-    k = dense(g, h, w, f"{key}self_attn.k_proj", b.precision)  # [B, T, D]
-    v = dense(g, h, w, f"{key}self_attn.v_proj", b.precision)  # [B, T, D]
-    q_heads = split_heads(g, q, b.heads, head_dim)  # [B, H, Tq, Dh]
-    k_heads = split_heads(g, k, b.heads, head_dim, keys_last=True)  # [B, H, Dh, T]
+    h = layer_norm(g, x, w, f"{key}layer_norm1", b.eps)  # [B*T, D]
+    query_in = select(h) if select else h  # [B*Tq, D]
+    scale = head_dim**-0.5
+    q = dense(g, query_in, w, f"{key}self_attn.q_proj", b.precision, scale=scale)  # [B*Tq, D]
+    k = dense(g, h, w, f"{key}self_attn.k_proj", b.precision)  # [B*T, D]
+    v = dense(g, h, w, f"{key}self_attn.v_proj", b.precision)  # [B*T, D]
+    q_shape = g.ints([-1, 1, b.heads, head_dim]) if select else b.heads_shape
+    q_heads = split_heads(g, q, q_shape)  # [B, H, Tq, Dh]
+    k_heads = split_heads(g, k, b.heads_shape, keys_last=True)  # [B, H, Dh, T]
     scores = g.op("MatMul", q_heads, k_heads)  # [B, H, Tq, T]
     if mask is not None:
         scores = g.op("Add", scores, mask)
     probs = g.op("Softmax", scores, axis=-1)  # [B, H, Tq, T]
-    attended = g.op("MatMul", probs, split_heads(g, v, b.heads, head_dim))  # [B, H, Tq, Dh]
+    attended = g.op("MatMul", probs, split_heads(g, v, b.heads_shape))  # [B, H, Tq, Dh]
     out = dense(g, merge_heads(g, attended, b.width), w, f"{key}self_attn.out_proj", b.precision)
-    x = g.op("Add", select(x) if select else x, out)  # [B, Tq, D]
+    x = g.op("Add", select(x) if select else x, out)  # [B*Tq, D]
     h = layer_norm(g, x, w, f"{key}layer_norm2", b.eps)
-    h = dense(g, h, w, f"{key}mlp.fc1", b.precision)  # [B, Tq, M]
-    h = dense(g, activation(g, h, b.act), w, f"{key}mlp.fc2", b.precision)  # [B, Tq, D]
-    return g.op("Add", x, h)  # [B, Tq, D]
+    h = dense(g, h, w, f"{key}mlp.fc1", b.precision)  # [B*Tq, M]
+    h = dense(g, activation(g, h, b.act), w, f"{key}mlp.fc2", b.precision)  # [B*Tq, D]
+    return g.op("Add", x, h)  # [B*Tq, D]
 
 
 # ------------------------------------------------------------------- towers
@@ -301,17 +307,20 @@ EMBEDDING_OUTPUT = "embedding"
 def build_vision_graph(cfg: ClipConfig, w: Weights, precision: Precision) -> onnx.ModelProto:
     v = cfg.vision
     d, p, grid, c = v.hidden_size, v.patch_size, v.grid, v.num_channels
-    block = _Block(d, v.num_attention_heads, v.hidden_act, v.layer_norm_eps, precision)
+    tokens = grid * grid + 1
     g = Graph("clip_vision")
+    heads_shape = g.ints([-1, tokens, v.num_attention_heads, d // v.num_attention_heads])
+    block = _Block(d, v.num_attention_heads, v.hidden_act, v.layer_norm_eps, precision, heads_shape)
     x = g.input(IMAGE_INPUT, FLOAT, ["batch", c, v.image_size, v.image_size])
     # The patch Conv has stride == kernel, so it is a MatMul over flattened
     # patches; as a MatMul it quantizes well (ConvInteger was slow here).
     x = g.op("Reshape", x, g.ints([0, c, grid, p, grid, p]))  # [B, C, gh, p, gw, p]
     x = g.op("Transpose", x, perm=[0, 2, 4, 1, 3, 5])  # [B, gh, gw, C, p, p]
-    x = g.op("Reshape", x, g.ints([0, grid * grid, c * p * p]))  # [B, N, C*p*p]
+    x = g.op("Reshape", x, g.ints([-1, c * p * p]))  # [B*N, C*p*p]
     key = "vision_model.embeddings.patch_embedding"
     patch_w = w[f"{key}.weight"].reshape(d, -1)  # [D, C*p*p]
-    x = linear(g, x, patch_w, None, key, precision)  # [B, N, D]
+    x = linear(g, x, patch_w, None, key, precision)  # [B*N, D]
+    x = g.op("Reshape", x, g.ints([-1, grid * grid, d]))  # [B, N, D]
     pos = w["vision_model.embeddings.position_embedding.weight"]  # [N+1, D]
     x = g.op("Add", x, g.const(pos[1:].astype(np.float32)))  # [B, N, D]
     cls = (w["vision_model.embeddings.class_embedding"] + pos[0]).reshape(1, 1, d)  # [1, 1, D]
@@ -319,17 +328,19 @@ def build_vision_graph(cfg: ClipConfig, w: Weights, precision: Precision) -> onn
     cls_shape = g.op("Concat", batch, g.ints([1, d]), axis=0)
     cls_tokens = g.op("Expand", g.const(cls.astype(np.float32)), cls_shape)  # [B, 1, D]
     x = g.op("Concat", cls_tokens, x, axis=1)  # [B, N+1, D]
+    x = g.op("Reshape", x, g.ints([-1, d]))  # [B*(N+1), D]
     x = layer_norm(g, x, w, "vision_model.pre_layrnorm", v.layer_norm_eps)
 
     def class_token(t: str) -> str:
-        return g.op("Slice", t, g.ints([0]), g.ints([1]), g.ints([1]))  # [B, 1, D]
+        t = g.op("Reshape", t, g.ints([-1, tokens, d]))  # [B, N+1, D]
+        t = g.op("Slice", t, g.ints([0]), g.ints([1]), g.ints([1]))  # [B, 1, D]
+        return g.op("Reshape", t, g.ints([-1, d]))  # [B, D]
 
     for i in range(v.num_hidden_layers):
         last = i == v.num_hidden_layers - 1
         layer_key = f"vision_model.encoder.layers.{i}."
         x = _encoder_layer(g, x, w, layer_key, block, None, class_token if last else None)
-    x = g.op("Reshape", x, g.ints([0, d]))  # [B, D]
-    x = layer_norm(g, x, w, "vision_model.post_layernorm", v.layer_norm_eps)
+    x = layer_norm(g, x, w, "vision_model.post_layernorm", v.layer_norm_eps)  # [B, D]
     x = dense(g, x, w, "visual_projection", precision)  # [B, P]
     g.output(x, EMBEDDING_OUTPUT, FLOAT, ["batch", cfg.projection_dim])
     return g.to_model("CLIP image tower")
@@ -350,25 +361,28 @@ def _token_embedding(g: Graph, w: Weights, ids: str, precision: Precision) -> st
 
 def build_text_graph(cfg: ClipConfig, w: Weights, precision: Precision) -> onnx.ModelProto:
     t = cfg.text
-    d, ctx = t.hidden_size, t.max_position_embeddings
-    block = _Block(d, t.num_attention_heads, t.hidden_act, t.layer_norm_eps, precision)
+    d, ctx, heads = t.hidden_size, t.max_position_embeddings, t.num_attention_heads
     g = Graph("clip_text")
     ids = g.input(TEXT_INPUTS[0], INT64, ["batch", "tokens"])
     eot = g.input(TEXT_INPUTS[1], INT64, ["batch"])
     tokens = g.op("Shape", ids, start=1, end=2)  # [1] = T
+    heads_shape = g.op("Concat", g.ints([-1]), tokens, g.ints([heads, d // heads]), axis=0)
+    block = _Block(d, heads, t.hidden_act, t.layer_norm_eps, precision, heads_shape)
     x = _token_embedding(g, w, ids, precision)  # [B, T, D]
     key = "text_model.embeddings.position_embedding.weight"
     pos_table = g.const(w[key].astype(np.float32), key)  # [ctx, D]
     x = g.op("Add", x, g.op("Slice", pos_table, g.ints([0]), tokens, g.ints([0])))  # [B, T, D]
+    x = g.op("Reshape", x, g.ints([-1, d]))  # [B*T, D]
     causal = np.triu(np.full((ctx, ctx), np.finfo(np.float32).min, dtype=np.float32), k=1)
     square = g.op("Concat", tokens, tokens, axis=0)  # [2] = (T, T)
     mask = g.op("Slice", g.const(causal), g.ints([0, 0]), square, g.ints([0, 1]))  # [T, T]
     eot_col = g.op("Unsqueeze", eot, g.ints([1]))  # [B, 1]
     eot_mask = g.op("Unsqueeze", g.op("Gather", mask, eot), g.ints([1, 2]))  # [B, 1, 1, T]
+    items_shape = g.op("Concat", g.ints([-1]), tokens, g.ints([d]), axis=0)  # (-1, T, D)
 
     def eot_token(h: str) -> str:
-        row = g.op("GatherND", h, eot_col, batch_dims=1)  # [B, D]
-        return g.op("Unsqueeze", row, g.ints([1]))  # [B, 1, D]
+        items = g.op("Reshape", h, items_shape)  # [B, T, D]
+        return g.op("GatherND", items, eot_col, batch_dims=1)  # [B, D]
 
     for i in range(t.num_hidden_layers):
         last = i == t.num_hidden_layers - 1
@@ -376,8 +390,7 @@ def build_text_graph(cfg: ClipConfig, w: Weights, precision: Precision) -> onnx.
         x = _encoder_layer(
             g, x, w, layer_key, block, eot_mask if last else mask, eot_token if last else None
         )
-    x = g.op("Reshape", x, g.ints([0, d]))  # [B, D]
-    x = layer_norm(g, x, w, "text_model.final_layer_norm", t.layer_norm_eps)
+    x = layer_norm(g, x, w, "text_model.final_layer_norm", t.layer_norm_eps)  # [B, D]
     x = dense(g, x, w, "text_projection", precision)  # [B, P]
     g.output(x, EMBEDDING_OUTPUT, FLOAT, ["batch", cfg.projection_dim])
     return g.to_model("CLIP text tower")
