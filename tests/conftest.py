@@ -19,6 +19,8 @@ os.environ["HF_HUB_CACHE"] = str(_CACHES / "hf" / "hub")
 
 import pytest  # noqa: E402
 
+import handspring  # noqa: E402
+from handspring.embedder import ClipModel  # noqa: E402
 from tests.support.checkpoints import (  # noqa: E402
     TINY,
     VIT_B32,
@@ -52,3 +54,9 @@ def tiny_st(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def full_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_hf_clip(tmp_path_factory.mktemp("full_hf"), VIT_B32, seed=0)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_hf: Path) -> ClipModel:
+    """The tiny transformers-layout checkpoint, loaded in fp32."""
+    return handspring.load(tiny_hf)

@@ -26,7 +26,7 @@ from handspring.preprocess.decode import ImageInput
 from handspring.runtime.graph_cache import cache_root
 from handspring.runtime.towers import TowerSession
 from tests.support.checkpoints import TINY
-from tests.support.images import ORIENTATION_TAG, jpeg, photo_array
+from tests.support.images import ORIENTATION_TAG, jpeg, photo_array, png_photo
 from tests.support.samples import TEXTS
 
 DIM = TINY.projection_dim
@@ -38,22 +38,12 @@ def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(np.asarray(a) - np.asarray(b)).max())
 
 
-def _png(path: Path, height: int, width: int, seed: int) -> Path:
-    Image.fromarray(photo_array(height, width, seed)).save(path, format="PNG")
-    return path
-
-
-@pytest.fixture(scope="module")
-def model(tiny_hf: Path) -> ClipModel:
-    return handspring.load(tiny_hf)
-
-
 @pytest.fixture(scope="module")
 def pics(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Three lossless pictures of different sizes and content."""
     folder = tmp_path_factory.mktemp("pics")
     return [
-        _png(folder / f"p{i}.png", h, w, seed=10 + i)
+        png_photo(folder / f"p{i}.png", h, w, seed=10 + i)
         for i, (h, w) in enumerate([(48, 64), (64, 40), (37, 53)])
     ]
 
@@ -120,7 +110,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "empty": empty,
         "truncated": truncated,
         "text": text,
-        "large": _png(folder / "large.png", 100, 100, seed=4),  # 10,000 pixels
+        "large": png_photo(folder / "large.png", 100, 100, seed=4),  # 10,000 pixels
     }
 
 

@@ -15,13 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-import handspring
 from handspring.embedder import ClipModel
 from handspring.registry import KNOWN_MODELS
 from tests.support.checkpoints import TINY
-from tests.support.images import jpeg, photo_array
+from tests.support.images import jpeg, png_photo
 
 DIM = TINY.projection_dim
 EXACT = 1e-6
@@ -55,26 +53,15 @@ def run(
     )
 
 
-def _png(path: Path, height: int, width: int, seed: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(photo_array(height, width, seed)).save(path, format="PNG")
-    return path
-
-
-@pytest.fixture(scope="module")
-def model(tiny_hf: Path) -> ClipModel:
-    return handspring.load(tiny_hf)
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cli_inputs")
     folder = root / "folder"
     # Created out of order: the command must sort them.
     made = {
-        "z": _png(folder / "z.PNG", 40, 56, seed=31),
-        "b": _png(folder / "b.png", 48, 48, seed=32),
-        "c": _png(folder / "sub" / "c.png", 36, 60, seed=33),
+        "z": png_photo(folder / "z.PNG", 40, 56, seed=31),
+        "b": png_photo(folder / "b.png", 48, 48, seed=32),
+        "c": png_photo(folder / "sub" / "c.png", 36, 60, seed=33),
         "a": jpeg(folder / "a.jpg", 50, 40, seed=34),
     }
     (folder / "notes.txt").write_text("not an image, and not named like one")
@@ -84,7 +71,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (bad / "corrupt.jpg").write_bytes(whole[: len(whole) // 2])  # a download cut short
     (root / "empty").mkdir()
     return {
-        "img1": _png(root / "img1.png", 64, 48, seed=30),
+        "img1": png_photo(root / "img1.png", 64, 48, seed=30),
         "folder": folder,
         "folder_sorted_0": made["a"],
         "folder_sorted_1": made["b"],

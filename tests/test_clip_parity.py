@@ -36,7 +36,7 @@ def _cosine_min(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _hf_reference(
-    folder: Path, images: list[Image.Image], texts: list[str]
+    folder: Path, images: list[Image.Image], texts: list[str], max_length: int = 77
 ) -> tuple[np.ndarray, np.ndarray]:
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
@@ -44,7 +44,9 @@ def _hf_reference(
     processor = CLIPImageProcessorPil.from_pretrained(folder)
     tokenizer = transformers.CLIPTokenizer.from_pretrained(folder)
     pixels = processor(images, return_tensors="pt")["pixel_values"]
-    tokens = tokenizer(texts, padding=True, truncation=True, max_length=77, return_tensors="pt")
+    tokens = tokenizer(
+        texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
     with torch.no_grad():
         image = model.get_image_features(pixel_values=pixels).pooler_output.numpy()
         text = model.get_text_features(**tokens).pooler_output.numpy()
@@ -163,3 +165,42 @@ def test_immich_onnx_folder_runs_as_exported(tmp_path: Path) -> None:
         <= FP32_MAX_ABS
     )
     assert np.abs(model.embed_texts(TEXTS, normalize=False) - ref_text).max() <= FP32_MAX_ABS
+
+
+def test_other_clip_shapes_load_without_new_code(tmp_path: Path) -> None:
+    """ViT-L/14-336's shape family (patch 14, a 24x24 grid scaled down here),
+    erf GELU instead of QuickGELU, other widths, head counts and a shorter context."""
+    from handspring.models.clip import ClipConfig, TextConfig, VisionConfig
+    from tests.support.checkpoints import write_hf_clip
+
+    cfg = ClipConfig(
+        vision=VisionConfig(
+            hidden_size=48,
+            intermediate_size=80,
+            num_hidden_layers=3,
+            num_attention_heads=3,
+            patch_size=14,
+            image_size=56,
+            hidden_act="gelu",
+        ),
+        text=TextConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=40,
+            hidden_act="gelu",
+        ),
+        projection_dim=24,
+    )
+    folder = write_hf_clip(tmp_path / "l14ish", cfg, seed=5)
+    images = _images(3)
+    texts = [*TEXTS[:5], "word " * 60]  # the last one is truncated at 40 tokens
+    ref_image, ref_text = _hf_reference(folder, images, texts, max_length=40)
+    model = handspring.load(folder)
+    assert model.embed_images(images, normalize=False).embeddings.shape == (3, 24)
+    assert (
+        np.abs(model.embed_images(images, normalize=False).embeddings - ref_image).max()
+        <= FP32_MAX_ABS
+    )
+    assert np.abs(model.embed_texts(texts, normalize=False) - ref_text).max() <= FP32_MAX_ABS

@@ -113,3 +113,10 @@ def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+def png_photo(path: Path, height: int, width: int, seed: int) -> Path:
+    """A lossless photo-like PNG (parent folders created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(photo_array(height, width, seed)).save(path, format="PNG")
+    return path
