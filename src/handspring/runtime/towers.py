@@ -5,14 +5,19 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnxruntime as ort
 
 from handspring.graph.layers import Precision
+from handspring.models.clip import build_text_graph, build_vision_graph
 from handspring.runtime.cpu import int8_weight_bits
 from handspring.runtime.graph_cache import cached_graph, graph_key
 from handspring.runtime.session import make_session
 from handspring.weights.checkpoint import ClipCheckpoint, Modality
+
+if TYPE_CHECKING:
+    import onnx
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,7 @@ def clip_tower(
             "projection_dim": config.projection_dim,
         }
 
-        def build():  # type: ignore[no-untyped-def]
-            # Imported only on a cache miss: onnx costs 75 ms and 12 MiB to import.
-            from handspring.models.clip import build_text_graph, build_vision_graph
-
+        def build() -> onnx.ModelProto:
             builder = build_vision_graph if modality == "image" else build_text_graph
             return builder(config, tensors, precision)
 
