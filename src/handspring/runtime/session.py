@@ -28,4 +28,7 @@ def make_session(
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.log_severity_level = 3
+    # The pre-planned memory pattern holds every intermediate of a run at
+    # once: ~25 MiB more at a batch of 16 images for ~2% of speed.
+    options.enable_mem_pattern = False
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
