@@ -172,3 +172,34 @@ def test_open_clip_unsupported_option(tiny_open_clip: Path, tmp_path: Path) -> N
     (folder / "open_clip_config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="attentional_pool"):
         load_clip_checkpoint(folder, ["image"])
+
+
+def test_immich_repo_id_fetches_only_the_asked_tower(tmp_path: Path) -> None:
+    """Through the hub cache, an Immich repo is recognised from its small files,
+    and a text-only load needs no visual graph."""
+    import os
+
+    hub = Path(os.environ["HF_HUB_CACHE"])
+    repo = hub / "models--acme--immich-clip"
+    revision = "89abcdef0123456789abcdef0123456789abcdef"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    snapshot = repo / "snapshots" / revision
+    (snapshot / "visual").mkdir(parents=True)
+    (snapshot / "textual").mkdir(parents=True)
+    (snapshot / "config.json").write_text(
+        json.dumps({"embed_dim": 40, "text_cfg": {"context_length": 77}})
+    )
+    (snapshot / "visual" / "preprocess_cfg.json").write_text(json.dumps({"size": [32, 32]}))
+    (snapshot / "textual" / "model.onnx").write_bytes(b"not read by this test")
+    (snapshot / "textual" / "tokenizer.json").write_text("{}")
+    try:
+        checkpoint = load_clip_checkpoint("acme/immich-clip", ["text"])
+        assert checkpoint.layout == "immich"
+        assert set(checkpoint.onnx_files) == {"text"}
+        with pytest.raises(
+            CheckpointError, match=r"visual/model\.onnx: file not found \(image tower"
+        ):
+            load_clip_checkpoint("acme/immich-clip", ["image"])
+    finally:
+        shutil.rmtree(repo)

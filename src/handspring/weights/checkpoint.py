@@ -74,9 +74,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def detect_layout(folder: Path) -> tuple[Layout, Path]:
     """The layout of a model folder, and the folder holding the model proper."""
-    if (folder / "visual" / "model.onnx").is_file() or (
-        folder / "textual" / "model.onnx"
-    ).is_file():
+    # A repo id is first fetched without its weights, so the small
+    # preprocess_cfg.json must identify the layout as well as the graphs.
+    immich_markers = ("visual/model.onnx", "textual/model.onnx", "visual/preprocess_cfg.json")
+    if any((folder / marker).is_file() for marker in immich_markers):
         return "immich", folder
     if (folder / "open_clip_config.json").is_file():
         return "open_clip", folder
