@@ -204,3 +204,19 @@ def test_other_clip_shapes_load_without_new_code(tmp_path: Path) -> None:
         <= FP32_MAX_ABS
     )
     assert np.abs(model.embed_texts(texts, normalize=False) - ref_text).max() <= FP32_MAX_ABS
+
+
+@pytest.mark.slow
+def test_full_size_open_clip_naming(tmp_path: Path) -> None:
+    pytest.importorskip("open_clip")
+    from tests.support.checkpoints import VIT_B32, write_open_clip
+
+    folder = write_open_clip(tmp_path / "oc_b32", VIT_B32, seed=6)
+    images = _images(3)
+    ref_image, ref_text = _open_clip_reference(folder, images, TEXTS)
+    model = handspring.load(folder)
+    assert (
+        np.abs(model.embed_images(images, normalize=False).embeddings - ref_image).max()
+        <= FP32_MAX_ABS
+    )
+    assert np.abs(model.embed_texts(TEXTS, normalize=False) - ref_text).max() <= FP32_MAX_ABS
