@@ -1,0 +1,79 @@
+"""What sentence-transformers runs after the transformer: pooling over the
+tokens, then Dense layers, written in the Graph builder so they join the
+encoder's graph (normalisation and Matryoshka truncation stay in numpy).
+
+Each pooling mode follows sentence-transformers' Pooling module, including
+its constants (the 1e-9 floor on token counts, -1e9 for masked max).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from handspring.graph.builder import FLOAT, Graph
+from handspring.graph.layers import Precision, linear
+from handspring.weights.sentence_transformers import DenseLayer, Pooling
+
+
+def _f32(g: Graph, value: float) -> str:
+    return g.const(np.asarray(value, np.float32))
+
+
+def _masked_sum(g: Graph, tokens: str, weights: str) -> tuple[str, str]:
+    """sum_t x[b, t] * w[b, t] -> [B, D], and sum_t w[b, t] floored at 1e-9 -> [B, 1]."""
+    total = g.op("ReduceSum", g.op("Mul", tokens, weights), g.ints([1]), keepdims=0)  # [B, D]
+    count = g.op("ReduceSum", weights, g.ints([1]), keepdims=0)  # [B, 1]
+    return total, g.op("Max", count, _f32(g, 1e-9))
+
+
+def pool(g: Graph, tokens: str, mask: str, pooling: Pooling) -> str:
+    """tokens [B, T, D] float, mask [B, T] int64 (1 = real token) -> [B, D * modes]."""
+    weights = g.op("Unsqueeze", g.op("Cast", mask, to=FLOAT), g.ints([2]))  # [B, T, 1]
+    outputs = []
+    for mode in pooling.modes:
+        if mode == "cls":
+            first = g.op("Slice", tokens, g.ints([0]), g.ints([1]), g.ints([1]))  # [B, 1, D]
+            outputs.append(g.op("Squeeze", first, g.ints([1])))  # [B, D]
+        elif mode == "max":
+            # Masked positions become -1e9, as in sentence-transformers.
+            masked = g.op("Sub", g.op("Mul", tokens, weights), g.op("Mul", g.op("Sub", _f32(g, 1.0), weights), _f32(g, 1e9)))  # fmt: skip
+            outputs.append(g.op("ReduceMax", masked, axes=[1], keepdims=0))  # [B, D]
+        elif mode in ("mean", "mean_sqrt_len_tokens"):
+            total, count = _masked_sum(g, tokens, weights)
+            divisor = count if mode == "mean" else g.op("Sqrt", count)
+            outputs.append(g.op("Div", total, divisor))  # [B, D]
+        elif mode == "weightedmean":
+            # Position weights 1..T on real tokens, 0 on (right) padding.
+            positions = g.op("CumSum", weights, g.const(np.asarray(1, np.int64)))  # [B, T, 1]
+            position_weights = g.op("Mul", weights, positions)
+            total, count = _masked_sum(g, tokens, position_weights)
+            outputs.append(g.op("Div", total, count))
+        elif mode == "lasttoken":
+            # Right padding: the last real token sits at (number of real tokens - 1).
+            last = g.op(
+                "Sub", g.op("ReduceSum", mask, g.ints([1]), keepdims=1), g.ints([1])
+            )  # [B, 1]
+            outputs.append(g.op("GatherND", tokens, last, batch_dims=1))  # [B, D]
+        else:
+            raise ValueError(f"unknown pooling mode {mode!r}")
+    return outputs[0] if len(outputs) == 1 else g.op("Concat", *outputs, axis=1)
+
+
+_ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu", "sigmoid": "Sigmoid"}
+
+
+def dense_layers(
+    g: Graph, x: str, layers: tuple[DenseLayer, ...], weights: list[Mapping[str, np.ndarray]]
+) -> str:
+    """x [B, in] through each Dense layer (`linear.weight`, `linear.bias` keys).
+    They stay fp32 at every precision: a sliver of the compute, not worth an error."""
+    for i, (layer, w) in enumerate(zip(layers, weights, strict=True)):
+        bias = w["linear.bias"] if layer.bias else None
+        x = linear(g, x, w["linear.weight"], bias, f"dense{i}.linear", Precision(int8=False))
+        if layer.activation == "gelu":
+            x = g.op("Gelu", x, domain="com.microsoft")
+        elif layer.activation in _ACTIVATIONS:
+            x = g.op(_ACTIVATIONS[layer.activation], x)
+    return x
