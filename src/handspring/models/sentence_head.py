@@ -1,6 +1,6 @@
 """What sentence-transformers runs after the transformer: pooling over the
 tokens, then Dense layers, written in the Graph builder so they join the
-encoder's graph (normalisation and Matryoshka truncation stay in numpy).
+encoder in one graph (normalisation and Matryoshka truncation stay in numpy).
 
 Each pooling mode follows sentence-transformers' Pooling module, including
 its constants (the 1e-9 floor on token counts, -1e9 for masked max).
@@ -9,12 +9,17 @@ its constants (the 1e-9 floor on token counts, -1e9 for masked max).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from handspring.graph.builder import FLOAT, Graph
 from handspring.graph.layers import Precision, linear
+from handspring.models.bert import INPUT_NAMES, EncoderConfig, encoder_tokens
 from handspring.weights.sentence_transformers import DenseLayer, Pooling
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def _f32(g: Graph, value: float) -> str:
@@ -77,3 +82,22 @@ def dense_layers(
         elif layer.activation in _ACTIVATIONS:
             x = g.op(_ACTIVATIONS[layer.activation], x)
     return x
+
+
+def build_sentence_graph(
+    cfg: EncoderConfig,
+    w: Mapping[str, np.ndarray],
+    precision: Precision,
+    pooling: Pooling,
+    layers: tuple[DenseLayer, ...] = (),
+    dense_weights: list[Mapping[str, np.ndarray]] | None = None,
+    prefix: str = "",
+) -> onnx.ModelProto:
+    """Encoder, pooling and Dense layers in one graph; output `embedding` [B, P]
+    (not normalised: the Normalize module and Matryoshka cuts run in numpy)."""
+    g = Graph(f"sentence_{cfg.model_type.replace('-', '_')}")
+    tokens = encoder_tokens(g, cfg, w, precision, prefix)  # [B, T, D]
+    x = pool(g, tokens, INPUT_NAMES[1], pooling)  # [B, D * modes]
+    x = dense_layers(g, x, layers, dense_weights or [])  # [B, P]
+    g.output(x, "embedding", FLOAT, ["batch", None])
+    return g.to_model(f"{cfg.model_type} sentence embedding")

@@ -124,7 +124,7 @@ def _file_patterns(layout: Layout, sub: str, modalities: Collection[Modality]) -
     return files
 
 
-def _weight_paths(folder: Path, layout: Layout) -> list[Path]:
+def weight_paths(folder: Path, layout: Layout) -> list[Path]:
     if layout == "open_clip":
         candidates = ["open_clip_model.safetensors"]
         pickles = ["open_clip_pytorch_model.bin"]
@@ -208,7 +208,7 @@ def load_clip_checkpoint(model: str | Path, modalities: Collection[Modality]) ->
             raise CheckpointError(
                 str(folder / "open_clip_config.json"), f"unsupported open_clip config: {exc}"
             ) from exc
-        paths = _weight_paths(folder, layout)
+        paths = weight_paths(folder, layout)
         source = TensorSource.open(paths)
         renamed = RenamedSource(
             source, open_clip_names(config.vision.num_hidden_layers, config.text.num_hidden_layers)
@@ -228,7 +228,7 @@ def load_clip_checkpoint(model: str | Path, modalities: Collection[Modality]) ->
     else:
         raw = _read_json(folder / "config.json")
         config = ClipConfig.from_hf(raw)
-        paths = _weight_paths(folder, layout)
+        paths = weight_paths(folder, layout)
         tensors = TensorSource.open(paths)
         pre_path = folder / "preprocessor_config.json"
         preprocess = (

@@ -1,0 +1,197 @@
+"""Sentence-transformers text models (BERT, DistilBERT, XLM-RoBERTa): tokenize
+-> one ONNX graph (encoder, pooling, Dense) -> normalise, in length-sorted batches."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from handspring.embedder import l2_normalize
+from handspring.errors import CheckpointError, TokenizerError
+from handspring.graph.layers import Precision
+from handspring.models.bert import (
+    INPUT_NAMES,
+    EncoderConfig,
+    encoder_weight_shapes,
+    is_ignored_key,
+)
+from handspring.runtime.graph_cache import cached_graph, graph_key
+from handspring.runtime.session import make_session
+from handspring.weights.checkpoint import check_weights, weight_paths
+from handspring.weights.safetensors_io import TensorSource
+from handspring.weights.sentence_transformers import SentenceModel, read_sentence_model
+
+# Prefixes under which task-head checkpoints keep the base model's keys.
+_KEY_PREFIXES = ("", "bert.", "roberta.", "distilbert.")
+
+
+class SentenceEmbedder:
+    """A loaded sentence-transformers text model. Build one with `handspring.load`."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: SentenceModel,
+        config: EncoderConfig,
+        session: object,
+        tokenizer: Tokenizer,
+        dim: int,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.config = config
+        self.session = session
+        self.tokenizer = tokenizer
+        self.dim = dim
+        self.modalities = ("text",)
+
+    def __repr__(self) -> str:
+        return f"SentenceEmbedder({self.name!r}, dim={self.dim})"
+
+    def _prompt(self, prompt_name: str | None, prompt: str | None) -> str:
+        if prompt is not None:
+            return prompt
+        name = prompt_name or self.spec.default_prompt_name
+        if name is None:
+            return ""
+        if name not in self.spec.prompts:
+            known = ", ".join(sorted(self.spec.prompts)) or "none"
+            raise ValueError(f"{self.name}: no prompt named {name!r} (known: {known})")
+        return self.spec.prompts[name]
+
+    def embed_texts(
+        self,
+        texts: Iterable[str],
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        dimensions: int | None = None,
+    ) -> np.ndarray:
+        """float32 [N, dim] in input order. `normalize` defaults to the model's
+        own (a Normalize module); `dimensions` keeps the first d values
+        (Matryoshka) and renormalises when normalising."""
+        if isinstance(texts, str):
+            raise TypeError("embed_texts takes a list of strings; wrap a single text in a list")
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text #{i} is {type(text).__name__}, not str")
+        if dimensions is not None and not 0 < dimensions <= self.dim:
+            raise ValueError(f"dimensions must be in 1..{self.dim}, got {dimensions}")
+        prefix = self._prompt(prompt_name, prompt)
+        inputs = [prefix + t for t in texts]
+        if self.spec.do_lower_case:
+            inputs = [t.lower() for t in inputs]
+        out = np.empty((len(inputs), self.dim), dtype=np.float32)
+        encodings = self.tokenizer.encode_batch(inputs) if inputs else []
+        order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
+        for start in range(0, len(inputs), batch_size):
+            rows = order[start : start + batch_size]
+            out[rows] = self._run([inputs[r] for r in rows])
+        if dimensions is not None:
+            out = np.ascontiguousarray(out[:, :dimensions])
+        normalize = self.spec.normalize if normalize is None else normalize
+        return l2_normalize(out) if normalize else out
+
+    def iter_embed_texts(
+        self, texts: Iterable[str], batch_size: int = 32, normalize: bool | None = None
+    ) -> Iterator[np.ndarray]:
+        """Embeddings for each chunk of inputs, in order (see ClipModel.iter_embed_texts)."""
+        iterator = iter(texts)
+        while chunk := list(itertools.islice(iterator, batch_size * 8)):
+            yield self.embed_texts(chunk, batch_size, normalize)
+
+    def _run(self, texts: Sequence[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)  # padded to the longest
+        feeds = {
+            INPUT_NAMES[0]: ids,
+            INPUT_NAMES[1]: np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        }
+        if self.config.takes_token_types:
+            feeds[INPUT_NAMES[2]] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+        return self.session.run(None, feeds)[0]  # type: ignore[attr-defined]
+
+
+def _key_prefix(tensors: TensorSource, cfg: EncoderConfig, source: str) -> str:
+    for prefix in _KEY_PREFIXES:
+        if next(iter(encoder_weight_shapes(cfg, prefix))) in tensors:
+            return prefix
+    raise CheckpointError(
+        source, f"no {cfg.model_type} encoder keys found (tried prefixes {_KEY_PREFIXES})"
+    )
+
+
+def _tokenizer(folder: Path, spec: SentenceModel, cfg: EncoderConfig) -> Tokenizer:
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise TokenizerError(f"{folder}: no tokenizer.json")
+    tokenizer = Tokenizer.from_file(str(path))
+    # RoBERTa positions start after padding_idx, so two positions are not usable.
+    usable = cfg.max_position_embeddings - (cfg.pad_token_id + 1 if cfg.roberta_positions else 0)
+    tokenizer.enable_truncation(max_length=min(spec.max_seq_length or usable, usable))
+    padding = tokenizer.padding or {}
+    pad_id = padding.get("pad_id", cfg.pad_token_id)
+    pad_token = padding.get("pad_token") or tokenizer.id_to_token(pad_id) or "[PAD]"
+    tokenizer.no_padding()
+    tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)  # to the longest in the batch
+    return tokenizer
+
+
+def load_sentence_model(
+    name: str, folder: Path, precision: Precision, threads: int | None
+) -> SentenceEmbedder:
+    spec = read_sentence_model(folder)
+    encoder_folder = spec.transformer_folder
+    config_path = encoder_folder / "config.json"
+    try:
+        cfg = EncoderConfig.from_hf(json.loads(config_path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(str(config_path), str(exc)) from exc
+    paths = weight_paths(encoder_folder, "transformers")
+    tensors = TensorSource.open(paths)
+    source = ", ".join(map(str, paths))
+    prefix = _key_prefix(tensors, cfg, source)
+    expected = encoder_weight_shapes(cfg, prefix)
+    check_weights(tensors, expected, (), source, "encoder")
+    leftover = [k for k in tensors if k not in expected and not is_ignored_key(k)]
+    if leftover:
+        raise CheckpointError(
+            source, f"{len(leftover)} tensors the config does not account for", key=leftover[0]
+        )
+    dense_sources = [
+        TensorSource.open(weight_paths(layer.folder, "transformers")) for layer in spec.dense
+    ]
+    for layer, dense in zip(spec.dense, dense_sources, strict=True):
+        shapes = {"linear.weight": (layer.out_features, layer.in_features)}
+        if layer.bias:
+            shapes["linear.bias"] = (layer.out_features,)
+        check_weights(dense, shapes, ("linear.",), dense.describe(), "Dense")
+    options = {
+        "family": "sentence",
+        "config": asdict(cfg),
+        "prefix": prefix,
+        "pooling": asdict(spec.pooling),
+        "dense": [(d.in_features, d.out_features, d.bias, d.activation) for d in spec.dense],
+        "precision": precision.tag,
+    }
+    weight_files = paths + [f.path for d in dense_sources for f in d.files]
+
+    def build():  # type: ignore[no-untyped-def]
+        from handspring.models.sentence_head import build_sentence_graph
+
+        return build_sentence_graph(
+            cfg, tensors, precision, spec.pooling, spec.dense, dense_sources, prefix
+        )
+
+    graph, _ = cached_graph(graph_key(weight_files, options), build)
+    session = make_session(graph, threads)
+    dim = spec.dense[-1].out_features if spec.dense else cfg.hidden_size * len(spec.pooling.modes)
+    return SentenceEmbedder(name, spec, cfg, session, _tokenizer(encoder_folder, spec, cfg), dim)

