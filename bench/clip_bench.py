@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from harness import peak_rss_mib, ratio_rows, spawn_worker, time_batches
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = (1, 2, 5, 32)
@@ -43,31 +44,6 @@ def _images(n: int):  # type: ignore[no-untyped-def]
     from tests.support.images import photo_array
 
     return [Image.fromarray(photo_array(480, 640, seed=i)) for i in range(n)]
-
-
-def _time_batches(run, items, seconds: float) -> dict[int, float]:  # type: ignore[no-untyped-def]
-    """ms per batch for each batch size: the median of repeated calls."""
-    out: dict[int, float] = {}
-    for batch in BATCHES:
-        chunk = (items * (batch // len(items) + 1))[:batch]
-        run(chunk)  # warm-up
-        times: list[float] = []
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline or len(times) < 3:
-            start = time.perf_counter()
-            run(chunk)
-            times.append(time.perf_counter() - start)
-        out[batch] = 1000 * sorted(times)[len(times) // 2]
-    return out
-
-
-def _peak_rss_mib() -> float:
-    # VmHWM, not getrusage: ru_maxrss survives exec on Linux, so a worker
-    # would report the RSS its parent had when it forked.
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def worker(engine: str, checkpoint: str, seconds: float, spawned_at: float) -> dict:
@@ -107,57 +83,27 @@ def worker(engine: str, checkpoint: str, seconds: float, spawned_at: float) -> d
     run_images(first)
     first_embedding = time.time() - spawned_at
     run_texts(PROMPTS[:1])
-    rss_ready = _peak_rss_mib()
+    rss_ready = peak_rss_mib()
     images = _images(8)
-    image_ms = _time_batches(run_images, images, seconds)
-    text_ms = _time_batches(run_texts, PROMPTS, seconds)
+    image_ms = time_batches(run_images, images, BATCHES, seconds)
+    text_ms = time_batches(run_texts, PROMPTS, BATCHES, seconds)
     return {
         "engine": engine,
         "first_embedding_s": first_embedding,
         "image_ms": image_ms,
         "text_ms": text_ms,
         "rss_ready_mib": rss_ready,
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 
-def _spawn(engine: str, checkpoint: Path, seconds: float, env: dict[str, str]) -> dict:
-    spawned_at = time.time()
-    out = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--worker",
-            engine,
-            "--checkpoint",
-            str(checkpoint),
-            "--seconds",
-            str(seconds),
-            "--spawned-at",
-            repr(spawned_at),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def _table(results: dict[str, dict]) -> str:
-    ref = results["pytorch"]
     lines = [
         "| engine | input | batch | ms/batch | items/s | vs PyTorch |",
         "|---|---|---:|---:|---:|---:|",
+        *ratio_rows(results, "image_ms", "images", BATCHES, "pytorch"),
+        *ratio_rows(results, "text_ms", "texts", BATCHES, "pytorch"),
     ]
-    for kind, key in (("images", "image_ms"), ("texts", "text_ms")):
-        for batch in BATCHES:
-            for engine, res in results.items():
-                ms = res[key][str(batch)]
-                ref_ms = ref[key][str(batch)]
-                lines.append(
-                    f"| {engine} | {kind} | {batch} | {ms:.1f} | {1000 * batch / ms:.1f} | {ref_ms / ms:.2f}x |"
-                )
     lines += [
         "",
         "| engine | RSS, both towers ready, one image and one text embedded | peak RSS over the whole run (batches up to 32) | start to first embedding |",
@@ -205,7 +151,8 @@ def main() -> None:
                     env=env,
                 )
             print(f"running {engine} ...", file=sys.stderr)
-            results[engine] = _spawn(engine, checkpoint, seconds, env)
+            args_ = ["--worker", engine, "--checkpoint", str(checkpoint), "--seconds", str(seconds)]
+            results[engine] = spawn_worker(__file__, args_, env)
     print(
         f"ViT-B/32, random weights, {os.cpu_count()} CPUs, images 640x480 PIL, texts of 4-8 words\n"
     )
