@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from handspring.runtime.towers import clip_tower, precision_of
 from handspring.text_embedder import SentenceEmbedder, load_sentence_model
 from handspring.weights import hub
 from handspring.weights.checkpoint import ClipCheckpoint, Modality, load_clip_checkpoint
+from handspring.weights.json_files import read_json
 from handspring.weights.sentence_transformers import packaged_minilm_folder
 
 log = logging.getLogger("handspring")
@@ -50,10 +50,9 @@ def _sentence_folder(model: str) -> Path | None:
     modules_path = root / "modules.json"
     if not modules_path.is_file():
         return None
-    try:
-        modules = json.loads(modules_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(str(modules_path), f"not valid JSON ({exc})") from exc
+    modules = read_json(modules_path)
+    if not isinstance(modules, list):
+        raise CheckpointError(str(modules_path), "expected a list of modules")
     if any(str(m.get("type", "")).endswith("CLIPModel") for m in modules):
         return None
     return root if hub.is_local(model) else hub.fetch(model, SENTENCE_PATTERNS)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +23,7 @@ from handspring.models.bert import (
 from handspring.runtime.graph_cache import cached_graph, graph_key
 from handspring.runtime.session import make_session
 from handspring.weights.checkpoint import check_weights, weight_paths
+from handspring.weights.json_files import read_json
 from handspring.weights.safetensors_io import TensorSource
 from handspring.weights.sentence_transformers import SentenceModel, read_sentence_model
 
@@ -152,8 +152,8 @@ def load_sentence_model(
     encoder_folder = spec.transformer_folder
     config_path = encoder_folder / "config.json"
     try:
-        cfg = EncoderConfig.from_hf(json.loads(config_path.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
+        cfg = EncoderConfig.from_hf(read_json(config_path))
+    except ValueError as exc:  # an architecture or option we do not build
         raise CheckpointError(str(config_path), str(exc)) from exc
     paths = weight_paths(encoder_folder, "transformers")
     tensors = TensorSource.open(paths)

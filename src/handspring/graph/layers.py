@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from handspring.graph.builder import MS_DOMAIN, Graph
+from handspring.graph.builder import FLOAT, MS_DOMAIN, Graph
 
 
 @dataclass(frozen=True)
@@ -168,3 +168,37 @@ def merge_heads(g: Graph, x: str, width: int) -> str:
     """[B, H, T, Dh] -> [B*T, H*Dh]."""
     x = g.op("Transpose", x, perm=[0, 2, 1, 3])  # [B, T, H, Dh]
     return g.op("Reshape", x, g.ints([-1, width]))
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """What a transformer block needs besides its input and weights.
+
+    Model files keep their token stream 2-D, [B*T, D] (one row per token), so
+    every Linear is a plain [rows, in] x [in, out] product whose int8
+    activations can be quantized per row; attention views the rows as
+    [B, T, H, Dh] through `heads_shape`."""
+
+    width: int
+    heads: int
+    act: str
+    eps: float
+    precision: Precision
+    heads_shape: str  # a shape tensor holding (-1, T, H, Dh)
+
+
+def table_lookup(
+    g: Graph, w: Mapping[str, np.ndarray], key: str, ids: str, precision: Precision
+) -> str:
+    """Rows of an embedding table `key.weight` [V, D] for ids [B, T] -> [B, T, D].
+
+    Under int8 the table is stored as int8 rows with one scale each: token
+    tables are a third to most of a text model's weights, and only a few rows
+    are read per text, so the dequantization costs nothing measurable."""
+    table = w[f"{key}.weight"].astype(np.float32)  # [V, D]
+    if not precision.quantizes(key):
+        return g.op("Gather", g.const(table, f"{key}.weight"), ids)  # [B, T, D]
+    q, scale = quantize_per_channel(np.ascontiguousarray(table.T), 8)  # [D, V] int8, [V]
+    rows = g.op("Gather", g.const(np.ascontiguousarray(q.T), f"{key}.weight_int8"), ids)
+    scales = g.op("Gather", g.const(scale.reshape(-1, 1), f"{key}.weight_scale"), ids)
+    return g.op("Mul", g.op("Cast", rows, to=FLOAT), scales)  # [B, T, D]

@@ -29,13 +29,14 @@ import numpy as np
 
 from handspring.graph.builder import FLOAT, INT64, Graph
 from handspring.graph.layers import (
+    BlockSpec,
     Precision,
     activation,
     dense,
     layer_norm,
     merge_heads,
-    quantize_per_channel,
     split_heads,
+    table_lookup,
 )
 
 if TYPE_CHECKING:
@@ -222,26 +223,14 @@ def is_ignored_key(key: str) -> bool:
 
 # ------------------------------------------------------------------- graph
 #
-# As in clip.py the token stream is kept 2-D, [B*T, D], so each Linear is a
-# [rows, in] x [in, out] product whose int8 activations are quantized per row;
-# attention views it as [B, T, H, Dh] through a shape tensor.
+# The token stream is kept 2-D, [B*T, D]: see layers.BlockSpec.
 
 Weights = Mapping[str, np.ndarray]
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "token_embeddings"
 
 
-@dataclass(frozen=True)
-class _Block:
-    width: int
-    heads: int
-    act: str
-    eps: float
-    precision: Precision
-    heads_shape: str  # (-1, T, H, Dh): rows -> [B, T, H, Dh]
-
-
-def _attention(g: Graph, x: str, w: Weights, n: _LayerNames, b: _Block, mask: str) -> str:
+def _attention(g: Graph, x: str, w: Weights, n: _LayerNames, b: BlockSpec, mask: str) -> str:
     """Self-attention over [B*T, D] rows, before the output projection."""
     head_dim = b.width // b.heads
     q = dense(g, x, w, n.query, b.precision, scale=head_dim**-0.5)  # [B*T, D]
@@ -255,26 +244,13 @@ def _attention(g: Graph, x: str, w: Weights, n: _LayerNames, b: _Block, mask: st
     return merge_heads(g, attended, b.width)  # [B*T, D]
 
 
-def _encoder_layer(g: Graph, x: str, w: Weights, n: _LayerNames, b: _Block, mask: str) -> str:
+def _encoder_layer(g: Graph, x: str, w: Weights, n: _LayerNames, b: BlockSpec, mask: str) -> str:
     """Post-norm block (BERT): attention -> add -> LayerNorm; FFN -> add -> LayerNorm."""
     attended = dense(g, _attention(g, x, w, n, b, mask), w, n.attn_out, b.precision)
     x = layer_norm(g, g.op("Add", x, attended), w, n.attn_norm, b.eps)  # [B*T, D]
     h = dense(g, x, w, n.ffn_in, b.precision)  # [B*T, M]
     h = dense(g, activation(g, h, b.act), w, n.ffn_out, b.precision)  # [B*T, D]
     return layer_norm(g, g.op("Add", x, h), w, n.ffn_norm, b.eps)  # [B*T, D]
-
-
-def _table_lookup(g: Graph, w: Weights, key: str, ids: str, precision: Precision) -> str:
-    """Rows of an embedding table [V, D] for ids [B, T] -> [B, T, D]."""
-    table = w[f"{key}.weight"].astype(np.float32)  # [V, D]
-    if not precision.quantizes(key):
-        return g.op("Gather", g.const(table, f"{key}.weight"), ids)
-    # The word table is half of MiniLM's weights and most of XLM-R's (250k
-    # rows): int8 rows with one scale each, as the CLIP text tower does.
-    q, scale = quantize_per_channel(np.ascontiguousarray(table.T), 8)  # [D, V] int8, [V]
-    rows = g.op("Gather", g.const(np.ascontiguousarray(q.T), f"{key}.weight_int8"), ids)
-    scales = g.op("Gather", g.const(scale.reshape(-1, 1), f"{key}.weight_scale"), ids)
-    return g.op("Mul", g.op("Cast", rows, to=FLOAT), scales)  # [B, T, D]
 
 
 def _roberta_positions(g: Graph, cfg: EncoderConfig, ids: str) -> str:
@@ -290,7 +266,7 @@ def _embeddings(
 ) -> str:
     e = f"{prefix}embeddings."
     ids = INPUT_NAMES[0]
-    x = _table_lookup(g, w, f"{e}word_embeddings", ids, precision)  # [B, T, D]
+    x = table_lookup(g, w, f"{e}word_embeddings", ids, precision)  # [B, T, D]
     if cfg.takes_token_types:
         types = INPUT_NAMES[2]
         key = f"{e}token_type_embeddings.weight"
@@ -331,7 +307,7 @@ def encoder_tokens(
     x = _embeddings(g, cfg, w, prefix, precision, tokens)  # [B*T, D]
     mask = _additive_mask(g, INPUT_NAMES[1])  # [B, 1, 1, T]
     heads_shape = g.op("Concat", g.ints([-1]), tokens, g.ints([heads, d // heads]), axis=0)
-    block = _Block(d, heads, cfg.hidden_act, cfg.layer_norm_eps, precision, heads_shape)
+    block = BlockSpec(d, heads, cfg.hidden_act, cfg.layer_norm_eps, precision, heads_shape)
     for i in range(cfg.num_hidden_layers):
         x = _encoder_layer(g, x, w, _layer_names(cfg, i, prefix), block, mask)
     items_shape = g.op("Concat", g.ints([-1]), tokens, g.ints([d]), axis=0)  # (-1, T, D)

@@ -24,14 +24,15 @@ import numpy as np
 
 from handspring.graph.builder import FLOAT, INT64, Graph
 from handspring.graph.layers import (
+    BlockSpec,
     Precision,
     activation,
     dense,
     layer_norm,
     linear,
     merge_heads,
-    quantize_per_channel,
     split_heads,
+    table_lookup,
 )
 
 if TYPE_CHECKING:
@@ -242,24 +243,10 @@ IGNORED_KEYS = (
 
 # ------------------------------------------------------------------- blocks
 #
-# The token stream is kept 2-D, [B*T, D] (one row per token), so every Linear
-# is a plain [rows, in] x [in, out] product whose int8 activations can be
-# quantized per row; attention views it as [B, T, H, Dh] through a shape tensor.
+# The token stream is kept 2-D, [B*T, D]: see layers.BlockSpec.
 
 Weights = Mapping[str, np.ndarray]
 QuerySelect = Callable[[str], str]
-
-
-@dataclass(frozen=True)
-class _Block:
-    """What a transformer block needs besides its input and weights."""
-
-    width: int
-    heads: int
-    act: str
-    eps: float
-    precision: Precision
-    heads_shape: str  # (-1, T, H, Dh): rows -> [B, T, H, Dh]
 
 
 def _encoder_layer(
@@ -267,7 +254,7 @@ def _encoder_layer(
     x: str,
     w: Weights,
     key: str,
-    b: _Block,
+    b: BlockSpec,
     mask: str | None,
     select: QuerySelect | None = None,
 ) -> str:
@@ -310,7 +297,9 @@ def build_vision_graph(cfg: ClipConfig, w: Weights, precision: Precision) -> onn
     tokens = grid * grid + 1
     g = Graph("clip_vision")
     heads_shape = g.ints([-1, tokens, v.num_attention_heads, d // v.num_attention_heads])
-    block = _Block(d, v.num_attention_heads, v.hidden_act, v.layer_norm_eps, precision, heads_shape)
+    block = BlockSpec(
+        d, v.num_attention_heads, v.hidden_act, v.layer_norm_eps, precision, heads_shape
+    )
     x = g.input(IMAGE_INPUT, FLOAT, ["batch", c, v.image_size, v.image_size])
     # The patch Conv has stride == kernel, so it is a MatMul over flattened
     # patches; as a MatMul it quantizes well (ConvInteger was slow here).
@@ -346,19 +335,6 @@ def build_vision_graph(cfg: ClipConfig, w: Weights, precision: Precision) -> onn
     return g.to_model("CLIP image tower")
 
 
-def _token_embedding(g: Graph, w: Weights, ids: str, precision: Precision) -> str:
-    key = "text_model.embeddings.token_embedding"
-    table = w[f"{key}.weight"].astype(np.float32)  # [V, D]
-    if not precision.int8:
-        return g.op("Gather", g.const(table, f"{key}.weight"), ids)  # [B, T, D]
-    # The table is a third of the text tower's weights in fp32 and only a few
-    # rows are read per text: int8 rows with one scale each cost ~nothing.
-    q, scale = quantize_per_channel(np.ascontiguousarray(table.T), 8)  # [D, V] int8, [V]
-    rows = g.op("Gather", g.const(np.ascontiguousarray(q.T), f"{key}.weight_int8"), ids)
-    scales = g.op("Gather", g.const(scale.reshape(-1, 1), f"{key}.weight_scale"), ids)
-    return g.op("Mul", g.op("Cast", rows, to=FLOAT), scales)  # [B, T, D]
-
-
 def build_text_graph(cfg: ClipConfig, w: Weights, precision: Precision) -> onnx.ModelProto:
     t = cfg.text
     d, ctx, heads = t.hidden_size, t.max_position_embeddings, t.num_attention_heads
@@ -367,8 +343,8 @@ def build_text_graph(cfg: ClipConfig, w: Weights, precision: Precision) -> onnx.
     eot = g.input(TEXT_INPUTS[1], INT64, ["batch"])
     tokens = g.op("Shape", ids, start=1, end=2)  # [1] = T
     heads_shape = g.op("Concat", g.ints([-1]), tokens, g.ints([heads, d // heads]), axis=0)
-    block = _Block(d, heads, t.hidden_act, t.layer_norm_eps, precision, heads_shape)
-    x = _token_embedding(g, w, ids, precision)  # [B, T, D]
+    block = BlockSpec(d, heads, t.hidden_act, t.layer_norm_eps, precision, heads_shape)
+    x = table_lookup(g, w, "text_model.embeddings.token_embedding", ids, precision)  # [B, T, D]
     key = "text_model.embeddings.position_embedding.weight"
     pos_table = g.const(w[key].astype(np.float32), key)  # [ctx, D]
     x = g.op("Add", x, g.op("Slice", pos_table, g.ints([0]), tokens, g.ints([0])))  # [B, T, D]

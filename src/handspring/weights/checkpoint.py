@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from handspring.models.clip import (
 )
 from handspring.weights import hub
 from handspring.weights.clip_names import RenamedSource, open_clip_names
+from handspring.weights.json_files import read_json
 from handspring.weights.safetensors_io import TensorSource, shard_paths
 
 Layout = Literal["transformers", "sentence-transformers", "open_clip", "immich"]
@@ -63,15 +63,6 @@ class ClipCheckpoint:
         return float(np.exp(init))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise CheckpointError(str(path), "file not found") from exc
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(str(path), f"not valid JSON ({exc})") from exc
-
-
 def detect_layout(folder: Path) -> tuple[Layout, Path]:
     """The layout of a model folder, and the folder holding the model proper."""
     # A repo id is first fetched without its weights, so the small
@@ -82,12 +73,12 @@ def detect_layout(folder: Path) -> tuple[Layout, Path]:
     if (folder / "open_clip_config.json").is_file():
         return "open_clip", folder
     if (folder / "modules.json").is_file():
-        modules = _read_json(folder / "modules.json")
+        modules = read_json(folder / "modules.json")
         for module in modules if isinstance(modules, list) else []:
             if str(module.get("type", "")).endswith("CLIPModel"):
                 return "sentence-transformers", folder / module.get("path", "")
     if (folder / "config.json").is_file():
-        model_type = _read_json(folder / "config.json").get("model_type")
+        model_type = read_json(folder / "config.json").get("model_type")
         if model_type == "clip":
             return "transformers", folder
         raise CheckpointError(
@@ -200,7 +191,7 @@ def load_clip_checkpoint(model: str | Path, modalities: Collection[Modality]) ->
         return _immich(name, folder, modalities)
 
     if layout == "open_clip":
-        raw = _read_json(folder / "open_clip_config.json")
+        raw = read_json(folder / "open_clip_config.json")
         model_cfg = raw.get("model_cfg", raw)
         try:
             config = ClipConfig.from_open_clip(model_cfg)
@@ -226,14 +217,14 @@ def load_clip_checkpoint(model: str | Path, modalities: Collection[Modality]) ->
         )
         cleaning: Literal["hf", "open_clip"] = "open_clip"
     else:
-        raw = _read_json(folder / "config.json")
+        raw = read_json(folder / "config.json")
         config = ClipConfig.from_hf(raw)
         paths = weight_paths(folder, layout)
         tensors = TensorSource.open(paths)
         pre_path = folder / "preprocessor_config.json"
         preprocess = (
             "hf",
-            _read_json(pre_path) if pre_path.is_file() else _default_hf_preprocess(config),
+            read_json(pre_path) if pre_path.is_file() else _default_hf_preprocess(config),
         )
         cleaning = "hf"
 
@@ -273,7 +264,7 @@ def _tokenizer_folder(*folders: Path) -> Path:
 
 
 def _immich(name: str, folder: Path, modalities: Collection[Modality]) -> ClipCheckpoint:
-    raw = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+    raw = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
     onnx_files: dict[Modality, Path] = {}
     for modality, sub in (("image", "visual"), ("text", "textual")):
         if modality in modalities:
@@ -282,7 +273,7 @@ def _immich(name: str, folder: Path, modalities: Collection[Modality]) -> ClipCh
                 raise CheckpointError(str(path), f"file not found ({modality} tower asked for)")
             onnx_files[modality] = path
     pre_path = folder / "visual" / "preprocess_cfg.json"
-    preprocess = _read_json(pre_path) if "image" in modalities and pre_path.is_file() else {}
+    preprocess = read_json(pre_path) if "image" in modalities and pre_path.is_file() else {}
     return ClipCheckpoint(
         name=name,
         folder=folder,

@@ -9,12 +9,11 @@ give wrong vectors.
 from __future__ import annotations
 
 import importlib.util
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from handspring.errors import CheckpointError
+from handspring.weights.json_files import read_json
 
 # Legacy boolean keys, in the order sentence-transformers concatenates their outputs.
 _LEGACY_POOLING_KEYS = {
@@ -66,17 +65,8 @@ class SentenceModel:
     similarity_fn_name: str = "cosine"
 
 
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise CheckpointError(str(path), "file not found") from exc
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(str(path), f"not valid JSON ({exc})") from exc
-
-
 def read_pooling(path: Path) -> Pooling:
-    config = _json(path)
+    config = read_json(path)
     modes = config.get("pooling_mode")
     if modes is None:
         modes = [mode for key, mode in _LEGACY_POOLING_KEYS.items() if config.get(key)]
@@ -90,7 +80,7 @@ def read_pooling(path: Path) -> Pooling:
 
 
 def read_dense(folder: Path) -> DenseLayer:
-    config = _json(folder / "config.json")
+    config = read_json(folder / "config.json")
     activation_name = config.get("activation_function", "torch.nn.modules.activation.Tanh")
     if activation_name not in DENSE_ACTIVATIONS:
         raise CheckpointError(
@@ -107,7 +97,7 @@ def read_dense(folder: Path) -> DenseLayer:
 
 def read_sentence_model(folder: Path) -> SentenceModel:
     """The modules of a sentence-transformers folder (modules.json)."""
-    modules = _json(folder / "modules.json")
+    modules = read_json(folder / "modules.json")
     if not isinstance(modules, list):
         raise CheckpointError(str(folder / "modules.json"), "expected a list of modules")
     transformer: Path | None = None
@@ -134,9 +124,9 @@ def read_sentence_model(folder: Path) -> SentenceModel:
             str(folder / "modules.json"), "needs a Transformer and a Pooling module"
         )
     bert_config_path = transformer / "sentence_bert_config.json"
-    bert_config = _json(bert_config_path) if bert_config_path.is_file() else {}
+    bert_config = read_json(bert_config_path) if bert_config_path.is_file() else {}
     st_config_path = folder / "config_sentence_transformers.json"
-    st_config = _json(st_config_path) if st_config_path.is_file() else {}
+    st_config = read_json(st_config_path) if st_config_path.is_file() else {}
     return SentenceModel(
         folder=folder,
         transformer_folder=transformer,
