@@ -13,8 +13,10 @@ import pytest
 from safetensors.numpy import save_file
 
 import handspring
+from handspring import registry
 from handspring.models.bert import EncoderConfig
-from handspring.text_embedder import SentenceEmbedder
+from handspring.registry import Int8Gate, KnownModel, known_model
+from handspring.text_embedder import SentenceEmbedder, check_int8_gate
 from handspring.weights.sentence_transformers import packaged_minilm_folder
 from tests.test_bert_parity import _random_weights
 
@@ -62,7 +64,31 @@ def test_minilm_int8_passes_its_gate(minilm: SentenceEmbedder) -> None:
     fp32_sim, int8_sim = fp32_vectors @ fp32_vectors.T, int8_vectors @ int8_vectors.T
     np.fill_diagonal(fp32_sim, -2)
     np.fill_diagonal(int8_sim, -2)
-    assert (fp32_sim.argmax(axis=1) == int8_sim.argmax(axis=1)).mean() >= 0.95
+    agreement = (fp32_sim.argmax(axis=1) == int8_sim.argmax(axis=1)).mean()
+    assert agreement >= 0.95
+    # The registry records what this test measures; keep them in step.
+    gate = known_model("all-minilm-l6-v2").int8_gate  # type: ignore[union-attr]
+    assert gate is not None and gate.passed
+    assert abs(gate.min_cosine - (fp32_vectors * int8_vectors).sum(axis=1).min()) <= 2e-3
+    assert gate.nn_agreement == agreement
+
+
+def test_int8_is_warned_about_without_a_gate_and_refused_with_a_failed_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert MINILM is not None
+    folder = shutil.copytree(MINILM, tmp_path / "unregistered")
+    with caplog.at_level("WARNING", logger="handspring"):
+        handspring.load(folder, precision="int8")
+    assert "int8 accuracy has not been measured" in caplog.text
+    failing = KnownModel(
+        "bad-int8", "acme/bad", "sentence", "sentence-transformers", 384, 0, "", Int8Gate(0.95, 0.9)
+    )
+    monkeypatch.setattr(registry, "KNOWN_MODELS", (*registry.KNOWN_MODELS, failing))
+    with pytest.raises(
+        ValueError, match=r"bad-int8: int8 is refused \(measured min cosine 0\.9500"
+    ):
+        check_int8_gate("bad-int8")
 
 
 def test_dimensions_truncate_then_renormalise(minilm: SentenceEmbedder) -> None:

