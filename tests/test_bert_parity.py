@@ -25,6 +25,7 @@ from handspring.models.bert import (
     build_encoder_graph,
     encoder_weight_shapes,
     is_ignored_key,
+    relative_position_buckets,
 )
 from handspring.weights.sentence_transformers import packaged_minilm_folder
 
@@ -91,6 +92,23 @@ TINY_CONFIGS: dict[str, tuple[dict[str, Any], str]] = {
             "pad_token_id": 1,
             "bos_token_id": 0,
             "eos_token_id": 2,
+        },
+        "",
+    ),
+    # Relative position bias in every layer, RoBERTa-style positions, no token types.
+    "mpnet": (
+        {
+            "model_type": "mpnet",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "hidden_act": "gelu",
+            "layer_norm_eps": 1e-5,
+            "pad_token_id": 1,
+            "bos_token_id": 0,
+            "eos_token_id": 2,
+            "relative_attention_num_buckets": 32,
         },
         "",
     ),
@@ -167,8 +185,8 @@ def tiny(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 
 def test_unsupported_model_type_is_refused() -> None:
-    with pytest.raises(ValueError, match="unsupported model_type 'mpnet'"):
-        EncoderConfig.from_hf({"model_type": "mpnet", "vocab_size": 10})
+    with pytest.raises(ValueError, match="unsupported model_type 'deberta-v2'"):
+        EncoderConfig.from_hf({"model_type": "deberta-v2", "vocab_size": 10})
     with pytest.raises(ValueError, match="position_embedding_type"):
         EncoderConfig.from_hf(_hf_config("bert") | {"position_embedding_type": "relative_key"})
 
@@ -182,6 +200,20 @@ def test_padding_does_not_change_real_tokens(tiny: Any) -> None:
     for i, n in enumerate(LENGTHS):
         alone = _run(session, {k: v[i : i + 1, :n] for k, v in batch.items()})
         assert np.abs(alone[0] - padded[i, :n]).max() <= FP32_MAX_ABS
+
+
+@pytest.mark.reference
+def test_mpnet_buckets_match_transformers() -> None:
+    """The build-time bucket ids equal transformers' torch formula, on
+    all-mpnet-base-v2's 514 positions (distances past max_distance included)."""
+    torch = pytest.importorskip("torch")
+    mpnet = pytest.importorskip("transformers.models.mpnet.modeling_mpnet")
+    p = 514
+    idx = torch.arange(p)
+    expected = mpnet.MPNetEncoder.relative_position_bucket(idx[None, :] - idx[:, None])
+    ours = relative_position_buckets(p)
+    assert ours.shape == (p, p)
+    assert np.array_equal(ours, expected.numpy())
 
 
 @pytest.mark.reference

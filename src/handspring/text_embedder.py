@@ -32,7 +32,7 @@ from handspring.weights.sentence_transformers import SentenceModel, read_sentenc
 log = logging.getLogger("handspring")
 
 # Prefixes under which task-head checkpoints keep the base model's keys.
-_KEY_PREFIXES = ("", "bert.", "roberta.", "distilbert.")
+_KEY_PREFIXES = ("", "bert.", "roberta.", "distilbert.", "mpnet.")
 
 
 class SentenceEmbedder:
@@ -139,7 +139,9 @@ def _tokenizer(folder: Path, spec: SentenceModel, cfg: EncoderConfig) -> Tokeniz
         raise TokenizerError(f"{folder}: no tokenizer.json")
     tokenizer = Tokenizer.from_file(str(path))
     # RoBERTa positions start after padding_idx, so two positions are not usable.
-    usable = cfg.max_position_embeddings - (cfg.pad_token_id + 1 if cfg.roberta_positions else 0)
+    usable = cfg.max_position_embeddings - (
+        cfg.position_padding_idx + 1 if cfg.roberta_positions else 0
+    )
     tokenizer.enable_truncation(max_length=min(spec.max_seq_length or usable, usable))
     padding = tokenizer.padding or {}
     pad_id = padding.get("pad_id", cfg.pad_token_id)

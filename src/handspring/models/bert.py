@@ -1,4 +1,4 @@
-"""BERT-family text encoders (BERT, DistilBERT, XLM-RoBERTa) as one ONNX graph.
+"""BERT-family text encoders (BERT, DistilBERT, XLM-RoBERTa, MPNet) as one ONNX graph.
 
 The graph returns the last hidden state, one vector per token; pooling and
 normalisation (mean over the mask, CLS, Dense layers of sentence-transformers)
@@ -17,6 +17,12 @@ Exactness notes:
 - XLM-RoBERTa numbers positions from padding_idx + 1 and counts only
   non-padding tokens, computed from the ids exactly as transformers'
   `create_position_ids_from_input_ids` does (so left padding works too).
+- MPNet does the same with padding_idx hard-coded to 1 (whatever the config's
+  pad_token_id), and adds a learned relative position bias to every layer's
+  scores. Its bucket ids depend only on positions, so they are computed here
+  with transformers' formula for all [P, P] pairs and stored as a constant;
+  the graph slices them to [T, T] and gathers the bias table once, folding the
+  bias into the padding mask (exact on real tokens: their mask entry is 0).
 """
 
 from __future__ import annotations
@@ -48,7 +54,14 @@ if TYPE_CHECKING:
 _ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "quick_gelu")
 # Families sharing RoBERTa's embeddings (positions counted from padding_idx + 1).
 _ROBERTA_TYPES = ("xlm-roberta", "roberta")
-SUPPORTED_MODEL_TYPES = ("bert", "distilbert", *_ROBERTA_TYPES)
+SUPPORTED_MODEL_TYPES = ("bert", "distilbert", *_ROBERTA_TYPES, "mpnet")
+# MPNetEmbeddings hard-codes padding_idx = 1 for its position ids.
+_MPNET_PADDING_IDX = 1
+# transformers' MPNetEncoder.compute_position_bias always buckets with its
+# default num_buckets=32 (and max_distance=128), whatever the config says; the
+# config's relative_attention_num_buckets only sizes the table.
+_MPNET_BUCKETS = 32
+_MPNET_MAX_DISTANCE = 128
 
 
 @dataclass(frozen=True)
@@ -65,10 +78,16 @@ class EncoderConfig:
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
+    # Rows of MPNet's relative attention bias table; 0 for the other families.
+    relative_attention_num_buckets: int = 0
 
     @property
     def roberta_positions(self) -> bool:
-        return self.model_type in _ROBERTA_TYPES
+        return self.model_type in (*_ROBERTA_TYPES, "mpnet")
+
+    @property
+    def position_padding_idx(self) -> int:
+        return _MPNET_PADDING_IDX if self.model_type == "mpnet" else self.pad_token_id
 
     @property
     def takes_token_types(self) -> bool:
@@ -88,6 +107,8 @@ class EncoderConfig:
             cfg = cls._from_distilbert(config)
         elif model_type in ("bert", *_ROBERTA_TYPES):
             cfg = cls._from_bert(config, model_type)
+        elif model_type == "mpnet":
+            cfg = cls._from_mpnet(config)
         else:
             raise ValueError(
                 f"unsupported model_type {model_type!r}: expected one of "
@@ -117,6 +138,27 @@ class EncoderConfig:
             hidden_act=str(config.get("hidden_act", "gelu")),
             layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
             pad_token_id=int(config.get("pad_token_id") or 0),
+        )
+
+    @classmethod
+    def _from_mpnet(cls, config: Mapping[str, Any]) -> EncoderConfig:
+        buckets = int(config.get("relative_attention_num_buckets", 32))
+        if buckets < _MPNET_BUCKETS:
+            # Bucket ids run up to 31 whatever the table size (see above).
+            raise ValueError(f"relative_attention_num_buckets {buckets} < {_MPNET_BUCKETS}")
+        return cls(
+            model_type="mpnet",
+            vocab_size=int(config["vocab_size"]),
+            hidden_size=int(config.get("hidden_size", 768)),
+            intermediate_size=int(config.get("intermediate_size", 3072)),
+            num_hidden_layers=int(config.get("num_hidden_layers", 12)),
+            num_attention_heads=int(config.get("num_attention_heads", 12)),
+            max_position_embeddings=int(config.get("max_position_embeddings", 512)),
+            type_vocab_size=0,
+            hidden_act=str(config.get("hidden_act", "gelu")),
+            layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
+            pad_token_id=int(config.get("pad_token_id", _MPNET_PADDING_IDX) or 0),  # HF default 1
+            relative_attention_num_buckets=buckets,
         )
 
     @classmethod
@@ -169,6 +211,17 @@ def _layer_names(cfg: EncoderConfig, i: int, prefix: str) -> _LayerNames:
             ffn_norm=f"{p}output_layer_norm",
         )
     p = f"{prefix}encoder.layer.{i}."
+    if cfg.model_type == "mpnet":
+        return _LayerNames(
+            query=f"{p}attention.attn.q",
+            key=f"{p}attention.attn.k",
+            value=f"{p}attention.attn.v",
+            attn_out=f"{p}attention.attn.o",
+            attn_norm=f"{p}attention.LayerNorm",
+            ffn_in=f"{p}intermediate.dense",
+            ffn_out=f"{p}output.dense",
+            ffn_norm=f"{p}output.LayerNorm",
+        )
     return _LayerNames(
         query=f"{p}attention.self.query",
         key=f"{p}attention.self.key",
@@ -179,6 +232,10 @@ def _layer_names(cfg: EncoderConfig, i: int, prefix: str) -> _LayerNames:
         ffn_out=f"{p}output.dense",
         ffn_norm=f"{p}output.LayerNorm",
     )
+
+
+def _relative_bias_key(prefix: str) -> str:
+    return f"{prefix}encoder.relative_attention_bias.weight"
 
 
 def encoder_weight_shapes(cfg: EncoderConfig, prefix: str = "") -> dict[str, tuple[int, ...]]:
@@ -192,6 +249,11 @@ def encoder_weight_shapes(cfg: EncoderConfig, prefix: str = "") -> dict[str, tup
     }
     if cfg.type_vocab_size:
         shapes[f"{e}token_type_embeddings.weight"] = (cfg.type_vocab_size, d)
+    if cfg.relative_attention_num_buckets:
+        shapes[_relative_bias_key(prefix)] = (
+            cfg.relative_attention_num_buckets,
+            cfg.num_attention_heads,
+        )
     for i in range(cfg.num_hidden_layers):
         n = _layer_names(cfg, i, prefix)
         linears = {
@@ -256,9 +318,10 @@ def _encoder_layer(g: Graph, x: str, w: Weights, n: _LayerNames, b: BlockSpec, m
 def _roberta_positions(g: Graph, cfg: EncoderConfig, ids: str) -> str:
     """cumsum(ids != pad) * (ids != pad) + pad: real tokens count from pad + 1,
     padding reads row pad, which no real token uses."""
-    real = g.op("Cast", g.op("Not", g.op("Equal", ids, g.ints([cfg.pad_token_id]))), to=INT64)
+    pad = cfg.position_padding_idx
+    real = g.op("Cast", g.op("Not", g.op("Equal", ids, g.ints([pad]))), to=INT64)
     counted = g.op("Mul", g.op("CumSum", real, g.ints([1])), real)  # [B, T]
-    return g.op("Add", counted, g.ints([cfg.pad_token_id]))  # [B, T]
+    return g.op("Add", counted, g.ints([pad]))  # [B, T]
 
 
 def _embeddings(
@@ -294,6 +357,39 @@ def _additive_mask(g: Graph, mask: str) -> str:
     return g.op("Unsqueeze", g.op("Mul", padding, lowest), g.ints([1, 2]))  # [B, 1, 1, T]
 
 
+def relative_position_buckets(positions: int) -> np.ndarray:
+    """MPNet's bucket id of every (query i, key j) pair, int32 [P, P]: transformers'
+    `MPNetEncoder.relative_position_bucket(j - i)` (32 buckets, max distance
+    128, bidirectional), with its float32 log and truncation."""
+    idx = np.arange(positions)
+    n = idx[:, None] - idx[None, :]  # -(j - i)
+    half = _MPNET_BUCKETS // 2
+    ret = (n < 0).astype(np.int64) * half
+    n = np.abs(n)
+    max_exact = half // 2
+    safe = np.maximum(n, 1).astype(np.float32)  # log(0) is masked out below anyway
+    scaled = np.log(safe / np.float32(max_exact)) / np.float32(
+        np.log(_MPNET_MAX_DISTANCE / max_exact)
+    )
+    large = max_exact + (scaled * np.float32(half - max_exact)).astype(np.int64)
+    large = np.minimum(large, half - 1)
+    return (ret + np.where(n < max_exact, n, large)).astype(np.int32)
+
+
+def _relative_bias_mask(
+    g: Graph, cfg: EncoderConfig, w: Weights, prefix: str, tokens: str, mask: str
+) -> str:
+    """MPNet: the relative position bias [H, T, T] plus the padding mask -> [B, H, T, T]."""
+    p = cfg.max_position_embeddings
+    buckets = g.const(relative_position_buckets(p), "relative_position_buckets")  # [P, P]
+    ends = g.op("Concat", tokens, tokens, axis=0)  # [2] = (T, T)
+    buckets = g.op("Slice", buckets, g.ints([0, 0]), ends, g.ints([0, 1]))  # [T, T]
+    key = _relative_bias_key(prefix)
+    table = g.const(w[key].astype(np.float32), key)  # [NB, H]
+    bias = g.op("Transpose", g.op("Gather", table, buckets), perm=[2, 0, 1])  # [H, T, T]
+    return g.op("Add", bias, mask)  # [B, H, T, T]
+
+
 def encoder_tokens(
     g: Graph, cfg: EncoderConfig, w: Weights, precision: Precision, prefix: str = ""
 ) -> str:
@@ -306,6 +402,8 @@ def encoder_tokens(
     tokens = g.op("Shape", INPUT_NAMES[0], start=1, end=2)  # [1] = T
     x = _embeddings(g, cfg, w, prefix, precision, tokens)  # [B*T, D]
     mask = _additive_mask(g, INPUT_NAMES[1])  # [B, 1, 1, T]
+    if cfg.relative_attention_num_buckets:
+        mask = _relative_bias_mask(g, cfg, w, prefix, tokens, mask)  # [B, H, T, T]
     heads_shape = g.op("Concat", g.ints([-1]), tokens, g.ints([heads, d // heads]), axis=0)
     block = BlockSpec(d, heads, cfg.hidden_act, cfg.layer_norm_eps, precision, heads_shape)
     for i in range(cfg.num_hidden_layers):
