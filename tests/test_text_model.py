@@ -132,32 +132,20 @@ def test_text_model_refuses_images_and_bad_input(minilm: SentenceEmbedder) -> No
     assert minilm.embed_texts([]).shape == (0, 384)
 
 
-def _multilingual_like(folder: Path) -> Path:
-    """DistilBERT (MiniLM's vocabulary), mean pooling, Dense 32 -> 16 without bias."""
+def _sentence_folder(folder: Path, config: dict, dense: bool) -> Path:
+    """A random-weight encoder with MiniLM's vocabulary, mean pooling, then
+    either Dense 32 -> 16 without bias (like the multilingual CLIP text model)
+    or Normalize (like all-mpnet-base-v2)."""
     assert MINILM is not None
     folder.mkdir(parents=True)
-    config = {
-        "model_type": "distilbert",
-        "architectures": ["DistilBertModel"],
-        "vocab_size": 30522,
-        "max_position_embeddings": 512,
-        "dim": 32,
-        "hidden_dim": 64,
-        "n_layers": 2,
-        "n_heads": 4,
-        "activation": "gelu",
-        "pad_token_id": 0,
-    }
     (folder / "config.json").write_text(json.dumps(config))
-    save_file(
-        _random_weights(EncoderConfig.from_hf(config), "", seed=3),
-        str(folder / "model.safetensors"),
-    )
+    weights = _random_weights(EncoderConfig.from_hf(config), "", seed=3)
+    save_file(weights, str(folder / "model.safetensors"))
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
         shutil.copy(MINILM / name, folder / name)
-    (folder / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": 128, "do_lower_case": False})
-    )
+    bert_config = {"max_seq_length": 128, "do_lower_case": False}
+    (folder / "sentence_bert_config.json").write_text(json.dumps(bert_config))
+    kind, path = ("Dense", "2_Dense") if dense else ("Normalize", "2_Normalize")
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {
@@ -166,35 +154,71 @@ def _multilingual_like(folder: Path) -> Path:
             "path": "1_Pooling",
             "type": "sentence_transformers.models.Pooling",
         },
-        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+        {"idx": 2, "name": "2", "path": path, "type": f"sentence_transformers.models.{kind}"},
     ]
     (folder / "modules.json").write_text(json.dumps(modules))
     (folder / "1_Pooling").mkdir()
-    (folder / "1_Pooling" / "config.json").write_text(
-        json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True})
-    )
-    (folder / "2_Dense").mkdir()
-    dense_config = {
-        "in_features": 32,
-        "out_features": 16,
-        "bias": False,
-        "activation_function": "torch.nn.modules.linear.Identity",
-    }
-    (folder / "2_Dense" / "config.json").write_text(json.dumps(dense_config))
-    dense = np.random.default_rng(4).standard_normal((16, 32)).astype(np.float32) / 6
-    save_file({"linear.weight": dense}, str(folder / "2_Dense" / "model.safetensors"))
+    pooling = {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    if dense:
+        (folder / "2_Dense").mkdir()
+        dense_config = {
+            "in_features": 32,
+            "out_features": 16,
+            "bias": False,
+            "activation_function": "torch.nn.modules.linear.Identity",
+        }
+        (folder / "2_Dense" / "config.json").write_text(json.dumps(dense_config))
+        weight = np.random.default_rng(4).standard_normal((16, 32)).astype(np.float32) / 6
+        save_file({"linear.weight": weight}, str(folder / "2_Dense" / "model.safetensors"))
     return folder
 
 
+DISTILBERT = {
+    "model_type": "distilbert",
+    "architectures": ["DistilBertModel"],
+    "vocab_size": 30522,
+    "max_position_embeddings": 512,
+    "dim": 32,
+    "hidden_dim": 64,
+    "n_layers": 2,
+    "n_heads": 4,
+    "activation": "gelu",
+    "pad_token_id": 0,
+}
+MPNET = {
+    "model_type": "mpnet",
+    "architectures": ["MPNetModel"],
+    "vocab_size": 30527,
+    "max_position_embeddings": 514,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-5,
+    "pad_token_id": 1,
+    "relative_attention_num_buckets": 32,
+}
+
+
 @pytest.mark.reference
-def test_distilbert_with_dense_equals_sentence_transformers(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("config", "dense", "dim"),
+    [(DISTILBERT, True, 16), (MPNET, False, 32)],
+    ids=["distilbert+dense", "mpnet+normalize"],
+)
+def test_other_families_equal_sentence_transformers(
+    tmp_path: Path, config: dict, dense: bool, dim: int
+) -> None:
     from sentence_transformers import SentenceTransformer
 
-    folder = _multilingual_like(tmp_path / "ml")
+    folder = _sentence_folder(tmp_path / "m", config, dense)
     reference = SentenceTransformer(str(folder), device="cpu")
     texts = SENTENCES[:4] + AWKWARD[:1]
     model = handspring.load(folder)
     assert isinstance(model, SentenceEmbedder)
-    assert model.dim == 16
-    expected = reference.encode(texts, normalize_embeddings=False)
+    assert model.dim == dim
+    normalize = not dense
+    expected = reference.encode(texts, normalize_embeddings=normalize)
     assert np.abs(model.embed_texts(texts) - expected).max() <= 1e-5
