@@ -222,3 +222,49 @@ def test_other_families_equal_sentence_transformers(
     normalize = not dense
     expected = reference.encode(texts, normalize_embeddings=normalize)
     assert np.abs(model.embed_texts(texts) - expected).max() <= 1e-5
+
+
+@pytest.mark.reference
+def test_pooling_without_the_prompt_equals_sentence_transformers(tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    assert MINILM is not None
+    folder = shutil.copytree(MINILM, tmp_path / "minilm")
+    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps(pooling | {"include_prompt": False})
+    )
+    prompts = {"prompts": {"query": "Represent this sentence for searching relevant passages: "}}
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(prompts))
+    reference = SentenceTransformer(str(folder), device="cpu")
+    model = handspring.load(folder)
+    assert isinstance(model, SentenceEmbedder)
+    texts = SENTENCES[:4]
+    expected = reference.encode(texts, prompt_name="query", normalize_embeddings=True)
+    got = model.embed_texts(texts, prompt_name="query")
+    assert np.abs(got - expected).max() <= 1e-5
+    # Pooling the prompt too would give other vectors: the option is in effect.
+    assert (
+        np.abs(
+            got
+            - reference.encode(
+                ["Represent this sentence for searching relevant passages: " + t for t in texts],
+                normalize_embeddings=True,
+            )
+        ).max()
+        > 1e-3
+    )
+
+
+@pytest.mark.reference
+def test_tokenizer_ids_equal_transformers(minilm: SentenceEmbedder) -> None:
+    from transformers import AutoTokenizer
+
+    from tests.support.samples import TEXTS
+
+    reference = AutoTokenizer.from_pretrained(str(MINILM))
+    texts = SENTENCES + AWKWARD + TEXTS + ["Ünïcödé ÀÉÎ", "don't stop", "a\u0301 vs á", "x" * 600]
+    expected = reference(texts, truncation=True, max_length=256, padding=True)
+    ours = minilm.tokenizer.encode_batch(texts)
+    assert [e.ids for e in ours] == expected["input_ids"]
+    assert [e.attention_mask for e in ours] == expected["attention_mask"]

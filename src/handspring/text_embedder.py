@@ -21,6 +21,7 @@ from handspring.models.bert import (
     encoder_weight_shapes,
     is_ignored_key,
 )
+from handspring.models.sentence_head import POOLING_MASK, build_sentence_graph
 from handspring.registry import Int8Gate, known_model
 from handspring.runtime.graph_cache import cached_graph, graph_key
 from handspring.runtime.session import make_session
@@ -90,6 +91,7 @@ class SentenceEmbedder:
         if dimensions is not None and not 0 < dimensions <= self.dim:
             raise ValueError(f"dimensions must be in 1..{self.dim}, got {dimensions}")
         prefix = self._prompt(prompt_name, prompt)
+        prompt_length = self._token_count(prefix) if prefix else 0
         inputs = [prefix + t for t in texts]
         if self.spec.do_lower_case:
             inputs = [t.lower() for t in inputs]
@@ -98,11 +100,18 @@ class SentenceEmbedder:
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         for start in range(0, len(inputs), batch_size):
             rows = order[start : start + batch_size]
-            out[rows] = self._run([inputs[r] for r in rows])
+            out[rows] = self._run([inputs[r] for r in rows], prompt_length)
         if dimensions is not None:
             out = np.ascontiguousarray(out[:, :dimensions])
         normalize = self.spec.normalize if normalize is None else normalize
         return l2_normalize(out) if normalize else out
+
+    def _token_count(self, prompt: str) -> int:
+        """The prompt's tokens as sentence-transformers counts them: with the
+        leading special token, without a trailing one."""
+        encoding = self.tokenizer.encode(prompt.lower() if self.spec.do_lower_case else prompt)
+        count = sum(encoding.attention_mask)
+        return count - 1 if count and encoding.special_tokens_mask[count - 1] else count
 
     def iter_embed_texts(
         self, texts: Iterable[str], batch_size: int = 32, normalize: bool | None = None
@@ -112,7 +121,7 @@ class SentenceEmbedder:
         while chunk := list(itertools.islice(iterator, batch_size * 8)):
             yield self.embed_texts(chunk, batch_size, normalize)
 
-    def _run(self, texts: Sequence[str]) -> np.ndarray:
+    def _run(self, texts: Sequence[str], prompt_length: int) -> np.ndarray:
         encodings = self.tokenizer.encode_batch(list(texts))
         ids = np.array([e.ids for e in encodings], dtype=np.int64)  # padded to the longest
         feeds = {
@@ -121,6 +130,10 @@ class SentenceEmbedder:
         }
         if self.config.takes_token_types:
             feeds[INPUT_NAMES[2]] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+        if not self.spec.pooling.include_prompt:
+            pooling_mask = feeds[INPUT_NAMES[1]].copy()
+            pooling_mask[:, :prompt_length] = 0
+            feeds[POOLING_MASK] = pooling_mask
         return self.session.run(None, feeds)[0]  # type: ignore[attr-defined]
 
 
@@ -211,8 +224,6 @@ def load_sentence_model(
     weight_files = paths + [f.path for d in dense_sources for f in d.files]
 
     def build():  # type: ignore[no-untyped-def]
-        from handspring.models.sentence_head import build_sentence_graph
-
         return build_sentence_graph(
             cfg, tensors, precision, spec.pooling, spec.dense, dense_sources, prefix
         )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from handspring.graph.builder import FLOAT, Graph
+from handspring.graph.builder import FLOAT, INT64, Graph
 from handspring.graph.layers import Precision, linear
 from handspring.models.bert import INPUT_NAMES, EncoderConfig, encoder_tokens
 from handspring.weights.sentence_transformers import DenseLayer, Pooling
@@ -84,6 +84,9 @@ def dense_layers(
     return x
 
 
+POOLING_MASK = "pooling_mask"
+
+
 def build_sentence_graph(
     cfg: EncoderConfig,
     w: Mapping[str, np.ndarray],
@@ -97,7 +100,14 @@ def build_sentence_graph(
     (not normalised: the Normalize module and Matryoshka cuts run in numpy)."""
     g = Graph(f"sentence_{cfg.model_type.replace('-', '_')}")
     tokens = encoder_tokens(g, cfg, w, precision, prefix)  # [B, T, D]
-    x = pool(g, tokens, INPUT_NAMES[1], pooling)  # [B, D * modes]
+    # Without include_prompt, pooling skips the prompt's tokens, which the
+    # attention still sees: the caller gives a second mask for pooling.
+    pool_mask = (
+        INPUT_NAMES[1]
+        if pooling.include_prompt
+        else g.input(POOLING_MASK, INT64, ["batch", "tokens"])
+    )
+    x = pool(g, tokens, pool_mask, pooling)  # [B, D * modes]
     x = dense_layers(g, x, layers, dense_weights or [])  # [B, P]
     g.output(x, "embedding", FLOAT, ["batch", None])
     return g.to_model(f"{cfg.model_type} sentence embedding")
