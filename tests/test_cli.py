@@ -358,3 +358,16 @@ def test_models_counts_built_graphs(tiny_hf: Path, inputs: dict[str, Path], tmp_
         assert (folder / "model.onnx").is_file()
         assert graph["bytes"] == sum(f.stat().st_size for f in folder.iterdir()) > 0
     assert "built graphs: 2 (" in run("models", env=env).stdout
+
+
+def test_text_model_through_the_cli(tmp_path: Path) -> None:
+    out = tmp_path / "t.json"
+    result = run("embed", "-m", "all-minilm-l6-v2", "-t", "hello world", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(out.read_text())
+    assert document["dim"] == 384
+    assert abs(np.linalg.norm(document["items"][0]["embedding"]) - 1) < 1e-5
+    refused = run("embed", "-m", "all-minilm-l6-v2", "-i", str(tmp_path / "x.jpg"))
+    assert refused.returncode == 1
+    assert "is a text model: it has no image modality" in refused.stderr
+    assert "Traceback" not in refused.stderr

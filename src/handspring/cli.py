@@ -129,7 +129,7 @@ def embed(
             fast_decode=fast_decode,
             exif_orientation=not no_exif_orientation,
         )
-    except handspring.HandspringError as exc:
+    except (handspring.HandspringError, ValueError) as exc:  # bad model, or options it lacks
         raise click.ClickException(str(exc)) from exc
     normalize = not no_normalize
     show = sys.stderr.isatty() if progress is None else progress
