@@ -217,27 +217,25 @@ class ClipModel:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"text #{i} is {type(text).__name__}, not str")
-        lengths = self.tokenizer.encode(texts).lengths
-        order = np.argsort(-lengths, kind="stable")
+        # Tokenized once; each batch takes its rows, trimmed to its own longest.
+        tokens = self.tokenizer.encode(texts)
+        order = np.argsort(-tokens.lengths, kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
-            out[rows] = self._run_text_batch(tower, [texts[r] for r in rows])
+            ids = tokens.input_ids[rows, : tokens.lengths[rows].max()]
+            out[rows] = self._run_text_batch(tower, ids, tokens.eot_index[rows])
         return l2_normalize(out) if normalize else out
 
-    def _run_text_batch(self, tower: TowerSession, texts: list[str]) -> np.ndarray:
+    def _run_text_batch(self, tower: TowerSession, ids: np.ndarray, eot: np.ndarray) -> np.ndarray:
         assert self.tokenizer is not None
-        tokens = self.tokenizer.encode(texts)
         if self._fixed_text_length:
             inp = tower.session.get_inputs()[0]
-            ids = np.full(
-                (len(texts), self.tokenizer.context_length), self.tokenizer.pad_id, dtype=np.int64
-            )
-            ids[:, : tokens.input_ids.shape[1]] = tokens.input_ids
+            padded = np.full((len(ids), self.tokenizer.context_length), self.tokenizer.pad_id)
+            padded[:, : ids.shape[1]] = ids
             dtype = np.int32 if "int32" in inp.type else np.int64
-            return tower.session.run(None, {inp.name: ids.astype(dtype)})[0]
-        feeds = {"input_ids": tokens.input_ids, "eot_index": tokens.eot_index}
-        return tower.session.run(None, feeds)[0]
+            return tower.session.run(None, {inp.name: padded.astype(dtype)})[0]
+        return tower.session.run(None, {"input_ids": ids, "eot_index": eot})[0]
 
     def embed_texts(
         self, texts: Iterable[str], batch_size: int = 32, normalize: bool = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -96,11 +96,16 @@ class SentenceEmbedder:
         if self.spec.do_lower_case:
             inputs = [t.lower() for t in inputs]
         out = np.empty((len(inputs), self.dim), dtype=np.float32)
-        encodings = self.tokenizer.encode_batch(inputs) if inputs else []
-        order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
-        for start in range(0, len(inputs), batch_size):
-            rows = order[start : start + batch_size]
-            out[rows] = self._run([inputs[r] for r in rows], prompt_length)
+        if inputs:
+            # Tokenized once; each batch takes its rows, trimmed to its own longest.
+            feeds = self._feeds(inputs, prompt_length)
+            lengths = feeds[INPUT_NAMES[1]].sum(axis=1)
+            order = np.argsort(-lengths, kind="stable")
+            for start in range(0, len(inputs), batch_size):
+                rows = order[start : start + batch_size]
+                width = lengths[rows].max()
+                batch = {name: value[rows, :width] for name, value in feeds.items()}
+                out[rows] = self.session.run(None, batch)[0]  # type: ignore[attr-defined]
         if dimensions is not None:
             out = np.ascontiguousarray(out[:, :dimensions])
         normalize = self.spec.normalize if normalize is None else normalize
@@ -121,20 +126,21 @@ class SentenceEmbedder:
         while chunk := list(itertools.islice(iterator, batch_size * 8)):
             yield self.embed_texts(chunk, batch_size, normalize)
 
-    def _run(self, texts: Sequence[str], prompt_length: int) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch(list(texts))
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)  # padded to the longest
+    def _feeds(self, texts: list[str], prompt_length: int) -> dict[str, np.ndarray]:
+        """Graph inputs for `texts`, padded to the longest of them."""
+        encodings = self.tokenizer.encode_batch(texts)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         feeds = {
-            INPUT_NAMES[0]: ids,
-            INPUT_NAMES[1]: np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            INPUT_NAMES[0]: np.array([e.ids for e in encodings], dtype=np.int64),
+            INPUT_NAMES[1]: mask,
         }
         if self.config.takes_token_types:
             feeds[INPUT_NAMES[2]] = np.array([e.type_ids for e in encodings], dtype=np.int64)
         if not self.spec.pooling.include_prompt:
-            pooling_mask = feeds[INPUT_NAMES[1]].copy()
+            pooling_mask = mask.copy()
             pooling_mask[:, :prompt_length] = 0
             feeds[POOLING_MASK] = pooling_mask
-        return self.session.run(None, feeds)[0]  # type: ignore[attr-defined]
+        return feeds
 
 
 def _key_prefix(tensors: TensorSource, cfg: EncoderConfig, source: str) -> str:
