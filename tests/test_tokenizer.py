@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from handspring.errors import TokenizerError
+from handspring.preprocess import open_clip_text
 from handspring.preprocess import text as text_module
 from handspring.preprocess.text import ClipTokenizer, TokenBatch
 from tests.support.clip_vocab import EOS_TOKEN, clip_merges, clip_vocab, write_clip_tokenizer
@@ -467,23 +468,23 @@ def test_open_clip_specials_in_text(vocab_folder: Path) -> None:
 
 @pytest.fixture
 def without_optional_modules(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    real = text_module._optional_module
+    real = open_clip_text._optional_module
     monkeypatch.setattr(
-        text_module,
+        open_clip_text,
         "_optional_module",
         lambda name: None if name in ("ftfy", "regex") else real(name),
     )
-    text_module.open_clip_cleaner.cache_clear()
-    text_module.open_clip_splitter.cache_clear()
+    open_clip_text.open_clip_cleaner.cache_clear()
+    open_clip_text.open_clip_splitter.cache_clear()
     yield
-    text_module.open_clip_cleaner.cache_clear()
-    text_module.open_clip_splitter.cache_clear()
+    open_clip_text.open_clip_cleaner.cache_clear()
+    open_clip_text.open_clip_splitter.cache_clear()
 
 
 def test_fallback_splitter_equals_regex_module(without_optional_modules: None) -> None:
     regex = pytest.importorskip("regex")
-    exact = regex.compile(text_module.OPEN_CLIP_SPLIT, regex.IGNORECASE).findall
-    fallback = text_module.open_clip_splitter()
+    exact = regex.compile(open_clip_text.OPEN_CLIP_SPLIT, regex.IGNORECASE).findall
+    fallback = open_clip_text.open_clip_splitter()
     rng = random.Random(7)
     # Known gaps of the fallback: a lone U+0345, and letters newer than Unicode 14
     # (Oniguruma's tables are older than the regex module's).
@@ -503,7 +504,7 @@ def _in_unicode_14(char: str) -> bool:
 
 
 def test_fallback_cleaner(without_optional_modules: None) -> None:
-    clean = text_module.open_clip_cleaner()
+    clean = open_clip_text.open_clip_cleaner()
     assert clean("  Fish &amp;amp; CHIPS\t\n e\u0301 ") == "fish & chips \u00e9"
 
 

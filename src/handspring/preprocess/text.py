@@ -32,14 +32,9 @@ Differences between the two references, and where each mode handles them:
 
 from __future__ import annotations
 
-import html
-import importlib
-import json
 import logging
-import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,51 +51,34 @@ from tokenizers import (
 from tokenizers.models import BPE
 
 from handspring.errors import TokenizerError
+from handspring.preprocess.hf_special_tokens import (
+    TokenizerConfig,
+    hf_added_tokens,
+    named_tokens,
+    read_tokenizer_config,
+)
+from handspring.preprocess.open_clip_text import (
+    OPEN_CLIP_BOS,
+    OPEN_CLIP_EOS,
+    OPEN_CLIP_PAD_ID,
+    open_clip_cleaner,
+    open_clip_splitter,
+)
 
 log = logging.getLogger(__name__)
 
 Cleaning = Literal["hf", "open_clip"]
 
 TOKENIZER_JSON = "tokenizer.json"
-TOKENIZER_CONFIG = "tokenizer_config.json"
-SPECIAL_TOKENS_MAP = "special_tokens_map.json"
 VOCAB_JSON = "vocab.json"
 MERGES_TXT = "merges.txt"
 
 # transformers 5 CLIPTokenizer, verbatim: the special-token alternatives are part of
 # the split regex whatever the configured special tokens are.
 HF_SPLIT = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
-HF_DEFAULTS = {
-    "bos_token": "<|startoftext|>",
-    "eos_token": "<|endoftext|>",
-    "unk_token": "<|endoftext|>",
-    "pad_token": "<|endoftext|>",
-}
-# Order in which transformers adds named special tokens; for duplicates the last wins.
-HF_NAMED_TOKENS = (
-    "bos_token",
-    "eos_token",
-    "unk_token",
-    "sep_token",
-    "pad_token",
-    "cls_token",
-    "mask_token",
-)
-
-# open_clip's SimpleTokenizer names its special tokens differently from HF.
-OPEN_CLIP_BOS = "<start_of_text>"
-OPEN_CLIP_EOS = "<end_of_text>"
-OPEN_CLIP_SPLIT = (
-    f"{OPEN_CLIP_BOS}|{OPEN_CLIP_EOS}"
-    r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
-)
-OPEN_CLIP_PAD_ID = 0
 # A one-character piece always becomes exactly one BPE token, so it can hold the
 # place of a special token through truncation and be swapped for its id afterwards.
 PLACEHOLDER_PIECE = "a"
-
-# transformers' "no limit" sentinel is 1e30; anything this large is not a real limit.
-NO_LIMIT = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -110,20 +88,6 @@ class TokenBatch:
     input_ids: np.ndarray  # int64 [B, T]
     eot_index: np.ndarray  # int64 [B], first end-of-text token: where the text tower reads
     lengths: np.ndarray  # int64 [B], tokens per row including start and end tokens
-
-
-@dataclass(frozen=True)
-class _Config:
-    """What tokenizer_config.json and special_tokens_map.json say (empty when absent)."""
-
-    config: dict[str, Any]
-    special_map: dict[str, Any]
-
-    def model_max_length(self) -> int | None:
-        value = self.config.get("model_max_length")
-        if isinstance(value, int | float) and 0 < value < NO_LIMIT:
-            return int(value)
-        return None
 
 
 class ClipTokenizer:
@@ -179,7 +143,9 @@ class ClipTokenizer:
                 f"a CLIP tokenizer needs {TOKENIZER_JSON}, or {VOCAB_JSON} with {MERGES_TXT}"
             )
         model = _bpe_from_vocab_files(folder)
-        return cls._build(model, {}, _read_config(folder), folder, context_length, cleaning)
+        return cls._build(
+            model, {}, read_tokenizer_config(folder), folder, context_length, cleaning
+        )
 
     @classmethod
     def from_tokenizer_json(
@@ -191,7 +157,7 @@ class ClipTokenizer:
             raise TokenizerError(f"{path.parent}: {path.name} not found")
         model, added = _bpe_from_tokenizer_json(path)
         return cls._build(
-            model, added, _read_config(path.parent), path.parent, context_length, cleaning
+            model, added, read_tokenizer_config(path.parent), path.parent, context_length, cleaning
         )
 
     @classmethod
@@ -199,14 +165,14 @@ class ClipTokenizer:
         cls,
         model: BPE,
         json_added: dict[int, AddedToken],
-        config: _Config,
+        config: TokenizerConfig,
         folder: Path,
         context_length: int,
         cleaning: Cleaning,
     ) -> ClipTokenizer:
         if cleaning not in ("hf", "open_clip"):
             raise ValueError(f"cleaning must be 'hf' or 'open_clip', got {cleaning!r}")
-        named = _named_tokens(config, json_added)
+        named = named_tokens(config, json_added)
         _set_clip_bpe_options(model, str(named["unk_token"]))
         backend = Tokenizer(model)
         bos, eos = str(named["bos_token"]), str(named["eos_token"])
@@ -283,24 +249,6 @@ def _swap_special_pieces(
 # Files
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TokenizerError(f"{path.parent}: {path.name} is not readable JSON ({e})") from e
-
-
-def _read_config(folder: Path) -> _Config:
-    parts = []
-    for name in (TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP):
-        path = folder / name
-        data = _read_json(path) if path.is_file() else {}
-        if not isinstance(data, dict):
-            raise TokenizerError(f"{folder}: {name} is not a JSON object")
-        parts.append(data)
-    return _Config(config=parts[0], special_map=parts[1])
-
-
 def _bpe_from_vocab_files(folder: Path) -> BPE:
     try:
         return BPE.from_file(str(folder / VOCAB_JSON), str(folder / MERGES_TXT))
@@ -341,79 +289,11 @@ def _token_id(backend: Tokenizer, token: str, folder: Path) -> int:
 # Special tokens, as transformers 5 resolves them
 
 
-def _as_token(value: Any) -> str | AddedToken | None:
-    """A config value: a string, or an AddedToken serialized as a dict."""
-    if isinstance(value, dict) and "content" in value:
-        fields = {k: v for k, v in value.items() if k != "__type"}
-        return AddedToken(**fields)
-    if isinstance(value, str):
-        return value
-    return None
-
-
-def _config_added_tokens(config: _Config) -> dict[int, AddedToken] | None:
-    decoder = config.config.get("added_tokens_decoder")
-    if not isinstance(decoder, dict):
-        return None
-    tokens = {int(i): _as_token(v) for i, v in decoder.items()}
-    return {i: t for i, t in tokens.items() if isinstance(t, AddedToken)}
-
-
-def _named_tokens(config: _Config, json_added: dict[int, AddedToken]) -> dict[str, Any]:
-    """bos/eos/unk/pad/...: CLIP defaults, then tokenizer_config.json, then
-    special_tokens_map.json (only when the config has no added_tokens_decoder), each
-    replaced by the added token of the same text when there is one."""
-    named: dict[str, Any] = dict(HF_DEFAULTS)
-    for key in HF_NAMED_TOKENS:
-        if (value := _as_token(config.config.get(key))) is not None:
-            named[key] = value
-    added = _config_added_tokens(config)
-    if added is None:
-        for key in HF_NAMED_TOKENS:
-            value = _as_token(config.special_map.get(key))
-            if isinstance(value, AddedToken):
-                value.special = True
-            if value is not None:
-                named[key] = value
-        added = json_added
-    by_text = {str(t): t for t in added.values()}
-    return {key: by_text.get(str(value), value) for key, value in named.items()}
-
-
-def _hf_added_tokens(
-    named: dict[str, Any], json_added: dict[int, AddedToken], config: _Config
-) -> list[AddedToken]:
-    """The added tokens transformers 5 registers, in its order (for equal text the last wins).
-
-    Their flags matter: a `normalized` token is also found after lowercasing.
-    """
-    added = _config_added_tokens(config)
-    if added is None:
-        added = json_added
-    tokens: list[Any] = [t for _, t in sorted(added.items())]
-    seen = {str(t) for t in tokens}
-    for key in HF_NAMED_TOKENS:
-        value = named.get(key)
-        if value is not None and str(value) not in seen and value not in tokens:
-            tokens.append(value)
-    named_texts = {str(v) for v in named.values() if v is not None}
-    return [_special_added_token(t, named_texts) for t in tokens]
-
-
-def _special_added_token(token: str | AddedToken, named_texts: set[str]) -> AddedToken:
-    if isinstance(token, str):
-        return AddedToken(token, special=True)
-    if not token.special and str(token) in named_texts:
-        token.special = True
-    return token
-
-
-# ---------------------------------------------------------------------------
-# Pipelines
-
-
 def _hf_pipeline(
-    backend: Tokenizer, named: dict[str, Any], json_added: dict[int, AddedToken], config: _Config
+    backend: Tokenizer,
+    named: dict[str, Any],
+    json_added: dict[int, AddedToken],
+    config: TokenizerConfig,
 ) -> None:
     """transformers 5 `CLIPTokenizer.__init__`, whatever the tokenizer.json says."""
     backend.normalizer = normalizers.Sequence(
@@ -425,7 +305,7 @@ def _hf_pipeline(
             pre_tokenizers.ByteLevel(add_prefix_space=False),
         ]
     )
-    backend.add_tokens(_hf_added_tokens(named, json_added, config))
+    backend.add_tokens(hf_added_tokens(named, json_added, config))
     backend.encode_special_tokens = bool(config.config.get("split_special_tokens", False))
 
 
@@ -433,53 +313,3 @@ def _open_clip_pipeline(backend: Tokenizer) -> None:
     """Text arrives cleaned and split into pieces; only the byte mapping is left to do."""
     backend.normalizer = None
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-
-
-# ---------------------------------------------------------------------------
-# open_clip's Python side
-
-
-def _optional_module(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
-
-@cache
-def open_clip_cleaner() -> Callable[[str], str]:
-    """open_clip's `_clean_lower`: ftfy, HTML unescape twice, whitespace, lower.
-
-    ftfy is not a dependency of ours. Without it we unescape HTML and compose to NFC
-    (ftfy unescapes, then applies NFC, before open_clip's own unescaping) and clean
-    whitespace; texts ftfy would change further (curly quotes, fullwidth forms,
-    ligatures, mojibake, control characters) then differ from open_clip.
-    """
-    ftfy = _optional_module("ftfy")
-    if ftfy is not None:
-        return lambda text: _clean_lower(html.unescape(html.unescape(ftfy.fix_text(text))))
-    log.warning("ftfy is not installed: open_clip text cleaning is approximated")
-    return lambda text: _clean_lower(
-        unicodedata.normalize("NFC", html.unescape(html.unescape(text)))
-    )
-
-
-def _clean_lower(text: str) -> str:
-    """open_clip's `whitespace_clean(...).lower()`: `str.split` decides what is whitespace."""
-    return " ".join(text.split()).lower()
-
-
-@cache
-def open_clip_splitter() -> Callable[[str], list[str]]:
-    """open_clip's split regex, run by the `regex` module as open_clip runs it.
-
-    Without `regex` (not a dependency of ours) Oniguruma runs the same pattern; it
-    differs only on a lone U+0345 and on letters newer than its Unicode tables.
-    """
-    regex = _optional_module("regex")
-    if regex is not None:
-        return regex.compile(OPEN_CLIP_SPLIT, regex.IGNORECASE).findall
-    log.warning("the regex module is not installed: open_clip text splitting is approximated")
-    # open_clip compiles its pattern with IGNORECASE, which makes "'" + long s a contraction.
-    split = pre_tokenizers.Split(Regex("(?i)" + OPEN_CLIP_SPLIT), behavior="removed", invert=True)
-    return lambda text: [piece for piece, _ in split.pre_tokenize_str(text)]

@@ -1,0 +1,73 @@
+"""open_clip's Python-side text handling, for the "open_clip" tokenizer mode:
+its cleaning (ftfy, HTML unescaping, whitespace, `str.lower`) and its split
+regex. ftfy and regex are not dependencies of ours; without them both are
+approximated and a warning says so (see `handspring.preprocess.text`)."""
+
+from __future__ import annotations
+
+import html
+import importlib
+import logging
+import unicodedata
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from tokenizers import Regex, pre_tokenizers
+
+log = logging.getLogger(__name__)
+
+# open_clip's SimpleTokenizer names its special tokens differently from HF.
+OPEN_CLIP_BOS = "<start_of_text>"
+OPEN_CLIP_EOS = "<end_of_text>"
+OPEN_CLIP_SPLIT = (
+    f"{OPEN_CLIP_BOS}|{OPEN_CLIP_EOS}"
+    r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+)
+OPEN_CLIP_PAD_ID = 0
+
+
+def _optional_module(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+@cache
+def open_clip_cleaner() -> Callable[[str], str]:
+    """open_clip's `_clean_lower`: ftfy, HTML unescape twice, whitespace, lower.
+
+    ftfy is not a dependency of ours. Without it we unescape HTML and compose to NFC
+    (ftfy unescapes, then applies NFC, before open_clip's own unescaping) and clean
+    whitespace; texts ftfy would change further (curly quotes, fullwidth forms,
+    ligatures, mojibake, control characters) then differ from open_clip.
+    """
+    ftfy = _optional_module("ftfy")
+    if ftfy is not None:
+        return lambda text: _clean_lower(html.unescape(html.unescape(ftfy.fix_text(text))))
+    log.warning("ftfy is not installed: open_clip text cleaning is approximated")
+    return lambda text: _clean_lower(
+        unicodedata.normalize("NFC", html.unescape(html.unescape(text)))
+    )
+
+
+def _clean_lower(text: str) -> str:
+    """open_clip's `whitespace_clean(...).lower()`: `str.split` decides what is whitespace."""
+    return " ".join(text.split()).lower()
+
+
+@cache
+def open_clip_splitter() -> Callable[[str], list[str]]:
+    """open_clip's split regex, run by the `regex` module as open_clip runs it.
+
+    Without `regex` (not a dependency of ours) Oniguruma runs the same pattern; it
+    differs only on a lone U+0345 and on letters newer than its Unicode tables.
+    """
+    regex = _optional_module("regex")
+    if regex is not None:
+        return regex.compile(OPEN_CLIP_SPLIT, regex.IGNORECASE).findall
+    log.warning("the regex module is not installed: open_clip text splitting is approximated")
+    # open_clip compiles its pattern with IGNORECASE, which makes "'" + long s a contraction.
+    split = pre_tokenizers.Split(Regex("(?i)" + OPEN_CLIP_SPLIT), behavior="removed", invert=True)
+    return lambda text: [piece for piece, _ in split.pre_tokenize_str(text)]
