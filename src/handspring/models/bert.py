@@ -44,6 +44,7 @@ from handspring.graph.layers import (
     split_heads,
     table_lookup,
 )
+from handspring.models.mpnet_positions import MPNET_BUCKETS, relative_position_buckets
 
 if TYPE_CHECKING:
     import onnx
@@ -57,11 +58,6 @@ _ROBERTA_TYPES = ("xlm-roberta", "roberta")
 SUPPORTED_MODEL_TYPES = ("bert", "distilbert", *_ROBERTA_TYPES, "mpnet")
 # MPNetEmbeddings hard-codes padding_idx = 1 for its position ids.
 _MPNET_PADDING_IDX = 1
-# transformers' MPNetEncoder.compute_position_bias always buckets with its
-# default num_buckets=32 (and max_distance=128), whatever the config says; the
-# config's relative_attention_num_buckets only sizes the table.
-_MPNET_BUCKETS = 32
-_MPNET_MAX_DISTANCE = 128
 
 
 @dataclass(frozen=True)
@@ -143,9 +139,9 @@ class EncoderConfig:
     @classmethod
     def _from_mpnet(cls, config: Mapping[str, Any]) -> EncoderConfig:
         buckets = int(config.get("relative_attention_num_buckets", 32))
-        if buckets < _MPNET_BUCKETS:
+        if buckets < MPNET_BUCKETS:
             # Bucket ids run up to 31 whatever the table size (see above).
-            raise ValueError(f"relative_attention_num_buckets {buckets} < {_MPNET_BUCKETS}")
+            raise ValueError(f"relative_attention_num_buckets {buckets} < {MPNET_BUCKETS}")
         return cls(
             model_type="mpnet",
             vocab_size=int(config["vocab_size"]),
@@ -355,25 +351,6 @@ def _additive_mask(g: Graph, mask: str) -> str:
     padding = g.op("Sub", g.const(np.asarray(1.0, np.float32)), g.op("Cast", mask, to=FLOAT))
     lowest = g.const(np.asarray(np.finfo(np.float32).min, np.float32))
     return g.op("Unsqueeze", g.op("Mul", padding, lowest), g.ints([1, 2]))  # [B, 1, 1, T]
-
-
-def relative_position_buckets(positions: int) -> np.ndarray:
-    """MPNet's bucket id of every (query i, key j) pair, int32 [P, P]: transformers'
-    `MPNetEncoder.relative_position_bucket(j - i)` (32 buckets, max distance
-    128, bidirectional), with its float32 log and truncation."""
-    idx = np.arange(positions)
-    n = idx[:, None] - idx[None, :]  # -(j - i)
-    half = _MPNET_BUCKETS // 2
-    ret = (n < 0).astype(np.int64) * half
-    n = np.abs(n)
-    max_exact = half // 2
-    safe = np.maximum(n, 1).astype(np.float32)  # log(0) is masked out below anyway
-    scaled = np.log(safe / np.float32(max_exact)) / np.float32(
-        np.log(_MPNET_MAX_DISTANCE / max_exact)
-    )
-    large = max_exact + (scaled * np.float32(half - max_exact)).astype(np.int64)
-    large = np.minimum(large, half - 1)
-    return (ret + np.where(n < max_exact, n, large)).astype(np.int32)
 
 
 def _relative_bias_mask(
