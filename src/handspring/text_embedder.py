@@ -8,8 +8,10 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from handspring.embedder import l2_normalize
@@ -23,12 +25,14 @@ from handspring.models.bert import (
 )
 from handspring.models.sentence_head import POOLING_MASK, build_sentence_graph
 from handspring.registry import Int8Gate, known_model
-from handspring.runtime.graph_cache import cached_graph, graph_key
-from handspring.runtime.session import make_session
+from handspring.runtime.towers import built_session
 from handspring.weights.checkpoint import check_weights, weight_paths
 from handspring.weights.json_files import read_json
 from handspring.weights.safetensors_io import TensorSource
 from handspring.weights.sentence_transformers import SentenceModel, read_sentence_model
+
+if TYPE_CHECKING:
+    import onnx
 
 log = logging.getLogger("handspring")
 
@@ -44,7 +48,7 @@ class SentenceEmbedder:
         name: str,
         spec: SentenceModel,
         config: EncoderConfig,
-        session: object,
+        session: ort.InferenceSession,
         tokenizer: Tokenizer,
         dim: int,
     ) -> None:
@@ -105,7 +109,7 @@ class SentenceEmbedder:
                 rows = order[start : start + batch_size]
                 width = lengths[rows].max()
                 batch = {name: value[rows, :width] for name, value in feeds.items()}
-                out[rows] = self.session.run(None, batch)[0]  # type: ignore[attr-defined]
+                out[rows] = self.session.run(None, batch)[0]
         if dimensions is not None:
             out = np.ascontiguousarray(out[:, :dimensions])
         normalize = self.spec.normalize if normalize is None else normalize
@@ -229,12 +233,11 @@ def load_sentence_model(
     }
     weight_files = paths + [f.path for d in dense_sources for f in d.files]
 
-    def build():  # type: ignore[no-untyped-def]
+    def build() -> onnx.ModelProto:
         return build_sentence_graph(
             cfg, tensors, precision, spec.pooling, spec.dense, dense_sources, prefix
         )
 
-    graph, _ = cached_graph(graph_key(weight_files, options), build)
-    session = make_session(graph, threads)
+    session = built_session(weight_files, options, build, threads).session
     dim = spec.dense[-1].out_features if spec.dense else cfg.hidden_size * len(spec.pooling.modes)
     return SentenceEmbedder(name, spec, cfg, session, _tokenizer(encoder_folder, spec, cfg), dim)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
 
@@ -36,28 +37,39 @@ def precision_of(name: str) -> Precision:
     raise ValueError(f"precision must be 'fp32' or 'int8', not {name!r}")
 
 
+def built_session(
+    weight_files: list[Path],
+    options: dict[str, Any],
+    build: Callable[[], onnx.ModelProto],
+    threads: int | None,
+) -> TowerSession:
+    """A session on the graph `build` makes, from the graph cache when it has
+    one for these weights and options."""
+    start = time.perf_counter()
+    path, built = cached_graph(graph_key(weight_files, options), build)
+    return TowerSession(make_session(path, threads), path, built, time.perf_counter() - start)
+
+
 def clip_tower(
     checkpoint: ClipCheckpoint, modality: Modality, precision: Precision, threads: int | None
 ) -> TowerSession:
-    start = time.perf_counter()
     if checkpoint.layout == "immich":
         # Pre-exported graphs run as they are; precision is whatever they were exported at.
-        path, built = checkpoint.onnx_files[modality], False
-    else:
-        assert checkpoint.config is not None and checkpoint.tensors is not None
-        config, tensors = checkpoint.config, checkpoint.tensors
-        options = {
-            "family": "clip",
-            "tower": modality,
-            "precision": precision.tag,
-            "config": asdict(config.vision if modality == "image" else config.text),
-            "projection_dim": config.projection_dim,
-        }
+        start = time.perf_counter()
+        path = checkpoint.onnx_files[modality]
+        return TowerSession(make_session(path, threads), path, False, time.perf_counter() - start)
+    assert checkpoint.config is not None and checkpoint.tensors is not None
+    config, tensors = checkpoint.config, checkpoint.tensors
+    options = {
+        "family": "clip",
+        "tower": modality,
+        "precision": precision.tag,
+        "config": asdict(config.vision if modality == "image" else config.text),
+        "projection_dim": config.projection_dim,
+    }
 
-        def build() -> onnx.ModelProto:
-            builder = build_vision_graph if modality == "image" else build_text_graph
-            return builder(config, tensors, precision)
+    def build() -> onnx.ModelProto:
+        builder = build_vision_graph if modality == "image" else build_text_graph
+        return builder(config, tensors, precision)
 
-        path, built = cached_graph(graph_key(checkpoint.weight_files, options), build)
-    session = make_session(path, threads)
-    return TowerSession(session, path, built, time.perf_counter() - start)
+    return built_session(checkpoint.weight_files, options, build, threads)
