@@ -41,21 +41,22 @@ def _context_length(checkpoint: ClipCheckpoint) -> int:
 SENTENCE_PATTERNS = ("*.json", "*.txt", "*.model", "model.safetensors", "*/model.safetensors")
 
 
-def _sentence_folder(model: str) -> Path | None:
-    """The folder of a sentence-transformers text model, or None for anything else."""
+def _resolve(model: str) -> tuple[Path, bool]:
+    """A model's layout files (for a repo id, fetched once here and handed on),
+    and whether it is a sentence-transformers text model rather than CLIP."""
     if model == DEFAULT_TEXT and (packaged := packaged_minilm_folder()) is not None:
-        return packaged
-    model = resolve_alias(model)
-    root = hub.fetch(model, hub.LAYOUT_PATTERNS)
+        return packaged, True
+    repo = resolve_alias(model)
+    root = hub.fetch(repo, hub.LAYOUT_PATTERNS)
     modules_path = root / "modules.json"
     if not modules_path.is_file():
-        return None
+        return root, False
     modules = read_json(modules_path)
     if not isinstance(modules, list):
         raise CheckpointError(str(modules_path), "expected a list of modules")
     if any(str(m.get("type", "")).endswith("CLIPModel") for m in modules):
-        return None
-    return root if hub.is_local(model) else hub.fetch(model, SENTENCE_PATTERNS)
+        return root, False
+    return (root if hub.is_local(repo) else hub.fetch(repo, SENTENCE_PATTERNS)), True
 
 
 def _tokenizer(checkpoint: ClipCheckpoint) -> ClipTokenizer:
@@ -102,13 +103,13 @@ def load(
     if asked is not None and (not asked or set(asked) - set(MODALITIES)):
         raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {asked}")
     precision_obj = precision_of(precision)
-    sentence_folder = _sentence_folder(str(model))
-    if sentence_folder is not None:
+    root, is_text_model = _resolve(str(model))
+    if is_text_model:
         if asked is not None and "image" in asked:
             raise ValueError(f"{model} is a text model: it has no image modality")
-        return load_sentence_model(str(model), sentence_folder, precision_obj, threads)
+        return load_sentence_model(str(model), root, precision_obj, threads)
     modalities = asked or MODALITIES
-    checkpoint = load_clip_checkpoint(resolve_alias(str(model)), modalities)
+    checkpoint = load_clip_checkpoint(resolve_alias(str(model)), modalities, layout_root=root)
     # Towers and the tokenizer start in parallel: ORT releases the GIL while
     # it loads and pre-packs weights, which is most of a start from the cache.
     with ThreadPoolExecutor(max_workers=len(modalities) + 1) as pool:

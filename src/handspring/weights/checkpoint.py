@@ -177,10 +177,13 @@ TOWER_PREFIXES: dict[Modality, tuple[str, ...]] = {
 }
 
 
-def load_clip_checkpoint(model: str | Path, modalities: Collection[Modality]) -> ClipCheckpoint:
+def load_clip_checkpoint(
+    model: str | Path, modalities: Collection[Modality], layout_root: Path | None = None
+) -> ClipCheckpoint:
     """Resolve `model` (folder or repo id), fetch only what `modalities` need,
-    and check the asked towers' weights against the config."""
-    root = hub.fetch(model, hub.LAYOUT_PATTERNS)
+    and check the asked towers' weights against the config. `layout_root`:
+    the folder of `hub.LAYOUT_PATTERNS` files, when the caller fetched them already."""
+    root = layout_root or hub.fetch(model, hub.LAYOUT_PATTERNS)
     layout, folder = detect_layout(root)
     sub = folder.relative_to(root).as_posix() if folder != root else ""
     if not hub.is_local(model):
