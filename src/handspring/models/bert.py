@@ -28,7 +28,7 @@ Exactness notes:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -140,20 +140,12 @@ class EncoderConfig:
     def _from_mpnet(cls, config: Mapping[str, Any]) -> EncoderConfig:
         buckets = int(config.get("relative_attention_num_buckets", 32))
         if buckets < MPNET_BUCKETS:
-            # Bucket ids run up to 31 whatever the table size (see above).
+            # Bucket ids run up to 31 whatever the table size (see mpnet_positions).
             raise ValueError(f"relative_attention_num_buckets {buckets} < {MPNET_BUCKETS}")
-        return cls(
-            model_type="mpnet",
-            vocab_size=int(config["vocab_size"]),
-            hidden_size=int(config.get("hidden_size", 768)),
-            intermediate_size=int(config.get("intermediate_size", 3072)),
-            num_hidden_layers=int(config.get("num_hidden_layers", 12)),
-            num_attention_heads=int(config.get("num_attention_heads", 12)),
-            max_position_embeddings=int(config.get("max_position_embeddings", 512)),
+        # BERT's config names, no token types, and HF's pad default of 1.
+        return replace(
+            cls._from_bert({"pad_token_id": _MPNET_PADDING_IDX} | dict(config), "mpnet"),
             type_vocab_size=0,
-            hidden_act=str(config.get("hidden_act", "gelu")),
-            layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
-            pad_token_id=int(config.get("pad_token_id", _MPNET_PADDING_IDX) or 0),  # HF default 1
             relative_attention_num_buckets=buckets,
         )
 
