@@ -52,6 +52,16 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
         "the image model of the original photo-search tool",
     ),
     KnownModel(
+        "st-clip-vit-b-32-multilingual",
+        "sentence-transformers/clip-ViT-B-32-multilingual-v1",
+        "sentence",
+        "sentence-transformers",
+        512,
+        0,
+        "text queries in 50+ languages into st-clip-vit-b-32's image space "
+        "(DistilBERT + mean + Dense 768->512); the original photo-search tool's text model",
+    ),
+    KnownModel(
         "laion-vit-b-32",
         "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
         "clip",
