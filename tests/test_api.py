@@ -152,7 +152,8 @@ def test_bad_images_are_reported_and_never_sink_the_batch(
         name, reason = expected[row]
         assert isinstance(error, ImageError)
         assert error.item == name
-        assert str(error) == f"{name}: {error.reason}"
+        detail = f" ({error.detail})" if error.detail else ""
+        assert str(error) == f"{name}: {error.reason}{detail}"
         assert re.search(reason, error.reason), (row, error.reason)
         assert np.isnan(result.embeddings[row]).all()
     ok = np.array([row not in expected for row in range(len(items))])
@@ -550,3 +551,17 @@ def test_vectors_do_not_depend_on_the_rest_of_the_batch(tiny_hf: Path, precision
     batch = model.embed_texts(texts, batch_size=4)
     for i, text in enumerate(texts):
         np.testing.assert_array_equal(model.embed_texts([text])[0], batch[i])
+
+
+def test_pixels_then_embed_pixels_equals_embed_images(model: ClipModel, pics: list[Path]) -> None:
+    pixels = np.stack([model.pixels(p, str(p)) for p in pics])
+    assert np.array_equal(model.embed_pixels(pixels), model.embed_images(pics).embeddings)
+    with pytest.raises(ImageError, match=r"^not-an-image: "):
+        model.pixels(b"definitely not an image", "not-an-image")
+
+
+def test_count_tokens_reports_truncation(model: ClipModel) -> None:
+    lengths, truncated = model.count_tokens(["a photo", "", "word " * 200])
+    context = model.tokenizer.context_length  # type: ignore[union-attr]
+    assert lengths.tolist() == [4, 2, context]
+    assert truncated.tolist() == [False, False, True]

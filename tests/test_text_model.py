@@ -246,3 +246,11 @@ def test_tokenizer_ids_equal_transformers(minilm: SentenceEmbedder) -> None:
     ours = minilm.tokenizer.encode_batch(texts)
     assert [e.ids for e in ours] == expected["input_ids"]
     assert [e.attention_mask for e in ours] == expected["attention_mask"]
+
+
+def test_count_tokens_reports_truncation(minilm: SentenceEmbedder) -> None:
+    lengths, truncated = minilm.count_tokens(["hello world", "", "word " * 600])
+    assert lengths.tolist() == [4, 2, 256]
+    assert truncated.tolist() == [False, False, True]
+    with pytest.raises(ValueError, match="no prompt named"):
+        minilm.count_tokens(["x"], prompt_name="query")

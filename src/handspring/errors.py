@@ -19,12 +19,16 @@ class CheckpointError(HandspringError):
 
 
 class ImageError(HandspringError):
-    """One image could not be turned into pixels. `item` names it (a path, or `<bytes #3>`)."""
+    """One image could not be turned into pixels. `item` names it (a path, or `<bytes #3>`).
 
-    def __init__(self, item: str, reason: str) -> None:
+    `reason` is meant for people; `detail` holds the decoder's own words, which a server
+    keeps out of its answers."""
+
+    def __init__(self, item: str, reason: str, detail: str | None = None) -> None:
         self.item = item
         self.reason = reason
-        super().__init__(f"{item}: {reason}")
+        self.detail = detail
+        super().__init__(f"{item}: {reason}" + (f" ({detail})" if detail else ""))
 
 
 class TokenizerError(HandspringError):

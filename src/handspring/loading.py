@@ -59,6 +59,14 @@ def _resolve(model: str) -> tuple[Path, bool]:
     return (root if hub.is_local(repo) else hub.fetch(repo, SENTENCE_PATTERNS)), True
 
 
+def locate(model: str | Path) -> tuple[Path, str]:
+    """Where `model`'s files are and its family ("clip" or "sentence"), found without
+    loading it (a server checks this to call itself ready before a lazy load). Raises
+    when the files are not available."""
+    root, is_sentence = _resolve(str(model))
+    return root, "sentence" if is_sentence else "clip"
+
+
 def _tokenizer(checkpoint: ClipCheckpoint) -> ClipTokenizer:
     assert checkpoint.tokenizer_folder is not None
     return ClipTokenizer.from_folder(

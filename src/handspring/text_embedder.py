@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,9 +96,7 @@ class SentenceEmbedder:
             raise ValueError(f"dimensions must be in 1..{self.dim}, got {dimensions}")
         prefix = self._prompt(prompt_name, prompt)
         prompt_length = self._token_count(prefix) if prefix else 0
-        inputs = [prefix + t for t in texts]
-        if self.spec.do_lower_case:
-            inputs = [t.lower() for t in inputs]
+        inputs = self._model_inputs(prefix, texts)
         out = np.empty((len(inputs), self.dim), dtype=np.float32)
         if inputs:
             # Tokenized once; each batch takes its rows, trimmed to its own longest.
@@ -114,6 +112,20 @@ class SentenceEmbedder:
             out = np.ascontiguousarray(out[:, :dimensions])
         normalize = self.spec.normalize if normalize is None else normalize
         return l2_normalize(out) if normalize else out
+
+    def _model_inputs(self, prefix: str, texts: list[str]) -> list[str]:
+        inputs = [prefix + t for t in texts]
+        return [t.lower() for t in inputs] if self.spec.do_lower_case else inputs
+
+    def count_tokens(
+        self, texts: Sequence[str], prompt_name: str | None = None, prompt: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens each text runs as (prompt and special tokens included, after truncation),
+        and whether it was cut to `max_seq_length`."""
+        inputs = self._model_inputs(self._prompt(prompt_name, prompt), list(texts))
+        encodings = self.tokenizer.encode_batch(inputs) if inputs else []
+        lengths = np.array([sum(e.attention_mask) for e in encodings], dtype=np.int64)
+        return lengths, np.array([bool(e.overflowing) for e in encodings], dtype=bool)
 
     def _token_count(self, prompt: str) -> int:
         """The prompt's tokens as sentence-transformers counts them: with the

@@ -131,7 +131,7 @@ def _open(source: ImageInput, item: str, max_pixels: int | None) -> Image.Image:
         raise ImageError(item, _unknown_format_reason(fp)) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(
-            item, f"too large: over Pillow's decompression-bomb limit ({exc})"
+            item, "too large: over Pillow's decompression-bomb limit", str(exc)
         ) from exc
     except FileNotFoundError as exc:
         raise ImageError(item, "file not found") from exc
@@ -139,10 +139,10 @@ def _open(source: ImageInput, item: str, max_pixels: int | None) -> Image.Image:
         raise ImageError(item, "is a directory, not an image file") from exc
     except OSError as exc:
         if exc.errno is None:  # Pillow's parse errors are OSErrors without an errno
-            raise ImageError(item, f"corrupt image header ({exc})") from exc
-        raise ImageError(item, f"cannot read the file ({exc.strerror or exc})") from exc
+            raise ImageError(item, "corrupt image header", str(exc)) from exc
+        raise ImageError(item, "cannot read the file", exc.strerror or str(exc)) from exc
     except Exception as exc:  # a decoder's parse error in the header
-        raise ImageError(item, f"corrupt image header ({type(exc).__name__}: {exc})") from exc
+        raise ImageError(item, "corrupt image header", f"{type(exc).__name__}: {exc}") from exc
 
 
 def _unknown_format_reason(fp: str | io.BytesIO) -> str:
@@ -175,8 +175,8 @@ def _load(image: Image.Image, item: str) -> None:
     except Exception as exc:
         text = f"{type(exc).__name__}: {exc}"
         if "truncated" in text.lower():
-            raise ImageError(item, f"truncated: the image data ends early ({text})") from exc
-        raise ImageError(item, f"corrupt image data ({text})") from exc
+            raise ImageError(item, "truncated: the image data ends early", text) from exc
+        raise ImageError(item, "corrupt image data", text) from exc
 
 
 def _draft(image: Image.Image, shortest: int) -> Draft | None:
@@ -223,7 +223,7 @@ def _convert(image: Image.Image, item: str, scale_16bit: bool) -> Image.Image:
     try:
         return to_rgb(image, scale_16bit=scale_16bit)
     except (ValueError, OSError) as exc:
-        raise ImageError(item, f"cannot convert image mode {image.mode} to RGB ({exc})") from exc
+        raise ImageError(item, f"cannot convert image mode {image.mode} to RGB", str(exc)) from exc
 
 
 def to_rgb(image: Image.Image, *, scale_16bit: bool = False) -> Image.Image:

@@ -88,6 +88,7 @@ class TokenBatch:
     input_ids: np.ndarray  # int64 [B, T]
     eot_index: np.ndarray  # int64 [B], first end-of-text token: where the text tower reads
     lengths: np.ndarray  # int64 [B], tokens per row including start and end tokens
+    truncated: np.ndarray  # bool [B], the text was cut to the context length
 
 
 class ClipTokenizer:
@@ -205,7 +206,9 @@ class ClipTokenizer:
             raise TypeError("encode takes a sequence of texts; wrap a single text in a list")
         if len(texts) == 0:
             nothing = np.zeros((0,), dtype=np.int64)
-            return TokenBatch(np.zeros((0, 0), dtype=np.int64), nothing, nothing.copy())
+            return TokenBatch(
+                np.zeros((0, 0), dtype=np.int64), nothing, nothing.copy(), nothing.astype(bool)
+            )
         if self.cleaning == "hf":
             encodings = self._backend.encode_batch(list(texts))
             input_ids = _ids_array(encodings)
@@ -213,7 +216,8 @@ class ClipTokenizer:
             encodings, input_ids = self._encode_open_clip(texts)
         lengths = np.asarray([e.attention_mask for e in encodings], dtype=np.int64).sum(axis=1)
         eot_index = np.argmax(input_ids == self.eot_id, axis=1).astype(np.int64)
-        return TokenBatch(input_ids=input_ids, eot_index=eot_index, lengths=lengths)
+        truncated = np.array([bool(e.overflowing) for e in encodings], dtype=bool)
+        return TokenBatch(input_ids, eot_index, lengths, truncated)
 
     def _encode_open_clip(self, texts: Sequence[str]) -> tuple[list[Encoding], np.ndarray]:
         pieces = [self._split(self._clean(text)) for text in texts]
