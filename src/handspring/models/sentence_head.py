@@ -27,8 +27,13 @@ def _f32(g: Graph, value: float) -> str:
 
 
 def _masked_sum(g: Graph, tokens: str, weights: str) -> tuple[str, str]:
-    """sum_t x[b, t] * w[b, t] -> [B, D], and sum_t w[b, t] floored at 1e-9 -> [B, 1]."""
-    total = g.op("ReduceSum", g.op("Mul", tokens, weights), g.ints([1]), keepdims=0)  # [B, D]
+    """sum_t x[b, t] * w[b, t] -> [B, D], and sum_t w[b, t] floored at 1e-9 -> [B, 1].
+
+    The sum is a batched MatMul, [B, 1, T] @ [B, T, D]: one small product per row, so a
+    row's vector does not depend on the rest of its batch. ReduceSum over the middle axis
+    summed in an order that changed with the batch size (1 ulp apart)."""
+    row_weights = g.op("Transpose", weights, perm=[0, 2, 1])  # [B, 1, T]
+    total = g.op("Squeeze", g.op("MatMul", row_weights, tokens), g.ints([1]))  # [B, D]
     count = g.op("ReduceSum", weights, g.ints([1]), keepdims=0)  # [B, 1]
     return total, g.op("Max", count, _f32(g, 1e-9))
 

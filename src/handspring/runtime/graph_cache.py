@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import onnx
 
 # Bump when the graphs the builder writes change, so old cache entries are not reused.
-GRAPH_FORMAT = 3
+GRAPH_FORMAT = 4
 
 
 def cache_root() -> Path:
