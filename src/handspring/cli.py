@@ -11,6 +11,7 @@ import click
 import numpy as np
 
 from handspring.registry import DEFAULT_CLIP, KNOWN_MODELS
+from handspring.server.command import serve
 
 IMAGE_SUFFIXES = {
     ".jpg",
@@ -243,6 +244,8 @@ def models(as_json: bool) -> None:
     total = sum(b for _, b in graphs)
     click.echo(f"\nbuilt graphs: {len(graphs)} ({total / 2**20:.0f} MiB) in the graph cache")
 
+
+main.add_command(serve)
 
 if __name__ == "__main__":
     main()

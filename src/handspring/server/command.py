@@ -1,0 +1,147 @@
+"""`handspring serve`: every option is a flag and a `HANDSPRING_*` environment variable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from handspring.registry import DEFAULT_CLIP, DEFAULT_TEXT
+from handspring.server.config import DEFAULT_IMAGE_FORMATS, ModelSpec, ServerConfig
+
+DEFAULT_MODELS = (f"clip={DEFAULT_CLIP}", f"minilm={DEFAULT_TEXT}")
+
+
+def _option(*decls: str, **kwargs: Any) -> Callable:
+    """A flag whose environment variable is HANDSPRING_<NAME> (its first spelling)."""
+    env = "HANDSPRING_" + decls[0].lstrip("-").split("/")[0].replace("-", "_").upper()
+    return click.option(*decls, envvar=env, show_envvar=True, show_default=True, **kwargs)
+
+
+@click.command()
+@_option(
+    "--model",
+    "models",
+    multiple=True,
+    default=DEFAULT_MODELS,
+    help="NAME=SOURCE[:fp32|:int8] or SOURCE; repeat for several models. SOURCE is an "
+    "alias, a repo id or a folder. In the environment, separate them with spaces.",
+)
+@_option(
+    "--precision",
+    type=click.Choice(["int8", "fp32"]),
+    default="int8",
+    help="Default precision of models that name none.",
+)
+@_option("--host", default="127.0.0.1", help="Address to bind; 0.0.0.0 to listen on every one.")
+@_option("--port", type=int, default=8080)
+@_option(
+    "--api-key",
+    default=None,
+    help="Require 'Authorization: Bearer KEY' (health routes stay public).",
+)
+@_option("--preload/--lazy", default=False, help="Load every model at start, or on first use.")
+@_option(
+    "--idle-unload",
+    type=float,
+    default=0.0,
+    help="Unload a model idle this many seconds (0: never).",
+)
+@_option(
+    "--threads",
+    type=int,
+    default=None,
+    help="ONNX Runtime threads per session (default: all CPUs).",
+)
+@_option("--max-batch", type=int, default=32, help="Items per engine run.")
+@_option("--max-wait-ms", type=float, default=2.0, help="How long a batch waits to fill.")
+@_option(
+    "--max-queue", type=int, default=1024, help="Items queued per model and modality before 429."
+)
+@_option("--max-body-bytes", type=int, default=20 * 1024 * 1024)
+@_option("--max-items", type=int, default=256, help="Inputs per request.")
+@_option("--max-text-chars", type=int, default=100_000)
+@_option(
+    "--truncate/--no-truncate",
+    default=True,
+    help="Cut over-long texts to the model's length, or answer 422.",
+)
+@_option("--max-pixels", type=int, default=50_000_000)
+@_option("--image-formats", default=",".join(DEFAULT_IMAGE_FORMATS), help="Accepted image formats.")
+@_option("--request-timeout", type=float, default=60.0, help="Seconds before a request fails.")
+@_option(
+    "--fetch-urls/--no-fetch-urls",
+    default=False,
+    help="Fetch image URLs (never from loopback, private or link-local addresses).",
+)
+@_option("--url-max-bytes", type=int, default=20 * 1024 * 1024)
+@_option("--url-timeout", type=float, default=10.0)
+@_option("--default-text-model", default=None, help="Model name for contracts that name none.")
+@_option("--default-image-model", default=None)
+@_option(
+    "--graceful-timeout",
+    type=float,
+    default=30.0,
+    help="Seconds to finish requests in flight after SIGTERM.",
+)
+@_option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
+@_option("--log-format", type=click.Choice(["json", "text"]), default="json")
+def serve(**opts: Any) -> None:
+    """Serve embeddings over HTTP: OpenAI, Weaviate, TEI and photo-search contracts."""
+    import uvicorn
+
+    from handspring.server import logs
+    from handspring.server.app import create_app
+
+    logs.configure(opts["log_level"], json_lines=opts["log_format"] == "json")
+    try:
+        config = config_from_options(opts)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config),
+            host=config.host,
+            port=config.port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=opts["graceful_timeout"],
+        )
+    )
+    server.run()
+
+
+def config_from_options(opts: dict[str, Any]) -> ServerConfig:
+    models = [m for value in opts["models"] for m in value.split()]
+    return ServerConfig(
+        models=tuple(ModelSpec.parse(m, opts["precision"]) for m in models),
+        host=opts["host"],
+        port=opts["port"],
+        api_key=opts["api_key"] or None,
+        preload=opts["preload"],
+        idle_unload_s=opts["idle_unload"],
+        threads=opts["threads"],
+        max_batch=opts["max_batch"],
+        max_wait_ms=opts["max_wait_ms"],
+        max_queue=opts["max_queue"],
+        max_body_bytes=opts["max_body_bytes"],
+        max_items=opts["max_items"],
+        max_text_chars=opts["max_text_chars"],
+        truncate=opts["truncate"],
+        max_pixels=opts["max_pixels"],
+        image_formats=tuple(
+            f.strip().upper() for f in opts["image_formats"].split(",") if f.strip()
+        ),
+        request_timeout_s=opts["request_timeout"],
+        fetch_urls=opts["fetch_urls"],
+        url_max_bytes=opts["url_max_bytes"],
+        url_timeout_s=opts["url_timeout"],
+        default_text_model=opts["default_text_model"],
+        default_image_model=opts["default_image_model"],
+    )
+
+
+if __name__ == "__main__":
+    serve()

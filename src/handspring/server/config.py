@@ -1,0 +1,73 @@
+"""What a server runs: its models and its limits. Filled from CLI flags or `HANDSPRING_*`
+environment variables (see `handspring.server.command`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from handspring.preprocess.decode import DEFAULT_MAX_PIXELS
+
+# Pillow's format names; HEIF needs pillow-heif, registered when it is installed.
+DEFAULT_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One hosted model. `name` is what clients ask for; `source` is an alias, a repo id or
+    a folder. A request may also name the model by its source or the registry alias."""
+
+    name: str
+    source: str
+    precision: str = "int8"
+
+    @classmethod
+    def parse(cls, text: str, precision: str) -> ModelSpec:
+        """`NAME=SOURCE[:PRECISION]` or just `SOURCE` (named after itself)."""
+        name, _, source = text.partition("=")
+        if not source:
+            name, source = text, text
+        if source.endswith((":fp32", ":int8")):
+            source, _, precision = source.rpartition(":")
+        if not name or not source:
+            raise ValueError(f"model {text!r}: expected NAME=SOURCE[:fp32|:int8] or SOURCE")
+        return cls(name=name, source=source, precision=precision)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    models: tuple[ModelSpec, ...]
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: str | None = None
+    preload: bool = False  # load every model at start-up rather than on first use
+    idle_unload_s: float = 0.0  # 0: never unload
+    threads: int | None = None  # ONNX Runtime threads per session
+    # Dynamic batching.
+    max_batch: int = 32
+    max_wait_ms: float = 2.0
+    max_queue: int = 1024  # items waiting per model and modality; beyond it, 429
+    # Limits.
+    max_body_bytes: int = 20 * 1024 * 1024
+    max_items: int = 256
+    max_text_chars: int = 100_000
+    truncate: bool = True  # over-long texts: cut to the model's length, or 422
+    max_pixels: int = min(DEFAULT_MAX_PIXELS, 50_000_000)
+    image_formats: tuple[str, ...] = DEFAULT_IMAGE_FORMATS
+    request_timeout_s: float = 60.0
+    # Image URLs: off unless asked for, and never into private networks.
+    fetch_urls: bool = False
+    url_max_bytes: int = 20 * 1024 * 1024
+    url_timeout_s: float = 10.0
+    # Which model answers requests that name none (TEI, Weaviate, photo-search...).
+    default_text_model: str | None = None
+    default_image_model: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("a server needs at least one model")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        for default in (self.default_text_model, self.default_image_model):
+            if default is not None and default not in names:
+                raise ValueError(f"default model {default!r} is not one of {names}")

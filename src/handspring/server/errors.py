@@ -1,0 +1,81 @@
+"""Request errors, and the body each outside contract gives them.
+
+Handlers raise `RequestError`; the app renders it in the shape of the contract the
+path belongs to, so an OpenAI client sees `{"error": {...}}`, TEI `{"error",
+"error_type"}`, Weaviate `{"error"}` and the original photo-search server
+`{"message"}`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from starlette.responses import JSONResponse
+
+
+class Contract(Enum):
+    OPENAI = "openai"
+    WEAVIATE = "weaviate"
+    TEI = "tei"
+    PHOTO_SEARCH = "photo-search"
+    NATIVE = "native"
+
+
+class RequestError(Exception):
+    """An answer other than success: the status, a message naming the item and the
+    reason, and the offending field when there is one."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+
+
+_WEAVIATE_PATHS = ("/vectorize", "/meta", "/vectors", "/.well-known/")
+_TEI_PATHS = ("/embed", "/info", "/health")
+_PHOTO_SEARCH_PATHS = ("/v1/embed", "/_health")
+
+
+def contract_of(path: str) -> Contract:
+    if path.startswith("/v1/embeddings") or path.startswith("/v1/models"):
+        return Contract.OPENAI
+    if path in _PHOTO_SEARCH_PATHS:
+        return Contract.PHOTO_SEARCH
+    if path.startswith(_WEAVIATE_PATHS):
+        return Contract.WEAVIATE
+    if path in _TEI_PATHS:
+        return Contract.TEI
+    return Contract.NATIVE
+
+
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    404: "invalid_request_error",
+    429: "rate_limit_error",
+    504: "timeout_error",
+}
+_TEI_TYPES = {413: "Validation", 422: "Validation", 429: "Overloaded", 503: "Unhealthy"}
+
+
+def error_body(contract: Contract, status: int, message: str, param: str | None) -> object:
+    if contract in (Contract.OPENAI, Contract.NATIVE):
+        kind = _OPENAI_TYPES.get(
+            status, "invalid_request_error" if status < 500 else "server_error"
+        )
+        code = {404: "model_not_found", 413: "too_large", 429: "overloaded"}.get(status)
+        return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    if contract is Contract.TEI:
+        return {"error": message, "error_type": _TEI_TYPES.get(status, "Backend")}
+    if contract is Contract.PHOTO_SEARCH:
+        return {"message": message}
+    return {"error": message}
+
+
+def error_response(path: str, status: int, message: str, param: str | None = None) -> JSONResponse:
+    contract = contract_of(path)
+    # The original photo-search server answered every bad query with 400.
+    if contract is Contract.PHOTO_SEARCH and status == 422:
+        status = 400
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_body(contract, status, message, param), status, headers=headers)

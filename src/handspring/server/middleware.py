@@ -1,0 +1,134 @@
+"""ASGI middleware: the API key, the body-size limit, and per-request metrics and logs.
+
+Written against raw ASGI so a refused request is answered before its body is read.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from handspring.server.errors import error_response
+from handspring.server.metrics import Metrics
+
+log = logging.getLogger("handspring.server.access")
+
+# Probes and scrapers need no key.
+PUBLIC_PATHS = frozenset(
+    {"/.well-known/live", "/.well-known/ready", "/health", "/_health", "/metrics"}
+)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` once a body without a Content-Length passes the limit. An
+    HTTPException, so FastAPI's body parsing lets it through to the app's handler."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is over the limit of {limit:,} bytes")
+
+
+class RequestGate:
+    """Checks the bearer key (when one is set) and caps the request body."""
+
+    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.api_key = api_key.encode() if api_key else None
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        headers = dict(scope["headers"])
+        if self.api_key and path not in PUBLIC_PATHS and not self._authorized(headers):
+            await error_response(path, 401, "missing or wrong API key (Authorization: Bearer)")(
+                scope, receive, send
+            )
+            return
+        declared = headers.get(b"content-length")
+        limit = self.max_body_bytes
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._too_large(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._too_large(scope, receive, send)
+
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        assert self.api_key is not None
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.api_key)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = BodyTooLarge(self.max_body_bytes).detail
+        await error_response(scope["path"], 413, message)(scope, receive, send)
+
+
+class Observed:
+    """Counts, times and logs each request, by route template (not raw path)."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def watched_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        finally:
+            seconds = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.requests.labels(route, str(status)).inc()
+            if status >= 400:
+                self.metrics.errors.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(seconds)
+            client = scope.get("client")
+            log.info(
+                "%s %s %d",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 2),
+                    "client": client[0] if client else None,
+                },
+            )

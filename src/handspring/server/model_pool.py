@@ -1,0 +1,233 @@
+"""The models a server hosts: found by name or alias, loaded on first use (or up front),
+unloaded after an idle time, each with its batchers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from handspring.embedder import ClipModel
+from handspring.loading import load, locate
+from handspring.registry import known_model, resolve_alias
+from handspring.server.batcher import Batcher
+from handspring.server.config import ModelSpec, ServerConfig
+from handspring.server.errors import RequestError
+from handspring.server.metrics import Metrics
+from handspring.text_embedder import SentenceEmbedder
+
+log = logging.getLogger(__name__)
+
+Model = ClipModel | SentenceEmbedder
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    model: Model
+    load_seconds: float
+    batchers: dict[tuple[str, str | None], Batcher] = field(default_factory=dict)
+    leases: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.model.modalities)
+
+
+class ModelPool:
+    def __init__(self, config: ServerConfig, metrics: Metrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.specs = {spec.name: spec for spec in config.models}
+        self._loaded: dict[str, LoadedModel] = {}
+        self._locks = {name: asyncio.Lock() for name in self.specs}
+        self._unavailable: dict[str, str] = {}  # name -> why its files cannot be found
+        self._families: dict[str, str] = {}  # name -> "clip" | "sentence", once located
+        self._preloading = config.preload
+
+    # ------------------------------------------------------------- lookup
+
+    def find(self, requested: str | None, modality: str) -> ModelSpec:
+        """The model a request names (by name, source, alias or repo id), or the default for
+        `modality`: the configured one, else the first known to embed it, else the first."""
+        if requested:
+            for spec in self.specs.values():
+                if requested in _names_of(spec):
+                    return spec
+            known = ", ".join(self.specs)
+            raise RequestError(
+                404, f"model {requested!r} is not served here (served: {known})", param="model"
+            )
+        configured = (
+            self.config.default_image_model
+            if modality == "image"
+            else self.config.default_text_model
+        )
+        if configured:
+            return self.specs[configured]
+        for spec in self.specs.values():
+            if modality in self._modalities_of(spec):
+                return spec
+        return next(iter(self.specs.values()))
+
+    def _modalities_of(self, spec: ModelSpec) -> tuple[str, ...]:
+        # Text contracts prefer a sentence model to a CLIP text tower when both are served.
+        family = self._families.get(spec.name)
+        return ("text",) if family == "sentence" else ("image",) if family == "clip" else ()
+
+    # ------------------------------------------------------------ loading
+
+    async def check_available(self) -> None:
+        """Find each model's files (without loading) so readiness can be answered honestly."""
+        for spec in self.specs.values():
+            try:
+                _, self._families[spec.name] = await asyncio.to_thread(locate, spec.source)
+            except Exception as exc:
+                self._unavailable[spec.name] = str(exc)
+                log.error("model %s (%s) cannot be found: %s", spec.name, spec.source, exc)
+
+    async def preload(self) -> None:
+        try:
+            for spec in self.specs.values():
+                await self._load(spec)
+        finally:
+            self._preloading = False
+
+    def ready(self) -> tuple[bool, str]:
+        if self._preloading:
+            return False, "models are loading"
+        if self._unavailable:
+            return False, "; ".join(f"{n}: {why}" for n, why in self._unavailable.items())
+        return True, "ready"
+
+    async def _load(self, spec: ModelSpec) -> LoadedModel:
+        async with self._locks[spec.name]:
+            if (loaded := self._loaded.get(spec.name)) is not None:
+                return loaded
+            start = time.perf_counter()
+            log.info("loading model %s from %s (%s)", spec.name, spec.source, spec.precision)
+            try:
+                model = await asyncio.to_thread(
+                    load,
+                    spec.source,
+                    precision=spec.precision,
+                    threads=self.config.threads,
+                    max_pixels=self.config.max_pixels,
+                )
+            except Exception as exc:
+                log.exception("model %s failed to load", spec.name)
+                raise RequestError(503, f"model {spec.name!r} could not be loaded: {exc}") from exc
+            seconds = time.perf_counter() - start
+            loaded = LoadedModel(spec, model, seconds)
+            self._loaded[spec.name] = loaded
+            self._unavailable.pop(spec.name, None)
+            self.metrics.model_load.labels(spec.name).set(seconds)
+            self.metrics.model_loaded.labels(spec.name).set(1)
+            log.info("model %s loaded in %.2f s", spec.name, seconds)
+            return loaded
+
+    @contextlib.asynccontextmanager
+    async def lease(self, spec: ModelSpec) -> AsyncIterator[LoadedModel]:
+        """The loaded model, kept in memory while the lease is held."""
+        loaded = await self._load(spec)
+        loaded.leases += 1
+        try:
+            yield loaded
+        finally:
+            loaded.leases -= 1
+            loaded.last_used = time.monotonic()
+
+    def batcher(
+        self,
+        loaded: LoadedModel,
+        modality: str,
+        variant: str | None,
+        run: Callable[[list], np.ndarray],
+    ) -> Batcher:
+        """The batcher for one model, modality and variant (a text prompt), made on first use."""
+        key = (modality, variant)
+        if (batcher := loaded.batchers.get(key)) is None:
+            labels = (loaded.spec.name, modality)
+            depth = self.metrics.queue_depth.labels(*labels)
+            sizes = self.metrics.batch_size.labels(*labels)
+            items = self.metrics.items.labels(*labels)
+
+            def on_batch(size: int) -> None:
+                sizes.observe(size)
+                items.inc(size)
+
+            batcher = Batcher(
+                f"{loaded.spec.name}/{modality}" + (f"/{variant}" if variant else ""),
+                run,
+                max_batch=self.config.max_batch,
+                max_wait_s=self.config.max_wait_ms / 1000,
+                max_queue=self.config.max_queue,
+                on_batch=on_batch,
+                on_depth=depth.set,
+            )
+            loaded.batchers[key] = batcher
+        return batcher
+
+    # ---------------------------------------------------------- unloading
+
+    async def unload_idle_forever(self) -> None:
+        idle = self.config.idle_unload_s
+        while True:
+            await asyncio.sleep(min(max(idle / 4, 0.05), 5.0))
+            now = time.monotonic()
+            for loaded in list(self._loaded.values()):
+                if loaded.leases == 0 and now - loaded.last_used >= idle:
+                    await self._unload(loaded)
+
+    async def _unload(self, loaded: LoadedModel) -> None:
+        async with self._locks[loaded.spec.name]:
+            if loaded.leases or self._loaded.get(loaded.spec.name) is not loaded:
+                return
+            del self._loaded[loaded.spec.name]
+            for batcher in loaded.batchers.values():
+                await batcher.close()
+            self.metrics.model_loaded.labels(loaded.spec.name).set(0)
+            log.info(
+                "model %s unloaded after %.0f s idle", loaded.spec.name, self.config.idle_unload_s
+            )
+
+    async def close(self) -> None:
+        for loaded in list(self._loaded.values()):
+            for batcher in loaded.batchers.values():
+                await batcher.close()
+        self._loaded.clear()
+
+    def status(self) -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        for spec in self.specs.values():
+            loaded = self._loaded.get(spec.name)
+            entry: dict[str, object] = {
+                "name": spec.name,
+                "source": spec.source,
+                "precision": spec.precision,
+                "loaded": loaded is not None,
+            }
+            if loaded is not None:
+                entry |= {
+                    "dim": loaded.model.dim,
+                    "modalities": list(loaded.modalities),
+                    "load_seconds": round(loaded.load_seconds, 3),
+                }
+            out.append(entry)
+        return out
+
+    def loaded(self, name: str) -> LoadedModel | None:
+        return self._loaded.get(name)
+
+
+def _names_of(spec: ModelSpec) -> set[str]:
+    names = {spec.name, spec.source, resolve_alias(spec.source)}
+    if (entry := known_model(spec.source)) is not None:
+        names |= {entry.alias, entry.repo_id}
+    return names

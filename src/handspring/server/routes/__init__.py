@@ -1,0 +1,1 @@
+"""One module per outside contract; each returns an APIRouter."""

@@ -1,0 +1,80 @@
+"""OpenAI `POST /v1/embeddings` (and `GET /v1/models`), with images through the same
+route as data URLs or base64, chosen by `modality` as infinity does."""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal
+
+import numpy as np
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from handspring.server.errors import RequestError
+from handspring.server.image_inputs import parse_image
+from handspring.server.state import ServerState
+
+router = APIRouter(tags=["OpenAI"])
+
+
+class EmbeddingRequest(BaseModel):
+    input: str | list[str] | list[int] | list[list[int]]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+    modality: Literal["text", "image"] = "text"
+
+
+def encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:
+    if encoding == "base64":  # little-endian float32, as the openai client decodes it
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return vector.tolist()
+
+
+@router.post("/v1/embeddings")
+async def embeddings(body: EmbeddingRequest, request: Request) -> dict:
+    state = ServerState.of(request)
+    inputs = [body.input] if isinstance(body.input, str) else body.input
+    if any(not isinstance(x, str) for x in inputs):
+        raise RequestError(
+            422, "input: token-id arrays are not accepted; send the text", param="input"
+        )
+    texts: list[str] = inputs  # type: ignore[assignment]
+    spec = state.pool.find(body.model, body.modality)
+    if body.modality == "image":
+        refs = [
+            parse_image(x, f"input[{i}]", urls_allowed=state.config.fetch_urls)
+            for i, x in enumerate(texts)
+        ]
+        result = await state.service.embed_images(
+            spec, refs, param="input", dimensions=body.dimensions
+        )
+        vectors, tokens = result.vectors, 0
+    else:
+        text_result = await state.service.embed_texts(
+            spec, texts, param="input", dimensions=body.dimensions
+        )
+        vectors, tokens = text_result.vectors, int(text_result.tokens.sum())
+    encoding = body.encoding_format or "float"
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "embedding": encode_vector(v, encoding), "index": i}
+            for i, v in enumerate(vectors)
+        ],
+        "model": spec.name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> dict:
+    state = ServerState.of(request)
+    return {
+        "object": "list",
+        "data": [
+            {"id": spec.name, "object": "model", "created": 0, "owned_by": "handspring"}
+            for spec in state.pool.specs.values()
+        ],
+    }

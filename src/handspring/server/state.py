@@ -1,0 +1,44 @@
+"""What route handlers reach through `request.app.state`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from handspring import __version__
+from handspring.server.config import ModelSpec, ServerConfig
+from handspring.server.metrics import Metrics
+from handspring.server.model_pool import ModelPool
+from handspring.server.service import EmbeddingService
+from handspring.text_embedder import SentenceEmbedder
+
+
+@dataclass
+class ServerState:
+    config: ServerConfig
+    metrics: Metrics
+    pool: ModelPool
+    service: EmbeddingService
+    version: str = __version__
+
+    @staticmethod
+    def of(request: Request) -> ServerState:
+        return request.app.state.handspring
+
+    async def prompt_if_known(self, spec: ModelSpec, name: str | None) -> str | None:
+        """`name` when the model has a prompt of that name (Weaviate's task types), else None."""
+        if not name:
+            return None
+        async with self.pool.lease(spec) as loaded:
+            model = loaded.model
+            has = isinstance(model, SentenceEmbedder) and name in model.spec.prompts
+        return name if has else None
+
+    async def max_tokens(self, spec: ModelSpec) -> int:
+        async with self.pool.lease(spec) as loaded:
+            model = loaded.model
+            if isinstance(model, SentenceEmbedder):
+                return int(model.tokenizer.truncation["max_length"])  # type: ignore[index]
+            assert model.tokenizer is not None
+            return model.tokenizer.context_length

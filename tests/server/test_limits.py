@@ -1,0 +1,168 @@
+"""Each limit of the server, answered in the shape of the contract that was called."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.server.conftest import ServerFactory
+from tests.server.images import png_b64
+from tests.server.metrics_text import metric_value
+
+LONG = "word " * 600
+
+
+def _post(url: str, path: str, **kwargs: object) -> requests.Response:
+    return requests.post(url + path, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+def test_body_size_limit_with_and_without_content_length(serve: ServerFactory) -> None:
+    with serve(max_body_bytes=1000) as url:
+        big = {"input": ["x" * 2000], "model": "minilm"}
+        declared = _post(url, "/v1/embeddings", json=big)
+        assert declared.status_code == 413
+        assert "1,000 bytes" in declared.json()["error"]["message"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+            yield b'{"inputs": ["'
+            for _ in range(20):
+                yield b"y" * 100
+            yield b'"]}'
+
+        streamed = _post(url, "/embed", data=chunks(), headers={"content-type": "application/json"})
+        assert streamed.status_code == 413
+        assert streamed.json()["error_type"] == "Validation"
+        weaviate = _post(url, "/vectorize", json={"texts": ["x" * 2000]})
+        assert weaviate.status_code == 413 and set(weaviate.json()) == {"error"}
+        photo = _post(url, "/v1/embed", data={"query": "x" * 2000})
+        assert photo.status_code == 413 and set(photo.json()) == {"message"}
+        assert _post(url, "/embed", json={"inputs": "small"}).status_code == 200
+
+
+def test_items_per_request(serve: ServerFactory) -> None:
+    with serve(max_items=3) as url:
+        openai = _post(url, "/v1/embeddings", json={"input": ["a"] * 4, "model": "minilm"})
+        assert openai.status_code == 413
+        assert "4 inputs is over the limit of 3" in openai.json()["error"]["message"]
+        tei = _post(url, "/embed", json={"inputs": ["a"] * 4})
+        assert tei.status_code == 413 and tei.json()["error_type"] == "Validation"
+        assert _post(url, "/embed", json={"inputs": ["a"] * 3}).status_code == 200
+        empty = _post(url, "/v1/embeddings", json={"input": [], "model": "minilm"})
+        assert empty.status_code == 422 and "no inputs" in empty.json()["error"]["message"]
+
+
+def test_text_length_truncates_or_refuses_as_configured(serve: ServerFactory) -> None:
+    body = {"input": ["short", LONG], "model": "minilm"}
+    with serve() as url:
+        assert _post(url, "/v1/embeddings", json=body).status_code == 200
+    with serve(truncate=False, max_text_chars=5000) as url:
+        refused = _post(url, "/v1/embeddings", json=body)
+        assert refused.status_code == 422
+        assert refused.json()["error"]["message"].startswith("input[1]: longer than the 256")
+        too_many_chars = _post(
+            url, "/v1/embeddings", json={"input": ["x" * 5001], "model": "minilm"}
+        )
+        assert too_many_chars.status_code == 422
+        assert "5,001 characters is over the limit of 5,000" in too_many_chars.text
+
+
+def test_image_pixel_limit_format_and_corrupt_images(serve: ServerFactory) -> None:
+    def image_request(url: str, image: str) -> requests.Response:
+        body = {"input": [png_b64(0), image], "model": "clip", "modality": "image"}
+        return _post(url, "/v1/embeddings", json=body)
+
+    with serve(max_pixels=1000, image_formats=("PNG",)) as url:
+        big = image_request(url, png_b64(1, (40, 56)))
+        assert big.status_code == 422
+        assert big.json()["error"]["message"] == (
+            "input[0]: too large: 56x40 = 2,240 pixels is over the limit of 1,000 pixels"
+        )
+    with serve(image_formats=("PNG",)) as url:
+        jpeg = image_request(url, png_b64(1, fmt="JPEG"))
+        assert jpeg.status_code == 422
+        assert jpeg.json()["error"]["message"] == (
+            "input[1]: JPEG images are not accepted (accepted: PNG)"
+        )
+        # A broken stream: the decoder's own words stay out of the answer.
+        broken = bytearray(__import__("base64").b64decode(png_b64(2)))
+        broken[60:400] = b"\0" * 340
+        corrupt = image_request(url, __import__("base64").b64encode(bytes(broken)).decode())
+        assert corrupt.status_code == 422
+        message = corrupt.json()["error"]["message"]
+        assert message.startswith("input[1]: ") and "(" not in message, message
+
+
+def test_full_queue_is_429_at_once(serve: ServerFactory) -> None:
+    # A long batch wait keeps the first request queued while the second arrives.
+    with serve(max_wait_ms=3000, max_batch=64, max_queue=3) as url:
+        first: list[requests.Response] = []
+        thread = threading.Thread(
+            target=lambda: first.append(_post(url, "/embed", json={"inputs": ["a", "b"]}))
+        )
+        thread.start()
+        deadline = time.monotonic() + 20
+        while metric_value(url, "handspring_queue_depth", model="minilm", modality="text") < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        refused = _post(url, "/embed", json={"inputs": ["c", "d"]})
+        assert not first, "the 429 must come while the first request is still queued"
+        assert refused.status_code == 429
+        assert refused.json()["error_type"] == "Overloaded"
+        openai = _post(url, "/v1/embeddings", json={"input": ["c", "d"], "model": "minilm"})
+        assert openai.status_code == 429 and openai.json()["error"]["type"] == "rate_limit_error"
+        thread.join()
+        assert first[0].status_code == 200
+
+
+def test_request_timeout_in_each_contract_shape(serve: ServerFactory) -> None:
+    with serve(max_wait_ms=5000, request_timeout_s=0.3) as url:
+        openai = _post(url, "/v1/embeddings", json={"input": "a", "model": "minilm"})
+        assert openai.status_code == 504
+        assert openai.json()["error"]["type"] == "timeout_error"
+        tei = _post(url, "/embed", json={"inputs": "a"})
+        assert tei.status_code == 504 and set(tei.json()) == {"error", "error_type"}
+        photo = _post(url, "/v1/embed", data={"query": "a"})
+        assert photo.status_code == 504 and "0.3 s" in photo.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "image, reason",
+    [
+        ("/etc/passwd", "not valid base64"),
+        ("../../etc/passwd", "not valid base64"),
+        ("file:///etc/passwd", "only http and https URLs"),
+        ("http://example.com/cat.jpg", "--fetch-urls"),
+    ],
+)
+def test_no_local_paths_and_no_urls_unless_enabled(url: str, image: str, reason: str) -> None:
+    body = {"input": [image], "model": "clip", "modality": "image"}
+    response = _post(url, "/v1/embeddings", json=body)
+    assert response.status_code == 422 and reason in response.json()["error"]["message"]
+
+
+def test_enabled_urls_never_reach_loopback(serve: ServerFactory) -> None:
+    with serve(fetch_urls=True) as url:
+        body = {"images": [f"{url}/metrics"]}  # the server's own loopback address
+        response = _post(url, "/vectorize", json=body)
+        assert response.status_code == 422
+        assert "refused" in response.json()["error"] and "127.0.0.1" in response.json()["error"]
+
+
+def test_api_key(serve: ServerFactory) -> None:
+    with serve(api_key="s3cret") as url:
+        missing = _post(url, "/v1/embeddings", json={"input": "a", "model": "minilm"})
+        assert missing.status_code == 401
+        assert missing.json()["error"]["type"] == "authentication_error"
+        assert missing.headers["www-authenticate"] == "Bearer"
+        wrong = _post(url, "/embed", json={"inputs": "a"}, headers={"Authorization": "Bearer x"})
+        assert wrong.status_code == 401 and set(wrong.json()) == {"error", "error_type"}
+        good = _post(
+            url, "/embed", json={"inputs": "a"}, headers={"Authorization": "Bearer s3cret"}
+        )
+        assert good.status_code == 200
+        for path in ("/.well-known/live", "/.well-known/ready", "/health", "/_health", "/metrics"):
+            assert requests.get(url + path, timeout=10).status_code in (200, 204), path
