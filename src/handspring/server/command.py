@@ -13,9 +13,9 @@ from handspring.server.config import DEFAULT_IMAGE_FORMATS, ModelSpec, ServerCon
 DEFAULT_MODELS = (f"clip={DEFAULT_CLIP}", f"minilm={DEFAULT_TEXT}")
 
 
-def _option(*decls: str, **kwargs: Any) -> Callable:
+def _option(*decls: str, env: str | None = None, **kwargs: Any) -> Callable:
     """A flag whose environment variable is HANDSPRING_<NAME> (its first spelling)."""
-    env = "HANDSPRING_" + decls[0].lstrip("-").split("/")[0].replace("-", "_").upper()
+    env = env or "HANDSPRING_" + decls[0].lstrip("-").split("/")[0].replace("-", "_").upper()
     return click.option(*decls, envvar=env, show_envvar=True, show_default=True, **kwargs)
 
 
@@ -23,6 +23,7 @@ def _option(*decls: str, **kwargs: Any) -> Callable:
 @_option(
     "--model",
     "models",
+    env="HANDSPRING_MODELS",
     multiple=True,
     default=DEFAULT_MODELS,
     help="NAME=SOURCE[:fp32|:int8] or SOURCE; repeat for several models. SOURCE is an "

@@ -32,6 +32,18 @@ class RequestError(Exception):
         self.param = param
 
 
+# Documented on every embedding route, in the OpenAPI spec.
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {"description": "Bad request (the photo-search contract's validation status)"},
+    401: {"description": "Missing or wrong API key"},
+    404: {"description": "Unknown model"},
+    413: {"description": "Body or batch over the limit"},
+    422: {"description": "Invalid input; the message names the item and the reason"},
+    429: {"description": "Queue full: retry later"},
+    503: {"description": "A model could not be loaded"},
+    504: {"description": "The request took longer than the server's timeout"},
+}
+
 _WEAVIATE_PATHS = ("/vectorize", "/meta", "/vectors", "/.well-known/")
 _TEI_PATHS = ("/embed", "/info", "/health")
 _PHOTO_SEARCH_PATHS = ("/v1/embed", "/_health")

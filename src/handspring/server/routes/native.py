@@ -9,12 +9,12 @@ import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field
 
-from handspring.server.errors import RequestError
+from handspring.server.errors import ERROR_RESPONSES, RequestError
 from handspring.server.image_inputs import ImageRef, parse_image
 from handspring.server.service import ImageResult
 from handspring.server.state import ServerState
 
-router = APIRouter(prefix="/api", tags=["Handspring"])
+router = APIRouter(prefix="/api", tags=["Handspring"], responses=ERROR_RESPONSES)
 
 
 class TextsRequest(BaseModel):

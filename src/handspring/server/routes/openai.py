@@ -10,11 +10,11 @@ import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from handspring.server.errors import RequestError
+from handspring.server.errors import ERROR_RESPONSES, RequestError
 from handspring.server.image_inputs import parse_image
 from handspring.server.state import ServerState
 
-router = APIRouter(tags=["OpenAI"])
+router = APIRouter(tags=["OpenAI"], responses=ERROR_RESPONSES)
 
 
 class EmbeddingRequest(BaseModel):

@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse
 
-from handspring.server.errors import RequestError
+from handspring.server.errors import ERROR_RESPONSES, RequestError
 from handspring.server.state import ServerState
 
-router = APIRouter(tags=["Photo search"])
+router = APIRouter(tags=["Photo search"], responses=ERROR_RESPONSES)
 
 
 @router.post("/v1/embed")

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from handspring import __version__
+from handspring.server.errors import ERROR_RESPONSES
 from handspring.server.state import ServerState
 
-router = APIRouter(tags=["TEI"])
+router = APIRouter(tags=["TEI"], responses=ERROR_RESPONSES)
 
 
 class EmbedRequest(BaseModel):
@@ -56,7 +57,7 @@ async def info(request: Request) -> dict:
     }
 
 
-@router.get("/health")
+@router.get("/health", response_class=Response)
 async def health(request: Request) -> Response:
     ok, _ = ServerState.of(request).pool.ready()
     return Response(status_code=200 if ok else 503)

@@ -9,18 +9,19 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
+from handspring.server.errors import ERROR_RESPONSES
 from handspring.server.image_inputs import parse_image
 from handspring.server.state import ServerState
 
-router = APIRouter(tags=["Weaviate"])
+router = APIRouter(tags=["Weaviate"], responses=ERROR_RESPONSES)
 
 
-@router.get("/.well-known/live", status_code=204)
+@router.get("/.well-known/live", status_code=204, response_class=Response)
 async def live() -> Response:
     return Response(status_code=204)
 
 
-@router.get("/.well-known/ready", status_code=204)
+@router.get("/.well-known/ready", status_code=204, response_class=Response)
 async def ready(request: Request) -> Response:
     ok, _ = ServerState.of(request).pool.ready()
     return Response(status_code=204 if ok else 503)

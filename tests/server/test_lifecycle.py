@@ -1,0 +1,96 @@
+"""Lazy and eager loading, readiness, idle unloading, and configuration from the
+environment."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+import pytest
+import requests
+
+from handspring.server.command import config_from_options, serve
+from handspring.server.config import ModelSpec
+from tests.server.conftest import ServerFactory
+from tests.server.metrics_text import metric_value
+
+
+def _loaded(url: str) -> dict[str, bool]:
+    models = requests.get(f"{url}/api/models", timeout=10).json()["models"]
+    return {m["name"]: m["loaded"] for m in models}
+
+
+def test_models_load_lazily_and_readiness_says_so(serve: ServerFactory) -> None:
+    with serve() as url:
+        assert _loaded(url) == {"clip": False, "minilm": False}
+        assert requests.get(f"{url}/.well-known/ready", timeout=10).status_code == 204
+        requests.post(f"{url}/embed", json={"inputs": "x"}, timeout=30).raise_for_status()
+        assert _loaded(url) == {"clip": False, "minilm": True}
+        assert metric_value(url, "handspring_model_loaded", model="minilm") == 1
+        assert metric_value(url, "handspring_model_load_seconds", model="minilm") > 0
+
+
+def test_preload_is_ready_only_once_loaded(serve: ServerFactory) -> None:
+    with serve(preload=True) as url:
+        deadline = time.monotonic() + 60
+        while requests.get(f"{url}/.well-known/ready", timeout=10).status_code != 204:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert _loaded(url) == {"clip": True, "minilm": True}
+
+
+def test_idle_models_are_unloaded_then_reloaded(serve: ServerFactory) -> None:
+    with serve(idle_unload_s=0.3) as url:
+        requests.post(f"{url}/embed", json={"inputs": "x"}, timeout=30).raise_for_status()
+        deadline = time.monotonic() + 20
+        while _loaded(url)["minilm"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert metric_value(url, "handspring_model_loaded", model="minilm") == 0
+        again = requests.post(f"{url}/embed", json={"inputs": "x"}, timeout=30)
+        assert again.status_code == 200
+
+
+def test_a_missing_model_makes_the_server_unready(
+    serve: ServerFactory, models: tuple[ModelSpec, ...], tmp_path: Path
+) -> None:
+    missing = ModelSpec("gone", str(tmp_path / "no-such-model"), "fp32")
+    with serve(models=(*models, missing)) as url:
+        assert requests.get(f"{url}/.well-known/live", timeout=10).status_code == 204
+        assert requests.get(f"{url}/.well-known/ready", timeout=10).status_code == 503
+        assert requests.get(f"{url}/health", timeout=10).status_code == 503
+        health = requests.get(f"{url}/_health", timeout=10)
+        assert health.status_code == 503 and "gone" in health.json()["message"]
+        # The others still serve.
+        assert requests.post(f"{url}/embed", json={"inputs": "x"}, timeout=30).status_code == 200
+
+
+def test_configuration_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HANDSPRING_MODELS", "a=all-minilm-l6-v2 b=/srv/models/clip:fp32")
+    monkeypatch.setenv("HANDSPRING_PORT", "9123")
+    monkeypatch.setenv("HANDSPRING_API_KEY", "k")
+    monkeypatch.setenv("HANDSPRING_PRELOAD", "true")
+    monkeypatch.setenv("HANDSPRING_TRUNCATE", "false")
+    monkeypatch.setenv("HANDSPRING_IMAGE_FORMATS", "png, jpeg")
+    config = config_from_options(serve.make_context("serve", ["--max-batch", "8"]).params)
+    assert config.models == (
+        ModelSpec("a", "all-minilm-l6-v2", "int8"),
+        ModelSpec("b", "/srv/models/clip", "fp32"),
+    )
+    assert (config.port, config.api_key, config.preload, config.truncate) == (
+        9123,
+        "k",
+        True,
+        False,
+    )
+    assert config.image_formats == ("PNG", "JPEG") and config.max_batch == 8
+    assert config.host == "127.0.0.1"  # never all interfaces unless asked
+
+
+def test_bad_configuration_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = serve.make_context("serve", ["--model", "a=x", "--model", "a=y"])
+    with pytest.raises(ValueError, match="unique"):
+        config_from_options(ctx.params)
+    with pytest.raises(click.BadParameter):
+        serve.make_context("serve", ["--precision", "fp8"])
