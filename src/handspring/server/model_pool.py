@@ -46,7 +46,7 @@ class ModelPool:
         self.metrics = metrics
         self.specs = {spec.name: spec for spec in config.models}
         self._loaded: dict[str, LoadedModel] = {}
-        self._locks = {name: asyncio.Lock() for name in self.specs}
+        self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
         self._unavailable: dict[str, str] = {}  # name -> why its files cannot be found
         self._families: dict[str, str] = {}  # name -> "clip" | "sentence", once located
         self._preloading = config.preload
@@ -107,30 +107,40 @@ class ModelPool:
         return True, "ready"
 
     async def _load(self, spec: ModelSpec) -> LoadedModel:
-        async with self._locks[spec.name]:
-            if (loaded := self._loaded.get(spec.name)) is not None:
-                return loaded
-            start = time.perf_counter()
-            log.info("loading model %s from %s (%s)", spec.name, spec.source, spec.precision)
-            try:
-                model = await asyncio.to_thread(
-                    load,
-                    spec.source,
-                    precision=spec.precision,
-                    threads=self.config.threads,
-                    max_pixels=self.config.max_pixels,
-                )
-            except Exception as exc:
-                log.exception("model %s failed to load", spec.name)
-                raise RequestError(503, f"model {spec.name!r} could not be loaded: {exc}") from exc
-            seconds = time.perf_counter() - start
-            loaded = LoadedModel(spec, model, seconds)
-            self._loaded[spec.name] = loaded
-            self._unavailable.pop(spec.name, None)
-            self.metrics.model_load.labels(spec.name).set(seconds)
-            self.metrics.model_loaded.labels(spec.name).set(1)
-            log.info("model %s loaded in %.2f s", spec.name, seconds)
+        """The loaded model; one load per model at a time, whoever waits for it. The load
+        is shielded: a request that times out or goes away does not abandon a half-done
+        load for the next request to start again."""
+        if (loaded := self._loaded.get(spec.name)) is not None:
             return loaded
+        task = self._loading.get(spec.name)
+        if task is None:
+            task = asyncio.create_task(self._load_now(spec), name=f"load {spec.name}")
+            self._loading[spec.name] = task
+            task.add_done_callback(lambda _: self._loading.pop(spec.name, None))
+        return await asyncio.shield(task)
+
+    async def _load_now(self, spec: ModelSpec) -> LoadedModel:
+        start = time.perf_counter()
+        log.info("loading model %s from %s (%s)", spec.name, spec.source, spec.precision)
+        try:
+            model = await asyncio.to_thread(
+                load,
+                spec.source,
+                precision=spec.precision,
+                threads=self.config.threads,
+                max_pixels=self.config.max_pixels,
+            )
+        except Exception as exc:
+            log.exception("model %s failed to load", spec.name)
+            raise RequestError(503, f"model {spec.name!r} could not be loaded: {exc}") from exc
+        seconds = time.perf_counter() - start
+        loaded = LoadedModel(spec, model, seconds)
+        self._loaded[spec.name] = loaded
+        self._unavailable.pop(spec.name, None)
+        self.metrics.model_load.labels(spec.name).set(seconds)
+        self.metrics.model_loaded.labels(spec.name).set(1)
+        log.info("model %s loaded in %.2f s", spec.name, seconds)
+        return loaded
 
     @contextlib.asynccontextmanager
     async def lease(self, spec: ModelSpec) -> AsyncIterator[LoadedModel]:
@@ -186,16 +196,12 @@ class ModelPool:
                     await self._unload(loaded)
 
     async def _unload(self, loaded: LoadedModel) -> None:
-        async with self._locks[loaded.spec.name]:
-            if loaded.leases or self._loaded.get(loaded.spec.name) is not loaded:
-                return
-            del self._loaded[loaded.spec.name]
-            for batcher in loaded.batchers.values():
-                await batcher.close()
-            self.metrics.model_loaded.labels(loaded.spec.name).set(0)
-            log.info(
-                "model %s unloaded after %.0f s idle", loaded.spec.name, self.config.idle_unload_s
-            )
+        # No await before the model leaves the table: no lease can start in between.
+        del self._loaded[loaded.spec.name]
+        self.metrics.model_loaded.labels(loaded.spec.name).set(0)
+        for batcher in loaded.batchers.values():
+            await batcher.close()
+        log.info("model %s unloaded after %.0f s idle", loaded.spec.name, self.config.idle_unload_s)
 
     async def close(self) -> None:
         for loaded in list(self._loaded.values()):
