@@ -146,10 +146,12 @@ def test_no_local_paths_and_no_urls_unless_enabled(url: str, image: str, reason:
 
 def test_enabled_urls_never_reach_loopback(serve: ServerFactory) -> None:
     with serve(fetch_urls=True) as url:
-        body = {"images": [f"{url}/metrics"]}  # the server's own loopback address
-        response = _post(url, "/vectorize", json=body)
+        own = f"{url}/metrics"  # the server's own loopback address
+        body = {"input": [own], "model": "clip", "modality": "image"}
+        response = _post(url, "/v1/embeddings", json=body)
         assert response.status_code == 422
-        assert "refused" in response.json()["error"] and "127.0.0.1" in response.json()["error"]
+        message = response.json()["error"]["message"]
+        assert message.startswith("input[0]: ") and "refused" in message and "127.0.0.1" in message
 
 
 def test_api_key(serve: ServerFactory) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     import onnx
 
 # Bump when the graphs the builder writes change, so old cache entries are not reused.
+log = logging.getLogger(__name__)
 GRAPH_FORMAT = 4
 
 
@@ -67,7 +69,10 @@ def _memoised_sha256(path: Path) -> str:
         while chunk := f.read(1 << 22):
             digest.update(chunk)
     memo[memo_key] = digest.hexdigest()
-    _write_atomic(memo_path, json.dumps(memo, indent=0).encode())
+    try:
+        _write_atomic(memo_path, json.dumps(memo, indent=0).encode())
+    except OSError as exc:  # a read-only cache still serves; the hash is just not memoised
+        log.debug("could not memoise the weights' hash in %s: %s", memo_path, exc)
     return memo[memo_key]
 
 

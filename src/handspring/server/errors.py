@@ -86,8 +86,11 @@ def error_body(contract: Contract, status: int, message: str, param: str | None)
 
 def error_response(path: str, status: int, message: str, param: str | None = None) -> JSONResponse:
     contract = contract_of(path)
-    # The original photo-search server answered every bad query with 400.
+    # The original photo-search server answered every bad query with 400, and Weaviate's
+    # containers answer bad input with 500; limits keep their own statuses everywhere.
     if contract is Contract.PHOTO_SEARCH and status == 422:
         status = 400
+    if contract is Contract.WEAVIATE and status in (400, 404, 422):
+        status = 500
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(error_body(contract, status, message, param), status, headers=headers)

@@ -13,7 +13,11 @@ from handspring.server.errors import ERROR_RESPONSES
 from handspring.server.image_inputs import parse_image
 from handspring.server.state import ServerState
 
-router = APIRouter(tags=["Weaviate"], responses=ERROR_RESPONSES)
+# Weaviate's containers answer bad input with 500 {"error"}, and so does this server.
+router = APIRouter(
+    tags=["Weaviate"],
+    responses={**ERROR_RESPONSES, 500: {"description": "Invalid input, as Weaviate expects it"}},
+)
 
 
 @router.get("/.well-known/live", status_code=204, response_class=Response)
