@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from handspring.cli import main
 from handspring.embedder import ClipModel
 from handspring.registry import KNOWN_MODELS
 from tests.support.checkpoints import TINY
@@ -371,3 +373,17 @@ def test_text_model_through_the_cli(tmp_path: Path) -> None:
     assert refused.returncode == 1
     assert "is a text model: it has no image modality" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_server_and_photo_commands_are_wired_in() -> None:
+    runner = CliRunner()
+    top = runner.invoke(main, ["--help"])
+    assert top.exit_code == 0
+    for name in ("embed", "models", "photos", "serve"):
+        assert f"  {name} " in top.output
+    photos = runner.invoke(main, ["photos", "--help"])
+    assert photos.exit_code == 0
+    for name in ("index", "search", "serve", "status"):
+        assert f"  {name} " in photos.output
+    serve = runner.invoke(main, ["serve", "--help"])
+    assert serve.exit_code == 0 and "HANDSPRING_MODELS" in serve.output

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import click
 import numpy as np
 
 from handspring.registry import DEFAULT_CLIP, KNOWN_MODELS
-from handspring.server.command import serve
 
 IMAGE_SUFFIXES = {
     ".jpg",
@@ -52,7 +53,39 @@ def _read_texts(texts: tuple[str, ...], texts_file: str | None) -> list[str]:
     return out
 
 
-@click.group()
+def _serve_command() -> click.Command:
+    from handspring.server.command import serve
+
+    return serve
+
+
+def _photos_group() -> click.Command:
+    from handspring.photos.cli import photos
+    from handspring.photos.web_cli import serve
+
+    photos.add_command(serve)
+    return photos
+
+
+class _LazyGroup(click.Group):
+    """Commands imported on first use: `handspring embed` does not pay for the server's
+    and the photo search's imports."""
+
+    LAZY: ClassVar[dict[str, Callable[[], click.Command]]] = {
+        "serve": _serve_command,
+        "photos": _photos_group,
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY and cmd_name not in self.commands:
+            self.add_command(self.LAZY[cmd_name](), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Log model loading and skipped items.")
 def main(verbose: bool) -> None:
     """Handspring: CLIP embeddings on the CPU, exact to the reference."""
@@ -244,8 +277,6 @@ def models(as_json: bool) -> None:
     total = sum(b for _, b in graphs)
     click.echo(f"\nbuilt graphs: {len(graphs)} ({total / 2**20:.0f} MiB) in the graph cache")
 
-
-main.add_command(serve)
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,8 +23,10 @@ from handspring.server.config import ModelSpec, ServerConfig
 from handspring.server.errors import RequestError
 from handspring.server.image_inputs import ImageRef, check_format
 from handspring.server.model_pool import LoadedModel, ModelPool
-from handspring.server.url_fetch import AddressPolicy, FetchLimits, UrlFetcher, UrlFetchError
 from handspring.text_embedder import SentenceEmbedder
+
+if TYPE_CHECKING:
+    from handspring.server.url_fetch import UrlFetcher
 
 
 @dataclass(frozen=True)
@@ -46,14 +49,12 @@ class EmbeddingService:
         self.pool = pool
         workers = min(4, os.cpu_count() or 1)
         self._decode = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
-        self._fetcher = (
-            UrlFetcher(
-                AddressPolicy(),
-                FetchLimits(max_bytes=config.url_max_bytes, timeout_s=config.url_timeout_s),
-            )
-            if config.fetch_urls
-            else None
-        )
+        self._fetcher: UrlFetcher | None = None
+        if config.fetch_urls:  # httpx and its TLS stack cost ~15 MiB: imported only when used
+            from handspring.server.url_fetch import AddressPolicy, FetchLimits, UrlFetcher
+
+            limits = FetchLimits(max_bytes=config.url_max_bytes, timeout_s=config.url_timeout_s)
+            self._fetcher = UrlFetcher(AddressPolicy(), limits)
 
     async def aclose(self) -> None:
         if self._fetcher is not None:
@@ -157,6 +158,8 @@ class EmbeddingService:
         if data is None:
             if self._fetcher is None:  # parse_image refuses URLs first; this guards the rule
                 raise RequestError(422, f"{ref.item}: image URLs are not fetched by this server")
+            from handspring.server.url_fetch import UrlFetchError
+
             try:
                 data = await self._fetcher.fetch(ref.url or "")
             except UrlFetchError as exc:
