@@ -1,0 +1,272 @@
+"""`handspring photos ...`: index photo folders, search them, and look at the index.
+
+Run it alone with `python -m handspring.photos.cli`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from handspring.errors import HandspringError
+from handspring.photos.output import format_hits, format_index_report, format_status
+from handspring.photos.records import SearchFilter
+from handspring.photos.scan import DEFAULT_EXCLUDES, ScanOptions
+from handspring.photos.store import DEFAULT_STORE_ENV, default_store_url, open_store
+
+_DB_HELP = (
+    "The index: a file path or sqlite:///abs/path.db (SQLite, the default), "
+    "qdrant:///abs/folder (Qdrant, embedded) or qdrant+http(s)://host:port. "
+    f"Default: ${DEFAULT_STORE_ENV}, else ~/.local/share/handspring/photos.db."
+)
+
+
+def _db_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--db", default=None, metavar="URL", help=_DB_HELP)(command)
+
+
+@click.group("photos")
+def photos() -> None:
+    """Photo search: index folders of photos, then search them by text in any
+    language, by example photos, or both."""
+
+
+@photos.command()
+@click.argument("roots", nargs=-1, required=True, type=click.Path(file_okay=False))
+@_db_option
+@click.option(
+    "--image-model",
+    default=None,
+    help="Alias, folder or HF repo id (default: the index's model, else st-clip-vit-b-32).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["int8", "fp32"]),
+    default="int8",
+    show_default=True,
+    help="int8: several times faster, cosine >= 0.9999 to fp32.",
+)
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="ONNX Runtime threads.")
+@click.option("--exclude", multiple=True, help="Folder name or pattern to skip (repeatable).")
+@click.option(
+    "--no-default-excludes", is_flag=True, help=f"Walk {', '.join(sorted(DEFAULT_EXCLUDES))} too."
+)
+@click.option("--include-hidden", is_flag=True, help="Index dot-files and dot-folders too.")
+@click.option(
+    "--follow-external-links", is_flag=True, help="Follow symlinks whose targets leave the roots."
+)
+@click.option(
+    "--allow-empty-root",
+    is_flag=True,
+    help="Delete the photos of a root that is now empty (refused by default: unmounted?).",
+)
+@click.option("--retry-errors", is_flag=True, help="Read files that failed before again.")
+@click.option("--commit-every", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--progress/--no-progress", default=None, help="Default: when stderr is a terminal.")
+def index(
+    roots: tuple[str, ...],
+    db: str | None,
+    image_model: str | None,
+    precision: str,
+    batch_size: int,
+    threads: int | None,
+    exclude: tuple[str, ...],
+    no_default_excludes: bool,
+    include_hidden: bool,
+    follow_external_links: bool,
+    allow_empty_root: bool,
+    retry_errors: bool,
+    commit_every: int,
+    progress: bool | None,
+) -> None:
+    """Index the photos under ROOTS, incrementally: new and changed files are
+    embedded, moved ones keep their vectors, deleted ones leave the index."""
+    from handspring.photos.indexer import DEFAULT_IMAGE_MODEL, Indexer, IndexOptions
+
+    excludes = frozenset(exclude) | (frozenset() if no_default_excludes else DEFAULT_EXCLUDES)
+    with _open(db) as store:
+        recorded = store.model()
+        options = IndexOptions(
+            image_model=image_model or (recorded.name if recorded else DEFAULT_IMAGE_MODEL),
+            precision=precision,
+            batch_size=batch_size,
+            commit_every=commit_every,
+            allow_empty_root=allow_empty_root,
+            retry_errors=retry_errors,
+            threads=threads,
+            scan=ScanOptions(
+                exclude=excludes,
+                include_hidden=include_hidden,
+                follow_external_links=follow_external_links,
+            ),
+        )
+        show = sys.stderr.isatty() if progress is None else progress
+        indexer = Indexer(store, options, progress=show)
+        try:
+            report = indexer.run(roots)
+        except KeyboardInterrupt:
+            click.echo("interrupted: the work done so far is saved; run again to go on", err=True)
+            sys.exit(130)
+        except (HandspringError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(format_index_report(report), err=True)
+    if report.refused_roots or report.scan.missing_roots:
+        sys.exit(1)
+
+
+def _parse_day(value: str | None) -> datetime.date | None:
+    if value is None:
+        return None
+    if value == "today":
+        return datetime.date.today()
+    for pattern in ("%Y-%m-%d", "%m-%d"):
+        try:
+            parsed = datetime.datetime.strptime(value, pattern)
+        except ValueError:
+            continue
+        # A month-day alone goes in a leap year, so Feb 29 is a valid day.
+        return (
+            parsed.date()
+            if pattern == "%Y-%m-%d"
+            else datetime.date(2000, parsed.month, parsed.day)
+        )
+    raise click.BadParameter(f"{value!r}: expected YYYY-MM-DD or MM-DD", param_hint="--on-this-day")
+
+
+@photos.command()
+@click.argument("query", nargs=-1)
+@_db_option
+@click.option("-a", "--add", "added", multiple=True, help="Another term to add (repeatable).")
+@click.option("-s", "--subtract", multiple=True, help="A term to subtract (repeatable).")
+@click.option("--similar", type=int, default=None, help="Photos like this indexed photo id.")
+@click.option(
+    "--text-model",
+    default=None,
+    help="Text model for queries (default: the multilingual model for st-clip-vit-b-32, "
+    "else the image model's own text tower).",
+)
+@click.option("--from", "not_before", type=click.DateTime(["%Y-%m-%d"]), help="Taken on or after.")
+@click.option("--to", "not_after", type=click.DateTime(["%Y-%m-%d"]), help="Taken on or before.")
+@click.option(
+    "--on-this-day",
+    is_flag=False,
+    flag_value="today",
+    default=None,
+    metavar="[YYYY-MM-DD|MM-DD]",
+    help="Taken on this month and day, any year; alone, today (put it after QUERY).",
+)
+@click.option("--min-score", type=float, default=None, help="Keep cosine >= this.")
+@click.option("--folder", type=click.Path(file_okay=False), help="Only photos under this folder.")
+@click.option("-k", "--top", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "paths", "json"]),
+    default="table",
+    show_default=True,
+)
+def search(
+    query: tuple[str, ...],
+    db: str | None,
+    added: tuple[str, ...],
+    subtract: tuple[str, ...],
+    similar: int | None,
+    text_model: str | None,
+    not_before: datetime.datetime | None,
+    not_after: datetime.datetime | None,
+    on_this_day: str | None,
+    min_score: float | None,
+    folder: str | None,
+    top: int,
+    offset: int,
+    output: str,
+) -> None:
+    """Search by QUERY, rclip style: "horse + stripes", "./beach.jpg - 0.5:people",
+    "2:golden retriever + #42" (#42: an indexed photo's id)."""
+    import os
+
+    from handspring.photos.search import (
+        QueryModels,
+        Searcher,
+        default_text_model,
+        parse_query,
+    )
+
+    text = " ".join(query)
+    if similar is not None and (text or added or subtract):
+        raise click.UsageError("--similar takes no query terms")
+    if similar is None and not text and not added:
+        raise click.UsageError("give a QUERY, --add terms or --similar ID")
+    try:
+        flt = SearchFilter(
+            not_before=not_before.date() if not_before else None,
+            not_after=not_after.date() if not_after else None,
+            on_this_day=_parse_day(on_this_day),
+            min_score=min_score,
+            folder=os.path.abspath(folder) if folder else None,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    with _open(db, read_only=True) as store:
+        model = store.model()
+        if model is None:
+            raise click.ClickException("the index is empty: run `handspring photos index` first")
+        models = QueryModels(
+            model.name, text_model or default_text_model(model.name), precision=model.precision
+        )
+        searcher = Searcher(store, models, allow_paths=True)
+        try:
+            if similar is not None:
+                hits = searcher.similar(similar, flt, top, offset)
+            else:
+                terms = parse_query(text) if text else []
+                for extra, sign in [(t, "+") for t in added] + [(t, "-") for t in subtract]:
+                    terms += parse_query(f"{sign} {_quoted(extra)}")
+                hits = searcher.search(terms, flt, top, offset)
+        except KeyError as exc:
+            raise click.ClickException(str(exc.args[0])) from exc
+        except (HandspringError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(format_hits(hits, output))
+
+
+def _quoted(term: str) -> str:
+    # A term given as an option is one term, even with " + " inside.
+    return term if term.startswith('"') or " " not in term else f'"{term}"'
+
+
+@photos.command()
+@_db_option
+@click.option("--errors", "list_errors", is_flag=True, help="List the files that failed.")
+def status(db: str | None, list_errors: bool) -> None:
+    """What the index holds: model, photos, files that could not be read."""
+    with _open(db) as store:
+        click.echo(format_status(store, list_errors))
+
+
+class _open:
+    """open_store for a command: errors as clean messages, closed on the way out."""
+
+    def __init__(self, db: str | None, read_only: bool = False) -> None:
+        self.url = db or default_store_url()
+        self.read_only = read_only
+
+    def __enter__(self) -> Any:
+        try:
+            self.store = open_store(self.url, read_only=self.read_only)
+        except HandspringError as exc:
+            raise click.ClickException(str(exc)) from exc
+        return self.store
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.close()
+
+
+if __name__ == "__main__":
+    photos()

@@ -1,0 +1,409 @@
+"""The photo index in Qdrant, through qdrant-client: the same code for the
+embedded local mode (a folder) and for a server URL.
+
+One collection (default "photos"; `?collection=name` in the URL picks another)
+with a named vector "image" (cosine); a file that could not be read is a point
+without a vector. The payload carries the Photo fields, plus what the filters
+need: `taken_ts` (seconds), `month_day` (704 for July 4th) and `folders` (every
+folder above the photo, so a folder filter is one exact match). The model and
+the next free id live in the collection's metadata.
+
+Writes are buffered and sent at `commit` as one batch, in order. Ids are
+reserved in the metadata before the points are written, so a killed run can
+leave a gap in the ids, never two photos on one id.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import numpy as np
+
+from handspring.photos.records import (
+    Hit,
+    IndexedFile,
+    ModelInfo,
+    Photo,
+    PhotoRecord,
+    SearchFilter,
+    date_bounds,
+    day_index,
+    timestamp,
+)
+from handspring.photos.store import StoreError
+
+VECTOR = "image"
+DEFAULT_COLLECTION = "photos"
+SCHEMA = 1
+_SCROLL_PAGE = 1000
+_INDEXED_FIELDS = {  # payload indexes a server uses for the filters and lookups
+    "path": "keyword",
+    "sha256": "keyword",
+    "folders": "keyword",
+    "has_vector": "bool",
+    "taken_ts": "float",
+    "month_day": "integer",
+}
+
+
+class QdrantStore:
+    """A PhotoStore and WritableStore on a Qdrant collection."""
+
+    def __init__(self, client: Any, collection: str, where: str, read_only: bool, remote: bool):
+        from qdrant_client import models
+
+        self._models = models
+        self.client = client
+        self.collection = collection
+        self.where = where
+        self.read_only = read_only
+        self.remote = remote
+        self._operations: list[Any] = []
+        # Paths and ids this store has seen, so a write need not look the path up.
+        self._ids_by_path: dict[str, int] = {}
+        self._paths_by_id: dict[int, str] = {}
+        self._meta: dict[str, Any] = self._read_meta()
+
+    def __repr__(self) -> str:
+        return f"QdrantStore({self.where!r}, collection={self.collection!r})"
+
+    @classmethod
+    def local(cls, folder: str, *, read_only: bool = False) -> QdrantStore:
+        from qdrant_client import QdrantClient
+
+        if read_only and not Path(folder).is_dir():
+            raise StoreError(f"{folder}: no photo index here; run `photos index` first")
+        try:
+            client = QdrantClient(path=folder)
+        except RuntimeError as exc:  # the folder is locked by another client
+            raise StoreError(f"{folder}: {exc}") from exc
+        return cls(client, DEFAULT_COLLECTION, folder, read_only, remote=False)
+
+    @classmethod
+    def connect(cls, url: str, *, read_only: bool = False) -> QdrantStore:
+        """A server: http(s)://host:port[?collection=name]; $QDRANT_API_KEY if set."""
+        from qdrant_client import QdrantClient
+
+        parts = urlsplit(url)
+        collection = parse_qs(parts.query).get("collection", [DEFAULT_COLLECTION])[0]
+        base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        client = QdrantClient(url=base, api_key=os.environ.get("QDRANT_API_KEY"))
+        return cls(client, collection, base, read_only, remote=True)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> QdrantStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ metadata
+
+    def _exists(self) -> bool:
+        return bool(self.client.collection_exists(self.collection))
+
+    def _read_meta(self) -> dict[str, Any]:
+        if not self._exists():
+            return {}
+        meta = dict(self.client.get_collection(self.collection).config.metadata or {})
+        schema = int(meta.get("handspring_schema", 0))
+        if schema > SCHEMA:
+            raise StoreError(
+                f"{self}: index schema version {schema} is newer than this handspring "
+                f"understands ({SCHEMA}); upgrade handspring to use it"
+            )
+        if schema == 0:
+            raise StoreError(f"{self}: collection {self.collection!r} is not a handspring index")
+        return meta
+
+    def model(self) -> ModelInfo | None:
+        if "image_model" not in self._meta:
+            return None
+        m = self._meta
+        return ModelInfo(str(m["image_model"]), int(m["dim"]), str(m.get("precision", "fp32")))
+
+    def set_model(self, info: ModelInfo) -> None:
+        self._writable()
+        m = self._models
+        if not self._exists():
+            self.client.create_collection(
+                self.collection,
+                vectors_config={VECTOR: m.VectorParams(size=info.dim, distance=m.Distance.COSINE)},
+            )
+            if self.remote:
+                for field, schema in _INDEXED_FIELDS.items():
+                    self.client.create_payload_index(
+                        self.collection, field_name=field, field_schema=schema
+                    )
+        self._meta = {
+            "handspring_schema": SCHEMA,
+            "image_model": info.name,
+            "dim": info.dim,
+            "precision": info.precision,
+            "next_id": int(self._meta.get("next_id", 1)),
+        }
+        self.client.update_collection(self.collection, metadata=self._meta)
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"{self}: opened read-only")
+
+    # ------------------------------------------------------------ reading
+
+    def get(self, photo_id: int) -> Photo | None:
+        records = self._retrieve([int(photo_id)], vectors=False)
+        return _photo(records[0]) if records else None
+
+    def get_by_path(self, path: str) -> Photo | None:
+        points = self._scroll(self._match("path", path), limit=1)
+        return _photo(points[0]) if points else None
+
+    def vector(self, photo_id: int) -> np.ndarray | None:
+        records = self._retrieve([int(photo_id)], vectors=True)
+        return _vector_of(records[0]) if records else None
+
+    def count(self) -> int:
+        """Photos that search can return (indexed with a vector)."""
+        if not self._exists():
+            return 0
+        flt = self._match("has_vector", True)
+        return int(self.client.count(self.collection, count_filter=flt, exact=True).count)
+
+    def errors(self) -> list[Photo]:
+        photos = [_photo(p) for p in self._scroll(self._match("has_vector", False))]
+        return sorted(photos, key=lambda p: p.path)
+
+    def files_under(self, roots: Sequence[str]) -> Iterator[IndexedFile]:
+        for root in roots:
+            folder = root.rstrip("/") or "/"
+            for point in self._scroll(self._match("folders", folder)):
+                p = point.payload
+                self._remember(p["path"], int(point.id))
+                yield IndexedFile(
+                    int(point.id),
+                    p["path"],
+                    int(p["size"]),
+                    int(p["mtime_ns"]),
+                    p["sha256"],
+                    bool(p["has_vector"]),
+                    p.get("error"),
+                )
+
+    def vector_for_sha256(self, sha256: str) -> np.ndarray | None:
+        m = self._models
+        flt = m.Filter(
+            must=[
+                m.FieldCondition(key="sha256", match=m.MatchValue(value=sha256)),
+                m.FieldCondition(key="has_vector", match=m.MatchValue(value=True)),
+            ]
+        )
+        points = self._scroll(flt, limit=1, vectors=True)
+        return _vector_of(points[0]) if points else None
+
+    def _retrieve(self, ids: list[int], vectors: bool) -> list[Any]:
+        if not self._exists():
+            return []
+        return list(
+            self.client.retrieve(self.collection, ids, with_payload=True, with_vectors=vectors)
+        )
+
+    def _scroll(self, flt: Any, limit: int | None = None, vectors: bool = False) -> list[Any]:
+        if not self._exists():
+            return []
+        out: list[Any] = []
+        offset = None
+        while True:
+            page = _SCROLL_PAGE if limit is None else min(_SCROLL_PAGE, limit - len(out))
+            points, offset = self.client.scroll(
+                self.collection,
+                scroll_filter=flt,
+                limit=page,
+                offset=offset,
+                with_payload=True,
+                with_vectors=vectors,
+            )
+            out.extend(points)
+            if offset is None or (limit is not None and len(out) >= limit):
+                return out
+
+    def _match(self, key: str, value: Any) -> Any:
+        m = self._models
+        return m.Filter(must=[m.FieldCondition(key=key, match=m.MatchValue(value=value))])
+
+    # ------------------------------------------------------------ searching
+
+    def search(self, query: np.ndarray, flt: SearchFilter, limit: int, offset: int) -> list[Hit]:
+        if limit < 0 or offset < 0:
+            raise ValueError(f"limit and offset must be >= 0, got {limit} and {offset}")
+        if limit == 0 or not self._exists():
+            return []
+        vector = np.asarray(query, dtype=np.float32).reshape(-1)
+        norm = float(np.linalg.norm(vector))
+        if not np.isfinite(norm) or norm == 0:
+            raise ValueError("query vector is zero or not finite")
+        extra: dict[str, Any] = {}
+        if self.remote:  # the embedded mode is always exact and warns about params
+            extra["search_params"] = self._models.SearchParams(exact=True)
+        response = self.client.query_points(
+            self.collection,
+            query=(vector / norm).tolist(),
+            using=VECTOR,
+            query_filter=self._filter(flt),
+            limit=limit,
+            offset=offset,
+            score_threshold=flt.min_score,
+            with_payload=True,
+            **extra,
+        )
+        return [Hit(_photo(point), float(point.score)) for point in response.points]
+
+    def preload(self) -> None:
+        """Nothing to load: Qdrant searches on its side."""
+
+    def _filter(self, flt: SearchFilter) -> Any:
+        m = self._models
+        must = []
+        start, end = date_bounds(flt)
+        if start is not None or end is not None:
+            must.append(m.FieldCondition(key="taken_ts", range=m.Range(gte=start, lt=end)))
+        if flt.on_this_day is not None:
+            day = day_index(flt.on_this_day)
+            must.append(m.FieldCondition(key="month_day", match=m.MatchValue(value=day)))
+        if flt.folder is not None and flt.folder.rstrip("/"):
+            folder = flt.folder.rstrip("/")
+            must.append(m.FieldCondition(key="folders", match=m.MatchValue(value=folder)))
+        return m.Filter(must=must) if must else None
+
+    # ------------------------------------------------------------ writing
+
+    def put(self, record: PhotoRecord, vector: np.ndarray | None) -> int:
+        self._writable()
+        photo_id = self._ids_by_path.get(record.path)
+        if photo_id is None:
+            found = self._scroll(self._match("path", record.path), limit=1)
+            photo_id = int(found[0].id) if found else self._new_id()
+            self._remember(record.path, photo_id)
+        vectors: dict[str, list[float]] = {}
+        if vector is not None:
+            values = np.asarray(vector, dtype=np.float32).reshape(-1)
+            if not np.isfinite(values).all():
+                raise ValueError("refusing to store a vector with NaN or infinite values")
+            vectors[VECTOR] = values.tolist()
+        m = self._models
+        point = m.PointStruct(
+            id=photo_id, vector=vectors, payload=_payload(record, vector is not None)
+        )
+        self._operations.append(m.UpsertOperation(upsert=m.PointsList(points=[point])))
+        return photo_id
+
+    def move(self, photo_id: int, record: PhotoRecord) -> None:
+        self._writable()
+        m = self._models
+        payload = _payload(record, has_vector=True)
+        self._operations.append(
+            m.OverwritePayloadOperation(
+                overwrite_payload=m.SetPayload(payload=payload, points=[int(photo_id)])
+            )
+        )
+        self._forget(int(photo_id))
+        self._remember(record.path, int(photo_id))
+
+    def delete(self, photo_ids: Sequence[int]) -> None:
+        self._writable()
+        ids = [int(i) for i in photo_ids]
+        if ids:
+            m = self._models
+            self._operations.append(m.DeleteOperation(delete=m.PointIdsList(points=ids)))
+            for photo_id in ids:
+                self._forget(photo_id)
+
+    def _remember(self, path: str, photo_id: int) -> None:
+        self._ids_by_path[path] = photo_id
+        self._paths_by_id[photo_id] = path
+
+    def _forget(self, photo_id: int) -> None:
+        path = self._paths_by_id.pop(photo_id, None)
+        if path is not None and self._ids_by_path.get(path) == photo_id:
+            del self._ids_by_path[path]
+
+    def _new_id(self) -> int:
+        photo_id = int(self._meta.get("next_id", 1))
+        self._meta["next_id"] = photo_id + 1
+        return photo_id
+
+    def commit(self) -> None:
+        if not self._operations:
+            return
+        if not self._exists():
+            raise StoreError(f"{self}: set_model must come before the first photo")
+        # Reserve the ids first: a crash after this leaves a gap, never a reuse.
+        self.client.update_collection(self.collection, metadata=self._meta)
+        operations, self._operations = self._operations, []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # local mode: "no effect" notes
+            self.client.batch_update_points(self.collection, operations, wait=True)
+
+
+def folders_above(path: str) -> list[str]:
+    """'/a/b/c.jpg' -> ['/', '/a', '/a/b']."""
+    parent = os.path.dirname(path)
+    out = []
+    while True:
+        out.append(parent)
+        up = os.path.dirname(parent)
+        if up == parent:
+            return out[::-1]
+        parent = up
+
+
+def _payload(record: PhotoRecord, has_vector: bool) -> dict[str, Any]:
+    taken = record.taken_at
+    return {
+        "path": record.path,
+        "folders": folders_above(record.path),
+        "size": record.size,
+        "mtime_ns": record.mtime_ns,
+        "sha256": record.sha256,
+        "width": record.width,
+        "height": record.height,
+        "taken_at": taken.isoformat() if taken else None,
+        "taken_ts": timestamp(taken) if taken else None,
+        "month_day": day_index(taken) if taken else None,
+        "gps": list(record.gps) if record.gps else None,
+        "exif": record.exif,
+        "error": record.error,
+        "has_vector": has_vector and record.error is None,
+    }
+
+
+def _vector_of(point: Any) -> np.ndarray | None:
+    vectors = point.vector or {}
+    values = vectors.get(VECTOR) if isinstance(vectors, dict) else vectors
+    return None if values is None else np.asarray(values, dtype=np.float32)
+
+
+def _photo(point: Any) -> Photo:
+    p = point.payload
+    taken = p.get("taken_at")
+    gps = p.get("gps")
+    return Photo(
+        id=int(point.id),
+        path=p["path"],
+        size=int(p["size"]),
+        mtime=int(p["mtime_ns"]) / 1e9,
+        sha256=p["sha256"],
+        width=p.get("width"),
+        height=p.get("height"),
+        taken_at=datetime.datetime.fromisoformat(taken) if taken else None,
+        gps=(float(gps[0]), float(gps[1])) if gps else None,
+        exif=p.get("exif") or {},
+        error=p.get("error"),
+    )

@@ -1,0 +1,382 @@
+"""The default photo index: one SQLite file in WAL mode, vectors as float32 BLOBs.
+
+Search is exact over every vector (see `exact_scan`): an int8 copy of all vectors
+lives in memory, loaded on the first search and loaded again when another
+connection (an indexer running beside a server) has committed changes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from handspring.photos.loaded_index import LoadedIndex
+from handspring.photos.records import (
+    Hit,
+    IndexedFile,
+    ModelInfo,
+    Photo,
+    PhotoRecord,
+    SearchFilter,
+    day_index,
+    timestamp,
+)
+from handspring.photos.sqlite_schema import LATEST, migrate, schema_version
+from handspring.photos.store import StoreError
+
+_PHOTO_COLUMNS = "id, path, size, mtime_ns, sha256, width, height, taken_at, lat, lon, exif, error"
+_LOAD_CHUNK = 20_000  # rows per fetch while loading vectors for the scan
+_IN_CHUNK = 900  # ids per "IN (...)": under SQLite's oldest variable limit
+
+
+class SqliteStore:
+    """A PhotoStore and WritableStore on one SQLite file. Thread-safe: one
+    connection behind a lock (a web server calls it from a thread pool)."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        self.path = str(path)
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        self._dirty = False
+        self._loaded: LoadedIndex | None = None
+        self._db = self._connect()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+    # ------------------------------------------------------------ opening
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            if not Path(self.path).is_file():
+                raise StoreError(f"{self.path}: no photo index here; run `photos index` first")
+            uri = f"file:{Path(self.path).as_posix()}?mode=ro"
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        else:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA busy_timeout = 10000")
+            if not self.read_only:
+                db.execute("PRAGMA journal_mode = WAL")
+                # NORMAL in WAL mode: a crashed process loses nothing committed;
+                # only a power cut may drop the last commits.
+                db.execute("PRAGMA synchronous = NORMAL")
+            self._check_schema(db)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise StoreError(f"{self.path}: not a usable SQLite photo index ({exc})") from exc
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _check_schema(self, db: sqlite3.Connection) -> None:
+        found = schema_version(db)
+        if found > LATEST:
+            raise StoreError(
+                f"{self.path}: index schema version {found} is newer than this handspring "
+                f"understands ({LATEST}); upgrade handspring to use it"
+            )
+        if found < LATEST:
+            if self.read_only:
+                raise StoreError(
+                    f"{self.path}: index schema version {found} needs upgrading to {LATEST}; "
+                    "open it once for writing (e.g. `handspring photos status`)"
+                )
+            migrate(db)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._db.close()
+            self._loaded = None
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ reading
+
+    def get(self, photo_id: int) -> Photo | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE id = ?", (int(photo_id),)
+            ).fetchone()
+        return _photo(row) if row else None
+
+    def get_by_path(self, path: str) -> Photo | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE path = ?", (path,)
+            ).fetchone()
+        return _photo(row) if row else None
+
+    def vector(self, photo_id: int) -> np.ndarray | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT vector FROM photos WHERE id = ?", (int(photo_id),)
+            ).fetchone()
+        return None if row is None or row[0] is None else _vector(row[0])
+
+    def count(self) -> int:
+        """Photos that search can return (indexed with a vector)."""
+        with self._lock:
+            return int(
+                self._db.execute("SELECT count(*) FROM photos WHERE vector IS NOT NULL").fetchone()[
+                    0
+                ]
+            )
+
+    def errors(self) -> list[Photo]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE error IS NOT NULL ORDER BY path"
+            ).fetchall()
+        return [_photo(row) for row in rows]
+
+    def model(self) -> ModelInfo | None:
+        meta = self._meta()
+        if "image_model" not in meta:
+            return None
+        return ModelInfo(meta["image_model"], int(meta["dim"]), meta.get("precision", "fp32"))
+
+    def _meta(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    def files_under(self, roots: Sequence[str]) -> Iterator[IndexedFile]:
+        for root in roots:
+            low, high = _prefix_range(root)
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT id, path, size, mtime_ns, sha256, vector IS NOT NULL, error"
+                    " FROM photos WHERE path >= ? AND path < ?",
+                    (low, high),
+                ).fetchall()
+            for row in rows:
+                yield IndexedFile(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6])
+
+    def vector_for_sha256(self, sha256: str) -> np.ndarray | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT vector FROM photos WHERE sha256 = ? AND vector IS NOT NULL LIMIT 1",
+                (sha256,),
+            ).fetchone()
+        return None if row is None else _vector(row[0])
+
+    # ------------------------------------------------------------ searching
+
+    def search(self, query: np.ndarray, flt: SearchFilter, limit: int, offset: int) -> list[Hit]:
+        if limit < 0 or offset < 0:
+            raise ValueError(f"limit and offset must be >= 0, got {limit} and {offset}")
+        loaded = self._index()
+        if loaded is None or limit == 0:
+            return []
+        allowed = loaded.allowed(flt)
+        top = loaded.scan.top_k(query, limit + offset, self._vectors_of, allowed, flt.min_score)
+        page = top[offset:]
+        photos = self._photos_of([photo_id for photo_id, _ in page])
+        return [Hit(photos[pid], score) for pid, score in page if pid in photos]
+
+    def preload(self) -> None:
+        """Load the in-memory copy for search now (~10 s per million photos here), so a
+        server pays it at start rather than on its first query."""
+        self._index()
+
+    def _index(self) -> LoadedIndex | None:
+        """The in-memory scan, loaded again if the index changed since it was loaded."""
+        with self._lock:
+            generation = self._meta().get("generation", "0")
+            if self._loaded is not None and self._loaded.generation == generation:
+                return self._loaded
+            self._loaded = None  # let the old copy go before the new one is built
+            own_snapshot = not self._db.in_transaction
+            if own_snapshot:
+                self._db.execute("BEGIN")  # one snapshot for the count and the rows
+            try:
+                count = int(
+                    self._db.execute(
+                        "SELECT count(*) FROM photos WHERE vector IS NOT NULL"
+                    ).fetchone()[0]
+                )
+                if count == 0:
+                    return None
+                dim = int(self._meta()["dim"])
+                cursor = self._db.execute(
+                    "SELECT id, vector, taken_ts, month_day, path FROM photos"
+                    " WHERE vector IS NOT NULL ORDER BY id"
+                )
+                chunks = iter(lambda: cursor.fetchmany(_LOAD_CHUNK), [])
+                self._loaded = LoadedIndex.build(generation, count, dim, chunks)
+            finally:
+                if own_snapshot:
+                    self._db.execute("COMMIT")
+            return self._loaded
+
+    def _vectors_of(self, photo_ids: np.ndarray) -> np.ndarray:
+        found: dict[int, bytes] = {}
+        ids = [int(i) for i in photo_ids]
+        with self._lock:
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    self._db.execute(
+                        f"SELECT id, vector FROM photos WHERE id IN ({marks})", chunk
+                    ).fetchall()
+                )
+        if any(found.get(i) is None for i in ids):  # deleted since the scan was loaded
+            dim = self._loaded.scan.dim if self._loaded else 0
+            gone = np.full(dim, np.nan, dtype=np.float32)
+            return np.stack([_vector(found[i]) if found.get(i) else gone for i in ids])
+        return np.frombuffer(b"".join(found[i] for i in ids), dtype="<f4").reshape(len(ids), -1)
+
+    def _photos_of(self, photo_ids: list[int]) -> dict[int, Photo]:
+        out: dict[int, Photo] = {}
+        with self._lock:
+            for chunk in _chunks(photo_ids):
+                marks = ",".join("?" * len(chunk))
+                for row in self._db.execute(
+                    f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE id IN ({marks})", chunk
+                ):
+                    out[row[0]] = _photo(row)
+        return out
+
+    # ------------------------------------------------------------ writing
+
+    def _write(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
+        if self.read_only:
+            raise StoreError(f"{self.path}: opened read-only")
+        with self._lock:
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._dirty = True
+            return self._db.execute(sql, params)
+
+    def set_model(self, info: ModelInfo) -> None:
+        for key, value in (
+            ("image_model", info.name),
+            ("dim", str(info.dim)),
+            ("precision", info.precision),
+        ):
+            self._write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def put(self, record: PhotoRecord, vector: np.ndarray | None) -> int:
+        row = (*_record_columns(record), None if vector is None else _blob(vector), time.time())
+        with self._lock:
+            return int(self._write(_UPSERT, row).fetchone()[0])
+
+    def move(self, photo_id: int, record: PhotoRecord) -> None:
+        self._write(_MOVE, (*_record_columns(record), time.time(), int(photo_id)))
+
+    def delete(self, photo_ids: Sequence[int]) -> None:
+        for chunk in _chunks([int(i) for i in photo_ids]):
+            self._write(f"DELETE FROM photos WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+
+    def commit(self) -> None:
+        with self._lock:
+            if not self._db.in_transaction:
+                return
+            if self._dirty:
+                # Readers (a server's in-memory scan) reload when this changes.
+                self._db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('generation', '1')"
+                    " ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+                )
+            self._db.execute("COMMIT")
+            self._dirty = False
+
+
+_RECORD_COLUMNS = (
+    "path", "size", "mtime_ns", "sha256", "width", "height", "taken_at", "taken_ts",
+    "month_day", "lat", "lon", "exif", "error",
+)  # fmt: skip
+
+
+_UPSERT = f"""
+    INSERT INTO photos ({", ".join(_RECORD_COLUMNS)}, vector, indexed_at)
+    VALUES ({", ".join("?" * (len(_RECORD_COLUMNS) + 2))})
+    ON CONFLICT (path) DO UPDATE SET
+        {", ".join(f"{c} = excluded.{c}" for c in _RECORD_COLUMNS[1:])},
+        vector = excluded.vector, indexed_at = excluded.indexed_at
+    RETURNING id
+"""
+# Same content under a new path or mtime: every column but the vector (and the id).
+_MOVE = f"""
+    UPDATE photos SET {", ".join(f"{c} = ?" for c in _RECORD_COLUMNS)},
+        indexed_at = ? WHERE id = ?
+"""
+
+
+def _record_columns(record: PhotoRecord) -> tuple[object, ...]:
+    """A record's values in _RECORD_COLUMNS order."""
+    taken = record.taken_at
+    lat, lon = record.gps if record.gps else (None, None)
+    return (
+        record.path,
+        record.size,
+        record.mtime_ns,
+        record.sha256,
+        record.width,
+        record.height,
+        taken.isoformat() if taken else None,
+        timestamp(taken) if taken else None,
+        day_index(taken) if taken else None,
+        lat,
+        lon,
+        json.dumps(record.exif, ensure_ascii=False, allow_nan=False),
+        record.error,
+    )
+
+
+def _prefix_range(folder: str) -> tuple[str, str]:
+    """[low, high) of the paths under a folder: '/a/' <= path < '/a0' ('0' follows '/')."""
+    prefix = folder.rstrip("/") + "/"
+    return prefix, prefix[:-1] + "0"
+
+
+def _chunks(items: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start : start + _IN_CHUNK]
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    """Unit length, float32 little-endian: search scores are cosines, as in Qdrant."""
+    vector = np.asarray(vector, dtype="<f4").reshape(-1)
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(norm) or norm == 0:
+        raise ValueError("refusing to store a vector that is zero or has NaN or infinite values")
+    if abs(norm - 1) > 1e-5:  # embedders give unit vectors; those are stored bit for bit
+        vector = (vector / norm).astype("<f4")
+    return vector.tobytes()
+
+
+def _vector(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+
+
+def _photo(row: Sequence) -> Photo:
+    photo_id, path, size, mtime_ns, sha256, width, height, taken_at, lat, lon, exif, error = row
+    return Photo(
+        id=int(photo_id),
+        path=path,
+        size=int(size),
+        mtime=mtime_ns / 1e9,
+        sha256=sha256,
+        width=width,
+        height=height,
+        taken_at=datetime.datetime.fromisoformat(taken_at) if taken_at else None,
+        gps=(lat, lon) if lat is not None and lon is not None else None,
+        exif=json.loads(exif) if exif else {},
+        error=error,
+    )

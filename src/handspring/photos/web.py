@@ -1,0 +1,443 @@
+"""The photo-search web app: the page, the JSON API behind it, thumbnails and originals.
+
+Routes follow the original photo-search tool where it makes sense: a text search
+with `limit`, `offset` and a filter `{minScore, notBefore, notAfter, onThisDay}`,
+"show similar" for a photo id, and originals and EXIF-upright thumbnails by id.
+Files are only ever found through the index (by id, never by a path from the
+request), so nothing outside the indexed photos can be read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import mimetypes
+import os
+import stat
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from handspring.errors import HandspringError, ImageError
+from handspring.photos.auth import (
+    AuthConfig,
+    AuthError,
+    AuthUnavailable,
+    BearerAuthenticator,
+    Principal,
+)
+from handspring.photos.records import Hit, Photo, SearchFilter
+from handspring.photos.search import Searcher, parse_query
+from handspring.photos.store import PhotoStore
+from handspring.photos.thumbnails import ThumbnailCache, bucket_size
+
+STATIC = Path(__file__).parent / "static"
+MTIME_TOLERANCE = 1e-6  # seconds; mtimes round-trip through the store as doubles
+_EXTRA_TYPES = {".heic": "image/heic", ".heif": "image/heif", ".webp": "image/webp"}
+# The page loads only its own files; thumbnails and originals arrive as blob: URLs.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; script-src 'self'; "
+    "style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'self'"
+)
+T = TypeVar("T")
+# Declared for the OpenAPI schema; `create_app` checks the header itself, to answer in JSON.
+BEARER = HTTPBearer(
+    auto_error=False,
+    description="An API key or an OIDC access token, as `Authorization: Bearer <token>`.",
+)
+
+MAX_LIMIT = 200
+MAX_OFFSET = 100_000
+
+
+class ApiModel(BaseModel):
+    """JSON in camelCase, as the original tool's API; Python attributes in snake_case."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class FilterFields(ApiModel):
+    """The original tool's filter fields, plus `folder`. All optional; they combine with AND."""
+
+    model_config = ConfigDict(extra="forbid")  # merged with ApiModel's
+
+    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="cosine similarity >= this")
+    not_before: dt.date | None = Field(None, description="taken on or after this day")
+    not_after: dt.date | None = Field(None, description="taken on or before this day")
+    on_this_day: dt.date | bool | None = Field(
+        None, description="taken on this month and day, any year; true: today (server's date)"
+    )
+    folder: str | None = Field(
+        None, max_length=4096, description="absolute folder: only photos under it"
+    )
+
+    @field_validator("folder")
+    @classmethod
+    def _absolute_folder(cls, folder: str | None) -> str | None:
+        if folder is None:
+            return None
+        if not os.path.isabs(folder):
+            raise ValueError("must be an absolute folder path")
+        return os.path.normpath(folder)
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> FilterFields:
+        if self.not_before and self.not_after and self.not_before > self.not_after:
+            raise ValueError("notBefore is after notAfter: no photo can match")
+        return self
+
+    def to_search_filter(self) -> SearchFilter:
+        day = self.on_this_day
+        return SearchFilter(
+            not_before=self.not_before,
+            not_after=self.not_after,
+            on_this_day=dt.date.today() if day is True else (day or None),
+            min_score=self.min_score,
+            folder=self.folder,
+        )
+
+
+class SearchRequest(ApiModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="text in any language; rclip-style terms with weights and +/- "
+        "(e.g. `beach + 2:sunset - people`); indexed photos by id",
+    )
+    limit: int = Field(20, ge=1, le=MAX_LIMIT)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
+    filter: FilterFields = Field(default_factory=FilterFields)
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, query: str) -> str:
+        if not query.strip():
+            raise ValueError("the query is empty")
+        return query
+
+
+class SimilarQuery(FilterFields):
+    limit: int = Field(20, ge=1, le=MAX_LIMIT)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
+
+
+class Gps(ApiModel):
+    lat: float
+    lon: float
+
+
+class PhotoSummary(ApiModel):
+    id: int
+    name: str
+    path: str
+    taken_at: dt.datetime | None = Field(description="as the camera wrote it (local time)")
+    width: int | None = Field(description="as displayed, after EXIF orientation")
+    height: int | None
+    thumbnail_url: str = Field(description="add ?size=<longest side in pixels>")
+    original_url: str
+
+
+class HitOut(PhotoSummary):
+    score: float = Field(description="cosine similarity to the query")
+
+
+class ResultsPage(ApiModel):
+    results: list[HitOut]
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="offset of the next page; null on the last")
+
+
+class PhotoDetail(PhotoSummary):
+    size: int = Field(description="bytes")
+    modified_at: dt.datetime
+    sha256: str
+    mime_type: str
+    gps: Gps | None
+    exif: dict[str, Any]
+    error: str | None = Field(description="why the photo could not be read, if it could not")
+
+
+class StatusOut(ApiModel):
+    photos: int
+    max_limit: int
+    max_offset: int
+
+
+class HealthOut(ApiModel):
+    status: str
+
+
+def _summary_fields(photo: Photo) -> dict[str, Any]:
+    base = f"/api/photos/{photo.id}"
+    return {
+        "id": photo.id,
+        "name": Path(photo.path).name,
+        "path": photo.path,
+        "taken_at": photo.taken_at,
+        "width": photo.width,
+        "height": photo.height,
+        "thumbnail_url": f"{base}/thumbnail",
+        "original_url": f"{base}/original",
+    }
+
+
+def hit_of(hit: Hit) -> HitOut:
+    return HitOut(**_summary_fields(hit.photo), score=hit.score)
+
+
+def detail_of(photo: Photo, mime_type: str) -> PhotoDetail:
+    return PhotoDetail(
+        **_summary_fields(photo),
+        size=photo.size,
+        modified_at=dt.datetime.fromtimestamp(photo.mtime, tz=dt.UTC),
+        sha256=photo.sha256,
+        mime_type=mime_type,
+        gps=Gps(lat=photo.gps[0], lon=photo.gps[1]) if photo.gps else None,
+        exif=photo.exif,
+        error=photo.error,
+    )
+
+
+def mime_type_of(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    return _EXTRA_TYPES.get(suffix) or mimetypes.guess_type(path)[0] or "application/octet-stream"
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"message": message}, status_code=status, headers=headers)
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = list(error.get("loc", ()))
+        if loc and loc[0] in ("body", "query", "path", "header"):
+            loc = loc[1:]  # where in the request is plain from the field's name
+        where = ".".join(str(p) for p in loc)
+        parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app(
+    store: PhotoStore,
+    searcher: Searcher,
+    *,
+    auth: AuthConfig | None = None,
+    thumbnail_cache: Path,
+    allowed_hosts: Sequence[str] | None = None,
+) -> FastAPI:
+    """The ASGI app serving the UI at `/` and the JSON API under `/api`.
+
+    auth: API keys and/or OIDC; when given, every `/api` route needs
+        `Authorization: Bearer <key or token>` (the page and `/_health` stay open).
+    thumbnail_cache: folder for resized photos (created on demand).
+    allowed_hosts: Host header values accepted (None: any). Serving on loopback,
+        pass the loopback names so a web page cannot reach the API by DNS rebinding.
+    """
+    app = FastAPI(
+        title="Handspring photos",
+        summary="Search a photo library by text or by example photo.",
+        docs_url=None,  # the bundled docs pages load their scripts from a CDN
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    if getattr(searcher, "allow_paths", False):
+        # Example photos by path would let a request make the server read any file.
+        raise ValueError("the web app needs a Searcher with allow_paths=False")
+    thumbnails = ThumbnailCache(thumbnail_cache)
+    authenticator = BearerAuthenticator(auth) if auth else None
+    # One search at a time: the models load on first use and ONNX Runtime already
+    # spreads one query over every core. The lock also serialises store access.
+    lock = threading.Lock()
+
+    def locked(call: Callable[[], T]) -> T:
+        with lock:
+            return call()
+
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        if request.url.path.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "private, no-store")
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, _describe_validation(exc))
+
+    def require_auth(
+        request: Request,
+        _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> Principal | None:
+        assert authenticator is not None
+        try:
+            return authenticator.authenticate(request.headers.get("authorization"))
+        except AuthError as exc:
+            raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+        except AuthUnavailable as exc:
+            raise HTTPException(503, str(exc)) from exc
+
+    api = APIRouter(prefix="/api", dependencies=[Depends(require_auth)] if authenticator else [])
+
+    def indexed(photo_id: int) -> Photo:
+        photo = locked(lambda: store.get(photo_id))
+        if photo is None:
+            raise HTTPException(404, f"photo {photo_id} is not in the index")
+        return photo
+
+    def file_as_indexed(photo: Photo) -> Path:
+        """The photo's file, if it is still the one indexed; otherwise a clear error."""
+        path = Path(photo.path)
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            raise HTTPException(
+                410, f"photo {photo.id} ({photo.path}) is no longer on disk; index again"
+            ) from None
+        except OSError as exc:
+            raise HTTPException(
+                500, f"photo {photo.id} ({photo.path}): {exc.strerror or exc}"
+            ) from exc
+        if not stat.S_ISREG(info.st_mode):
+            raise HTTPException(410, f"photo {photo.id} ({photo.path}) is no longer a file")
+        if info.st_size != photo.size or abs(info.st_mtime - photo.mtime) > MTIME_TOLERANCE:
+            raise HTTPException(
+                409, f"photo {photo.id} ({photo.path}) changed since it was indexed; index again"
+            )
+        return path
+
+    def page(hits: list[Hit], limit: int, offset: int) -> ResultsPage:
+        # One more hit than asked is fetched, to know whether there is a next page.
+        more = len(hits) > limit
+        return ResultsPage(
+            results=[hit_of(hit) for hit in hits[:limit]],
+            limit=limit,
+            offset=offset,
+            next_offset=offset + limit if more else None,
+        )
+
+    def run_search(call: Callable[[], list[Hit]]) -> list[Hit]:
+        try:
+            return locked(call)
+        except KeyError as exc:
+            raise HTTPException(404, str(exc.args[0]) if exc.args else "not found") from exc
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        except HandspringError as exc:
+            raise HTTPException(500, str(exc)) from exc
+
+    @api.post("/search", response_model=ResultsPage, summary="Search by text or example photos")
+    def search(request: SearchRequest) -> ResultsPage:
+        try:
+            terms = parse_query(request.query)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        flt = request.filter.to_search_filter()
+        hits = run_search(
+            lambda: searcher.search(terms, flt, limit=request.limit + 1, offset=request.offset)
+        )
+        return page(hits, request.limit, request.offset)
+
+    @api.get(
+        "/photos/{photo_id}/similar",
+        response_model=ResultsPage,
+        summary="Photos similar to an indexed photo (the photo itself excluded)",
+    )
+    def similar(photo_id: int, query: Annotated[SimilarQuery, Query()]) -> ResultsPage:
+        flt = query.to_search_filter()
+        hits = run_search(
+            lambda: searcher.similar(photo_id, flt, limit=query.limit + 1, offset=query.offset)
+        )
+        return page(hits, query.limit, query.offset)
+
+    @api.get("/photos/{photo_id}", response_model=PhotoDetail, summary="One photo's metadata")
+    def photo_detail(photo_id: int) -> PhotoDetail:
+        photo = indexed(photo_id)
+        return detail_of(photo, mime_type_of(photo.path))
+
+    @api.get(
+        "/photos/{photo_id}/thumbnail",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}, 304: {"description": "Not modified"}},
+        summary="The photo resized (longest side `size`, rounded up), upright per EXIF, as JPEG",
+    )
+    def thumbnail(
+        photo_id: int, request: Request, size: Annotated[int, Query(ge=16, le=4096)] = 256
+    ) -> Response:
+        photo = indexed(photo_id)
+        source = file_as_indexed(photo)
+        size = bucket_size(size)
+        headers = {"ETag": f'"{photo.sha256}-{size}"', "Cache-Control": "private, max-age=86400"}
+        if request.headers.get("if-none-match") == headers["ETag"]:
+            return Response(status_code=304, headers=headers)
+        try:
+            path = thumbnails.get(source, photo.sha256, size)
+        except ImageError as exc:
+            raise HTTPException(422, f"photo {photo.id}: {exc}") from exc
+        return FileResponse(path, media_type="image/jpeg", headers=headers)
+
+    @api.get(
+        "/photos/{photo_id}/original",
+        response_class=FileResponse,
+        responses={200: {"content": {"image/*": {}}}},
+        summary="The photo's file as indexed",
+    )
+    def original(photo_id: int, request: Request) -> Response:
+        photo = indexed(photo_id)
+        source = file_as_indexed(photo)
+        headers = {"ETag": f'"{photo.sha256}"', "Cache-Control": "private, max-age=86400"}
+        if request.headers.get("if-none-match") == headers["ETag"]:
+            return Response(status_code=304, headers=headers)
+        return FileResponse(
+            source,
+            media_type=mime_type_of(photo.path),
+            filename=source.name,
+            content_disposition_type="inline",
+            headers=headers,
+        )
+
+    @api.get("/status", response_model=StatusOut, summary="What the index holds")
+    def status() -> StatusOut:
+        return StatusOut(photos=locked(store.count), max_limit=MAX_LIMIT, max_offset=MAX_OFFSET)
+
+    app.include_router(api)
+
+    @app.get("/_health", response_model=HealthOut, include_in_schema=False)
+    def health() -> HealthOut:
+        return HealthOut(status="healthy")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+    return app

@@ -1,0 +1,118 @@
+"""Browser tests: Debian's headless Chromium through Selenium, and a real uvicorn server on
+loopback to point it at.
+
+Nothing is downloaded: the driver and the browser are the distribution's
+(/usr/bin/chromedriver, /usr/bin/chromium), the way CI installs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import uvicorn
+from PIL import Image
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+WINDOW = (1280, 900)
+T = TypeVar("T")
+
+
+def chromium_missing() -> str | None:
+    """Why the browser tests cannot run here, or None if they can."""
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not Path(path).is_file() and not shutil.which(path):
+            return f"{path} is not installed (apt-get install chromium chromium-driver)"
+    return None
+
+
+@contextlib.contextmanager
+def chromium(profile_dir: Path, window: tuple[int, int] = WINDOW) -> Iterator[WebDriver]:
+    """A headless Chromium with a fresh profile, quiet on the network, at a fixed size and a
+    device pixel ratio of 1 (so element rectangles are screenshot pixels)."""
+    options = Options()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--force-device-scale-factor=1",
+        f"--user-data-dir={profile_dir}",
+        f"--window-size={window[0]},{window[1]}",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(driver: WebDriver, condition: Callable[[WebDriver], T], timeout: float = 30) -> T:
+    """The first truthy value of condition(driver), polled; TimeoutException after `timeout`."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+
+
+def console_errors(driver: WebDriver) -> list[str]:
+    """Severe messages from the page's console: script errors, CSP violations, failed loads."""
+    entries: list[dict[str, Any]] = driver.get_log("browser")
+    return [e["message"] for e in entries if e.get("level") == "SEVERE"]
+
+
+def screenshot(driver: WebDriver, save_to: Path) -> np.ndarray:
+    """The visible page as uint8 H x W x 3, also saved as a PNG for a human to look at."""
+    png = driver.get_screenshot_as_png()
+    save_to.write_bytes(png)
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+class LiveServer:
+    """An ASGI app served by uvicorn in a thread, on 127.0.0.1 and a free port."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", server_header=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    def __enter__(self) -> LiveServer:
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=20)
+        self._socket.close()
