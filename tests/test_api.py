@@ -565,3 +565,14 @@ def test_count_tokens_reports_truncation(model: ClipModel) -> None:
     context = model.tokenizer.context_length  # type: ignore[union-attr]
     assert lengths.tolist() == [4, 2, context]
     assert truncated.tolist() == [False, False, True]
+
+
+@pytest.mark.parametrize("spinning", [True, False])
+def test_spinning_reaches_every_session(tiny_hf: Path, spinning: bool) -> None:
+    model = handspring.load(tiny_hf, spinning=spinning)
+    assert isinstance(model, ClipModel)
+    for tower in (model.image_tower, model.text_tower):
+        assert tower is not None
+        options = tower.session.get_session_options()
+        entry = options.get_session_config_entry("session.intra_op.allow_spinning")
+        assert entry == ("1" if spinning else "0")

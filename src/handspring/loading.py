@@ -94,6 +94,7 @@ def load(
     exif_orientation: bool = True,
     fast_decode: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    spinning: bool = True,
 ) -> ClipModel | SentenceEmbedder:
     """Load a model from a folder, a Hugging Face repo id or an alias: CLIP
     (a `ClipModel`) or a sentence-transformers text model (a `SentenceEmbedder`).
@@ -106,6 +107,8 @@ def load(
     exif_orientation: rotate photos as their EXIF says (transformers'
         `load_image(path)` does; its processor on an opened image does not).
     fast_decode: JPEG draft-mode decoding (see README for its measured effect).
+    spinning: ORT worker threads spin between ops (lowest latency). Turn it off when
+        other threads of the process need the cores, as decoding does while indexing.
     """
     asked = tuple(dict.fromkeys(modalities)) if modalities is not None else None
     if asked is not None and (not asked or set(asked) - set(MODALITIES)):
@@ -115,14 +118,15 @@ def load(
     if is_text_model:
         if asked is not None and "image" in asked:
             raise ValueError(f"{model} is a text model: it has no image modality")
-        return load_sentence_model(str(model), root, precision_obj, threads)
+        return load_sentence_model(str(model), root, precision_obj, threads, spinning)
     modalities = asked or MODALITIES
     checkpoint = load_clip_checkpoint(resolve_alias(str(model)), modalities, layout_root=root)
     # Towers and the tokenizer start in parallel: ORT releases the GIL while
     # it loads and pre-packs weights, which is most of a start from the cache.
     with ThreadPoolExecutor(max_workers=len(modalities) + 1) as pool:
         futures = {
-            m: pool.submit(clip_tower, checkpoint, m, precision_obj, threads) for m in modalities
+            m: pool.submit(clip_tower, checkpoint, m, precision_obj, threads, spinning)
+            for m in modalities
         }
         tokenizer_future = pool.submit(_tokenizer, checkpoint) if "text" in modalities else None
         towers = {m: f.result() for m, f in futures.items()}

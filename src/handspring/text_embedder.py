@@ -205,7 +205,7 @@ def check_int8_gate(name: str) -> None:
 
 
 def load_sentence_model(
-    name: str, folder: Path, precision: Precision, threads: int | None
+    name: str, folder: Path, precision: Precision, threads: int | None, spinning: bool = True
 ) -> SentenceEmbedder:
     if precision.int8:
         check_int8_gate(name)
@@ -250,6 +250,6 @@ def load_sentence_model(
             cfg, tensors, precision, spec.pooling, spec.dense, dense_sources, prefix
         )
 
-    session = built_session(weight_files, options, build, threads).session
+    session = built_session(weight_files, options, build, threads, spinning).session
     dim = spec.dense[-1].out_features if spec.dense else cfg.hidden_size * len(spec.pooling.modes)
     return SentenceEmbedder(name, spec, cfg, session, _tokenizer(encoder_folder, spec, cfg), dim)

@@ -42,22 +42,29 @@ def built_session(
     options: dict[str, Any],
     build: Callable[[], onnx.ModelProto],
     threads: int | None,
+    spinning: bool = True,
 ) -> TowerSession:
     """A session on the graph `build` makes, from the graph cache when it has
     one for these weights and options."""
     start = time.perf_counter()
     path, built = cached_graph(graph_key(weight_files, options), build)
-    return TowerSession(make_session(path, threads), path, built, time.perf_counter() - start)
+    session = make_session(path, threads, spinning)
+    return TowerSession(session, path, built, time.perf_counter() - start)
 
 
 def clip_tower(
-    checkpoint: ClipCheckpoint, modality: Modality, precision: Precision, threads: int | None
+    checkpoint: ClipCheckpoint,
+    modality: Modality,
+    precision: Precision,
+    threads: int | None,
+    spinning: bool = True,
 ) -> TowerSession:
     if checkpoint.layout == "immich":
         # Pre-exported graphs run as they are; precision is whatever they were exported at.
         start = time.perf_counter()
         path = checkpoint.onnx_files[modality]
-        return TowerSession(make_session(path, threads), path, False, time.perf_counter() - start)
+        session = make_session(path, threads, spinning)
+        return TowerSession(session, path, False, time.perf_counter() - start)
     assert checkpoint.config is not None and checkpoint.tensors is not None
     config, tensors = checkpoint.config, checkpoint.tensors
     options = {
@@ -72,4 +79,4 @@ def clip_tower(
         builder = build_vision_graph if modality == "image" else build_text_graph
         return builder(config, tensors, precision)
 
-    return built_session(checkpoint.weight_files, options, build, threads)
+    return built_session(checkpoint.weight_files, options, build, threads, spinning)

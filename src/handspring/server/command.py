@@ -55,6 +55,11 @@ def _option(*decls: str, env: str | None = None, **kwargs: Any) -> Callable:
     default=None,
     help="ONNX Runtime threads per session (default: all CPUs).",
 )
+@_option(
+    "--spinning/--no-spinning",
+    default=True,
+    help="ONNX Runtime threads spin between ops: lowest latency; off leaves idle cores free.",
+)
 @_option("--max-batch", type=int, default=32, help="Items per engine run.")
 @_option("--max-wait-ms", type=float, default=2.0, help="How long a batch waits to fill.")
 @_option(
@@ -124,6 +129,7 @@ def config_from_options(opts: dict[str, Any]) -> ServerConfig:
         preload=opts["preload"],
         idle_unload_s=opts["idle_unload"],
         threads=opts["threads"],
+        spinning=opts["spinning"],
         max_batch=opts["max_batch"],
         max_wait_ms=opts["max_wait_ms"],
         max_queue=opts["max_queue"],

@@ -42,6 +42,7 @@ class ServerConfig:
     preload: bool = False  # load every model at start-up rather than on first use
     idle_unload_s: float = 0.0  # 0: never unload
     threads: int | None = None  # ONNX Runtime threads per session
+    spinning: bool = True  # ORT threads spin between ops; off leaves the cores to HTTP work
     # Dynamic batching.
     max_batch: int = 32
     max_wait_ms: float = 2.0

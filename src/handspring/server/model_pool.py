@@ -129,6 +129,7 @@ class ModelPool:
                 precision=spec.precision,
                 threads=self.config.threads,
                 max_pixels=self.config.max_pixels,
+                spinning=self.config.spinning,
             )
         except Exception as exc:
             log.exception("model %s failed to load", spec.name)
