@@ -35,7 +35,7 @@ def served(
     logs = tmp_path_factory.mktemp("serve") / "stderr.txt"
     command = [
         sys.executable, "-m", "handspring.photos.web_cli",
-        "--store", f"sqlite://{web_library.db}",
+        "--db", f"sqlite://{web_library.db}",
         "--port", str(port),
         "--text-model", str(web_library.models.text),
         "--thumbnail-cache", str(logs.parent / "thumbs"),
@@ -96,7 +96,7 @@ def test_served_from_the_command_line_with_a_key_from_the_environment(
 )
 def test_unsafe_or_incomplete_settings_are_refused(args: list[str], message: str) -> None:
     result = CliRunner().invoke(
-        serve, ["--store", "/nonexistent/index.db", *args], env={"HANDSPRING_PHOTOS_API_KEY": None}
+        serve, ["--db", "/nonexistent/index.db", *args], env={"HANDSPRING_PHOTOS_API_KEY": None}
     )
     assert result.exit_code == 2, result.output
     assert message in result.output
@@ -105,7 +105,7 @@ def test_unsafe_or_incomplete_settings_are_refused(args: list[str], message: str
 def test_a_missing_index_is_a_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "nothing.db"
     result = CliRunner().invoke(
-        serve, ["--store", str(missing)], env={"HANDSPRING_PHOTOS_API_KEY": None}
+        serve, ["--db", str(missing)], env={"HANDSPRING_PHOTOS_API_KEY": None}
     )
     assert result.exit_code == 1
     assert str(missing) in result.output and "no photo index" in result.output

@@ -18,7 +18,7 @@ from handspring.photos.records import SearchFilter
 from handspring.photos.scan import DEFAULT_EXCLUDES, ScanOptions
 from handspring.photos.store import DEFAULT_STORE_ENV, default_store_url, open_store
 
-_DB_HELP = (
+DB_HELP = (
     "The index: a file path or sqlite:///abs/path.db (SQLite, the default), "
     "qdrant:///abs/folder (Qdrant, embedded) or qdrant+http(s)://host:port. "
     f"Default: ${DEFAULT_STORE_ENV}, else ~/.local/share/handspring/photos.db."
@@ -26,7 +26,7 @@ _DB_HELP = (
 
 
 def _db_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--db", default=None, metavar="URL", help=_DB_HELP)(command)
+    return click.option("--db", default=None, metavar="URL", help=DB_HELP)(command)
 
 
 @click.group("photos")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from handspring.photos.cli import DB_HELP
+
 DEFAULT_PORT = 8080
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -29,13 +31,7 @@ def is_loopback(host: str) -> bool:
 
 
 @click.command("serve")
-@click.option(
-    "--store",
-    "store_url",
-    help="Index to serve: a file path, sqlite:///abs/path.db, qdrant:///abs/folder or "
-    "qdrant+http(s)://host:port. Default: $HANDSPRING_PHOTOS_DB, else "
-    "~/.local/share/handspring/photos.db.",
-)
+@click.option("--db", "store_url", default=None, metavar="URL", help=DB_HELP)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
