@@ -119,17 +119,22 @@ def test_sigkill_then_resume(kind: str, tmp_path: Path, photo_models: PhotoModel
         before = dict(db.execute("SELECT path, id FROM photos").fetchall())
         db.close()
 
+    resumed = _resume(tmp_path / "lib", url, photo_models)
+    ids = _check_complete(url, expected)
+    if kind == "sqlite":
+        assert {p: ids[p] for p in before} == before  # committed rows kept as they were
+        assert f"{len(before)} unchanged" in resumed.stderr
+
+
+def _resume(library: Path, url: str, photo_models: PhotoModels) -> subprocess.CompletedProcess:
     resumed = subprocess.run(
-        _index_command(tmp_path / "lib", url, photo_models, "--no-progress"),
+        _index_command(library, url, photo_models, "--no-progress"),
         capture_output=True,
         text=True,
         timeout=DEADLINE_S,
     )
     assert resumed.returncode == 0, resumed.stderr
-    ids = _check_complete(url, expected)
-    if kind == "sqlite":
-        assert {p: ids[p] for p in before} == before  # committed rows kept as they were
-        assert f"{len(before)} unchanged" in resumed.stderr
+    return resumed
 
 
 def test_ctrl_c_saves_the_work_done(tmp_path: Path, photo_models: PhotoModels) -> None:
@@ -148,12 +153,6 @@ def test_ctrl_c_saves_the_work_done(tmp_path: Path, photo_models: PhotoModels) -
     assert "interrupted: the work done so far is saved" in stderr
     saved = _sqlite_rows(db_path)
     assert 12 <= saved < PHOTOS
-    resumed = subprocess.run(
-        _index_command(tmp_path / "lib", url, photo_models, "--no-progress"),
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE_S,
-    )
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = _resume(tmp_path / "lib", url, photo_models)
     assert f"{PHOTOS - saved} added" in resumed.stderr
     _check_complete(url, expected)

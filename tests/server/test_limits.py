@@ -59,6 +59,9 @@ def test_text_length_truncates_or_refuses_as_configured(serve: ServerFactory) ->
     body = {"input": ["short", LONG], "model": "minilm"}
     with serve() as url:
         assert _post(url, "/v1/embeddings", json=body).status_code == 200
+        # Long enough to be tokenized off the event loop; cut to the model's 256 tokens.
+        huge = _post(url, "/v1/embeddings", json={"input": ["x " * 15000], "model": "minilm"})
+        assert huge.json()["usage"]["prompt_tokens"] == 256
     with serve(truncate=False, max_text_chars=5000) as url:
         refused = _post(url, "/v1/embeddings", json=body)
         assert refused.status_code == 422

@@ -28,6 +28,10 @@ from handspring.text_embedder import SentenceEmbedder
 if TYPE_CHECKING:
     from handspring.server.url_fetch import UrlFetcher
 
+# Up to this many characters a request is tokenized on the event loop (tens of
+# microseconds); beyond, in a thread, so one huge request does not stall the others.
+INLINE_TOKENIZE_CHARS = 20_000
+
 
 @dataclass(frozen=True)
 class TextResult:
@@ -90,7 +94,12 @@ class EmbeddingService:
             model = _with_modality(loaded, "text")
             dimensions = _check_dimensions(model.dim, dimensions)
             try:
-                tokens, truncated = _count_tokens(model, texts, prompt_name)
+                if sum(map(len, texts)) > INLINE_TOKENIZE_CHARS:  # keep the event loop free
+                    tokens, truncated = await asyncio.to_thread(
+                        _count_tokens, model, texts, prompt_name
+                    )
+                else:
+                    tokens, truncated = _count_tokens(model, texts, prompt_name)
             except ValueError as exc:  # an unknown prompt name
                 raise RequestError(422, str(exc), param="prompt_name") from None
             if truncated.any() and not (self.config.truncate if truncate is None else truncate):
