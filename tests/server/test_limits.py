@@ -99,35 +99,53 @@ def test_image_pixel_limit_format_and_corrupt_images(serve: ServerFactory) -> No
         assert message.startswith("input[1]: ") and "(" not in message, message
 
 
+# 128 texts of 256 tokens keep the fp32 engine busy for about 3 s here.
+BUSY = {"inputs": ["word " * 300] * 128}
+
+
+def _queue_depth(url: str) -> float:
+    return metric_value(url, "handspring_queue_depth", model="minilm", modality="text")
+
+
 def test_full_queue_is_429_at_once(serve: ServerFactory) -> None:
-    # A long batch wait keeps the first request queued while the second arrives.
-    with serve(max_wait_ms=3000, max_batch=64, max_queue=3) as url:
-        first: list[requests.Response] = []
-        thread = threading.Thread(
-            target=lambda: first.append(_post(url, "/embed", json={"inputs": ["a", "b"]}))
-        )
-        thread.start()
+    with serve(max_queue=3) as url:
+        answers: list[requests.Response] = []
+
+        def send(body: dict) -> threading.Thread:
+            thread = threading.Thread(
+                target=lambda: answers.append(_post(url, "/embed", json=body))
+            )
+            thread.start()
+            return thread
+
+        busy = send(BUSY)  # runs: no longer queued
         deadline = time.monotonic() + 20
-        while metric_value(url, "handspring_queue_depth", model="minilm", modality="text") < 2:
+        while metric_value(url, "handspring_batch_size_count", model="minilm", modality="text") < 1:
             assert time.monotonic() < deadline
-            time.sleep(0.02)
+            time.sleep(0.01)
+        queued = send({"inputs": ["a", "b"]})  # waits behind it: 2 of 3 places taken
+        while _queue_depth(url) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         refused = _post(url, "/embed", json={"inputs": ["c", "d"]})
-        assert not first, "the 429 must come while the first request is still queued"
+        assert not answers, "the 429 must come while the others are still in flight"
         assert refused.status_code == 429
         assert refused.json()["error_type"] == "Overloaded"
         openai = _post(url, "/v1/embeddings", json={"input": ["c", "d"], "model": "minilm"})
         assert openai.status_code == 429 and openai.json()["error"]["type"] == "rate_limit_error"
-        thread.join()
-        assert first[0].status_code == 200
+        busy.join()
+        queued.join()
+        assert [a.status_code for a in answers] == [200, 200]
 
 
 def test_request_timeout_in_each_contract_shape(serve: ServerFactory) -> None:
-    with serve(max_wait_ms=5000, request_timeout_s=0.3) as url:
+    with serve(request_timeout_s=0.3) as url:
+        tei = _post(url, "/embed", json=BUSY)  # its own run outlasts the timeout
+        assert tei.status_code == 504 and set(tei.json()) == {"error", "error_type"}
+        # The abandoned run still holds the engine: these wait behind it and time out.
         openai = _post(url, "/v1/embeddings", json={"input": "a", "model": "minilm"})
         assert openai.status_code == 504
         assert openai.json()["error"]["type"] == "timeout_error"
-        tei = _post(url, "/embed", json={"inputs": "a"})
-        assert tei.status_code == 504 and set(tei.json()) == {"error", "error_type"}
         photo = _post(url, "/v1/embed", data={"query": "a"})
         assert photo.status_code == 504 and "0.3 s" in photo.json()["message"]
 

@@ -22,11 +22,10 @@ IN_FLIGHT = 4
 def test_sigterm_finishes_requests_in_flight() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    # A long batch wait holds the requests in the queue when SIGTERM arrives.
     command = [
         sys.executable, "-m", "handspring.server.command",
-        "--model", "minilm=all-minilm-l6-v2", "--port", str(port),
-        "--max-wait-ms", "1500", "--max-batch", "64", "--graceful-timeout", "30",
+        "--model", "minilm=all-minilm-l6-v2:fp32", "--port", str(port),
+        "--max-batch", "64", "--graceful-timeout", "30",
     ]  # fmt: skip
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     try:
@@ -44,14 +43,16 @@ def test_sigterm_finishes_requests_in_flight() -> None:
         answers: list[requests.Response] = []
 
         def client(i: int) -> None:
-            answers.append(requests.post(f"{url}/embed", json={"inputs": f"text {i}"}, timeout=60))
+            # 64 texts of 256 tokens: about 1.5 s of engine time each, so all are in flight.
+            body = {"inputs": [f"text {i} " + "word " * 300] * 64}
+            answers.append(requests.post(f"{url}/embed", json=body, timeout=60))
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(IN_FLIGHT)]
         for thread in threads:
             thread.start()
-        while (
-            metric_value(url, "handspring_queue_depth", model="minilm", modality="text") < IN_FLIGHT
-        ):
+        # One request runs while the others wait in the queue.
+        queued = (IN_FLIGHT - 1) * 64
+        while metric_value(url, "handspring_queue_depth", model="minilm", modality="text") < queued:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         server.send_signal(signal.SIGTERM)
@@ -63,7 +64,7 @@ def test_sigterm_finishes_requests_in_flight() -> None:
         if server.poll() is None:
             server.kill()
     assert [a.status_code for a in answers] == [200] * IN_FLIGHT
-    assert all(len(a.json()[0]) == 384 for a in answers)
+    assert all(len(a.json()) == 64 and len(a.json()[0]) == 384 for a in answers)
 
     lines = [line for line in (server.stderr.read() if server.stderr else "").splitlines() if line]
     records = [json.loads(line) for line in lines]  # each line is one JSON object

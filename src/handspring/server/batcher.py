@@ -6,6 +6,9 @@ worker found it waiting; a single request larger than `max_batch` runs on its ow
 (the engine batches inside it). Runs are serialised on one thread per batcher;
 ONNX Runtime's own threads do the parallel work.
 
+The wait applies only after a batch that held several requests: a lone client
+never waits for company that is not coming.
+
 The engine's vectors do not depend on the rest of their batch (bit for bit, in fp32
 and int8), so grouping never changes a result.
 """
@@ -58,6 +61,7 @@ class Batcher:
         self._waiting = 0  # items queued, not yet taken into a batch
         self._wakeup = asyncio.Event()
         self._closing = False
+        self._last_requests = 0  # requests in the last batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
         self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"batcher {name}")
 
@@ -91,7 +95,9 @@ class Batcher:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            deadline = loop.time() + self.max_wait_s
+            # Waiting for company only pays when there is company: after a batch of one
+            # request (a lone client), the next runs at once.
+            deadline = loop.time() + (self.max_wait_s if self._last_requests > 1 else 0.0)
             while self._waiting < self.max_batch and not self._closing:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -111,6 +117,7 @@ class Batcher:
             size += len(self._pending[0].items)
             batch.append(self._pending.popleft())
         self._set_waiting(self._waiting - size)
+        self._last_requests = len(batch)
         return batch
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:
