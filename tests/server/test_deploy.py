@@ -31,9 +31,9 @@ DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 
 # Measured with bench/server_bench.py (int8 CLIP ViT-B/32 image+text server, 2 CPUs;
 # see docs/server.md). The manifests' memory must cover them.
-SERVER_RSS_MIB = 298  # VmRSS after 10k requests (9 texts : 1 image of 640x480)
-SERVER_PEAK_MIB = 752  # VmHWM after 32 clients each sent 12 MP JPEGs
-GRAPH_BUILD_PEAK_MIB = 1140  # VmHWM of a process building the int8 graphs of both towers
+SERVER_RSS_MIB = 281  # VmRSS after 10k requests (9 texts : 1 image of 640x480)
+SERVER_PEAK_MIB = 739  # VmHWM after 32 clients each sent 12 MP JPEGs
+GRAPH_BUILD_PEAK_MIB = 1182  # VmHWM of a process building the int8 graphs of both towers
 
 MODEL_SUFFIXES = (".safetensors", ".onnx", ".bin", ".pt", ".pth", ".gguf", ".npz")
 # Read by the graph cache, not by `handspring serve`'s options.
