@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,7 @@ def _option(*decls: str, env: str | None = None, **kwargs: Any) -> Callable:
 @_option("--preload/--lazy", default=False, help="Load every model at start, or on first use.")
 @_option(
     "--idle-unload",
+    "idle_unload_s",
     type=float,
     default=0.0,
     help="Unload a model idle this many seconds (0: never).",
@@ -75,14 +77,20 @@ def _option(*decls: str, env: str | None = None, **kwargs: Any) -> Callable:
 )
 @_option("--max-pixels", type=int, default=50_000_000)
 @_option("--image-formats", default=",".join(DEFAULT_IMAGE_FORMATS), help="Accepted image formats.")
-@_option("--request-timeout", type=float, default=60.0, help="Seconds before a request fails.")
+@_option(
+    "--request-timeout",
+    "request_timeout_s",
+    type=float,
+    default=60.0,
+    help="Seconds before a request fails.",
+)
 @_option(
     "--fetch-urls/--no-fetch-urls",
     default=False,
     help="Fetch image URLs (never from loopback, private or link-local addresses).",
 )
 @_option("--url-max-bytes", type=int, default=20 * 1024 * 1024)
-@_option("--url-timeout", type=float, default=10.0)
+@_option("--url-timeout", "url_timeout_s", type=float, default=10.0)
 @_option("--default-text-model", default=None, help="Model name for contracts that name none.")
 @_option("--default-image-model", default=None)
 @_option(
@@ -120,34 +128,15 @@ def serve(**opts: Any) -> None:
 
 
 def config_from_options(opts: dict[str, Any]) -> ServerConfig:
+    """The options whose names are ServerConfig fields pass as they are."""
+    fields = {f.name for f in dataclasses.fields(ServerConfig)}
+    values = {name: value for name, value in opts.items() if name in fields}
     models = [m for value in opts["models"] for m in value.split()]
-    return ServerConfig(
-        models=tuple(ModelSpec.parse(m, opts["precision"]) for m in models),
-        host=opts["host"],
-        port=opts["port"],
-        api_key=opts["api_key"] or None,
-        preload=opts["preload"],
-        idle_unload_s=opts["idle_unload"],
-        threads=opts["threads"],
-        spinning=opts["spinning"],
-        max_batch=opts["max_batch"],
-        max_wait_ms=opts["max_wait_ms"],
-        max_queue=opts["max_queue"],
-        max_body_bytes=opts["max_body_bytes"],
-        max_items=opts["max_items"],
-        max_text_chars=opts["max_text_chars"],
-        truncate=opts["truncate"],
-        max_pixels=opts["max_pixels"],
-        image_formats=tuple(
-            f.strip().upper() for f in opts["image_formats"].split(",") if f.strip()
-        ),
-        request_timeout_s=opts["request_timeout"],
-        fetch_urls=opts["fetch_urls"],
-        url_max_bytes=opts["url_max_bytes"],
-        url_timeout_s=opts["url_timeout"],
-        default_text_model=opts["default_text_model"],
-        default_image_model=opts["default_image_model"],
-    )
+    values["models"] = tuple(ModelSpec.parse(m, opts["precision"]) for m in models)
+    values["api_key"] = opts["api_key"] or None
+    formats = opts["image_formats"].split(",")
+    values["image_formats"] = tuple(f.strip().upper() for f in formats if f.strip())
+    return ServerConfig(**values)
 
 
 if __name__ == "__main__":
