@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import onnx
 
-# Bump when the graphs the builder writes change, so old cache entries are not reused.
 log = logging.getLogger(__name__)
+
+# Bump when the graphs the builder writes change, so old cache entries are not reused.
 GRAPH_FORMAT = 4
 
 
