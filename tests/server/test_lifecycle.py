@@ -3,17 +3,21 @@ environment."""
 
 from __future__ import annotations
 
+import gc
 import time
+import weakref
 from pathlib import Path
 
 import click
 import pytest
 import requests
 
+from handspring.server.app import create_app
 from handspring.server.command import config_from_options, serve
-from handspring.server.config import ModelSpec
+from handspring.server.config import ModelSpec, ServerConfig
 from tests.server.conftest import ServerFactory
 from tests.server.metrics_text import metric_value
+from tests.support.live_server import running
 
 
 def _loaded(url: str) -> dict[str, bool]:
@@ -94,3 +98,19 @@ def test_bad_configuration_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> 
         config_from_options(ctx.params)
     with pytest.raises(click.BadParameter):
         serve.make_context("serve", ["--precision", "fp8"])
+
+
+def test_an_unloaded_model_is_freed(models: tuple[ModelSpec, ...]) -> None:
+    app = create_app(ServerConfig(models=models, idle_unload_s=0.3))
+    pool = app.state.handspring.pool
+    with running(app) as url:
+        requests.post(f"{url}/embed", json={"inputs": "x"}, timeout=30).raise_for_status()
+        loaded = pool.loaded("minilm")
+        assert loaded is not None
+        model = weakref.ref(loaded.model)
+        del loaded
+        deadline = time.monotonic() + 20
+        while pool.loaded("minilm") is not None or model() is not None:
+            assert time.monotonic() < deadline, "something still holds the unloaded model"
+            gc.collect()
+            time.sleep(0.05)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -191,10 +193,15 @@ class ModelPool:
         idle = self.config.idle_unload_s
         while True:
             await asyncio.sleep(min(max(idle / 4, 0.05), 5.0))
-            now = time.monotonic()
-            for loaded in list(self._loaded.values()):
-                if loaded.leases == 0 and now - loaded.last_used >= idle:
-                    await self._unload(loaded)
+            await self._unload_idle(idle)
+
+    async def _unload_idle(self, idle: float) -> None:
+        # A function of its own: a loop variable in the sleeping coroutine above would
+        # keep the last unloaded model alive, and its memory with it.
+        now = time.monotonic()
+        for loaded in list(self._loaded.values()):
+            if loaded.leases == 0 and now - loaded.last_used >= idle:
+                await self._unload(loaded)
 
     async def _unload(self, loaded: LoadedModel) -> None:
         # No await before the model leaves the table: no lease can start in between.
@@ -202,6 +209,9 @@ class ModelPool:
         self.metrics.model_loaded.labels(loaded.spec.name).set(0)
         for batcher in loaded.batchers.values():
             await batcher.close()
+        loaded.batchers.clear()
+        loaded.model = None  # type: ignore[assignment]
+        _release_freed_memory()
         log.info("model %s unloaded after %.0f s idle", loaded.spec.name, self.config.idle_unload_s)
 
     async def close(self) -> None:
@@ -231,6 +241,14 @@ class ModelPool:
 
     def loaded(self, name: str) -> LoadedModel | None:
         return self._loaded.get(name)
+
+
+def _release_freed_memory() -> None:
+    """Hand freed memory back to the OS: glibc keeps a freed model's heap otherwise, and a
+    reload would add to it rather than reuse it."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _names_of(spec: ModelSpec) -> set[str]:
