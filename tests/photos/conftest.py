@@ -24,9 +24,9 @@ from handspring.photos.indexer import Indexer, IndexOptions
 from handspring.photos.search import QueryModels, Searcher
 from handspring.photos.store import PhotoStore, open_store
 from handspring.photos.web import create_app
-from tests.support.browser import LiveServer
 from tests.support.checkpoints import TINY, write_sentence_transformers_clip
 from tests.support.images import photo_array
+from tests.support.live_server import running
 from tests.support.photo_library import Library, build_library, exif_block
 from tests.support.sentence_folders import DISTILBERT, MINILM, sentence_folder
 
@@ -195,8 +195,9 @@ def serve_library(
     *,
     auth: AuthConfig | None = None,
     allowed_hosts: list[str] | None = None,
-) -> Iterator[LiveServer]:
-    """The web app over `library`'s index (opened read-only) on a real uvicorn server."""
+) -> Iterator[str]:
+    """The web app over `library`'s index (opened read-only) on a real uvicorn server:
+    its base URL."""
     store = open_store(str(library.db), read_only=True)
     try:
         app = create_app(
@@ -206,7 +207,7 @@ def serve_library(
             thumbnail_cache=thumbnail_cache,
             allowed_hosts=allowed_hosts,
         )
-        with LiveServer(app) as live:
-            yield live
+        with running(app) as url:
+            yield url
     finally:
         store.close()

@@ -260,8 +260,8 @@ def secured(
     web_library: WebLibrary, provider: OidcProvider, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     auth = AuthConfig(api_keys=(API_KEY,), oidc=provider.config())
-    with serve_library(web_library, tmp_path_factory.mktemp("thumbs"), auth=auth) as live:
-        yield live.url
+    with serve_library(web_library, tmp_path_factory.mktemp("thumbs"), auth=auth) as url:
+        yield url
 
 
 def _api_requests(photo_id: int) -> list[tuple[str, str, dict | None]]:
@@ -330,8 +330,8 @@ def test_unreachable_identity_provider_is_503(
         issuer=provider.issuer, audience="photos", jwks_url="http://127.0.0.1:9/jwks.json"
     )
     with (
-        serve_library(web_library, tmp_path, auth=AuthConfig(oidc=config)) as live,
-        httpx.Client(base_url=live.url) as http,
+        serve_library(web_library, tmp_path, auth=AuthConfig(oidc=config)) as url,
+        httpx.Client(base_url=url) as http,
     ):
         response = http.get("/api/status", headers={"Authorization": f"Bearer {provider.token()}"})
     assert response.status_code == 503

@@ -33,8 +33,8 @@ from tests.photos.test_thumbnails import (
     quadrant_centres,
     quadrant_jpeg,
 )
-from tests.support.browser import LiveServer
 from tests.support.images import jpeg
+from tests.support.live_server import running
 
 QUERY = "a red tulip in a garden"
 
@@ -42,8 +42,8 @@ QUERY = "a red tulip in a garden"
 @pytest.fixture(scope="module")
 def server(web_library: WebLibrary, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     cache = tmp_path_factory.mktemp("thumbnails")
-    with serve_library(web_library, cache, allowed_hosts=["127.0.0.1", "localhost"]) as live:
-        yield live.url
+    with serve_library(web_library, cache, allowed_hosts=["127.0.0.1", "localhost"]) as url:
+        yield url
 
 
 @pytest.fixture
@@ -228,8 +228,8 @@ def small_library(
     models = QueryModels(str(photo_models.image), str(photo_models.text), precision="fp32")
     searcher = Searcher(store, models)
     app = create_app(store, searcher, thumbnail_cache=tmp_path / "thumbs")
-    with LiveServer(app) as live:
-        yield live.url, ids
+    with running(app) as url:
+        yield url, ids
     store.close()
 
 
@@ -275,7 +275,7 @@ def test_the_same_api_over_a_qdrant_index(
     store = open_store(url, read_only=True)
     try:
         app = create_app(store, web_library.searcher(store), thumbnail_cache=tmp_path / "thumbs")
-        with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=60) as http:
+        with running(app) as url, httpx.Client(base_url=url, timeout=60) as http:
             # Ids are the store's own: compare photos through their paths.
             body = {"query": QUERY, "limit": 10, "filter": {"notBefore": "2016-01-01"}}
             page = http.post("/api/search", json=body).json()

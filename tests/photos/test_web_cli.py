@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,14 +16,9 @@ from click.testing import CliRunner
 
 from handspring.photos.web_cli import is_loopback, serve
 from tests.photos.conftest import WebLibrary, assert_ranked
+from tests.support.live_server import free_port
 
 API_KEY = "cli-key-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

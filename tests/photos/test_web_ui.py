@@ -37,8 +37,8 @@ PAGE_SIZE = 30  # the page's own page size (app.js)
 
 @pytest.fixture(scope="module")
 def server(web_library: WebLibrary, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serve_library(web_library, tmp_path_factory.mktemp("thumbnails")) as live:
-        yield live.url
+    with serve_library(web_library, tmp_path_factory.mktemp("thumbnails")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -259,8 +259,8 @@ def secured_server(
     web_library: WebLibrary, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     auth = AuthConfig(api_keys=("ui-key-0123456789",))
-    with serve_library(web_library, tmp_path_factory.mktemp("thumbs"), auth=auth) as live:
-        yield live.url
+    with serve_library(web_library, tmp_path_factory.mktemp("thumbs"), auth=auth) as url:
+        yield url
 
 
 def test_sign_in_with_an_api_key(browser: WebDriver, secured_server: str) -> None:

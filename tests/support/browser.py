@@ -10,15 +10,11 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import uvicorn
 from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
@@ -85,34 +81,3 @@ def screenshot(driver: WebDriver, save_to: Path) -> np.ndarray:
     png = driver.get_screenshot_as_png()
     save_to.write_bytes(png)
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
-
-
-class LiveServer:
-    """An ASGI app served by uvicorn in a thread, on 127.0.0.1 and a free port."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
-        self.port = self._socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", server_header=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
-        )
-
-    def __enter__(self) -> LiveServer:
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=20)
-        self._socket.close()

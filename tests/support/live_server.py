@@ -13,6 +13,7 @@ from starlette.types import ASGIApp
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now (for a server in another process, which must bind it itself)."""
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
@@ -20,10 +21,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @contextlib.contextmanager
 def running(app: ASGIApp, host: str = "127.0.0.1") -> Iterator[str]:
-    """Serve `app` (lifespan included) and yield its base URL; stop it on exit."""
-    config = uvicorn.Config(app, host=host, port=free_port(host), log_config=None, lifespan="on")
+    """Serve `app` (lifespan included) and yield its base URL; stop it on exit. The socket
+    is bound here and handed to uvicorn, so no other test can take the port between."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    config = uvicorn.Config(app, log_config=None, lifespan="on", server_header=False)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
@@ -31,7 +38,8 @@ def running(app: ASGIApp, host: str = "127.0.0.1") -> Iterator[str]:
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
-        yield f"http://{host}:{config.port}"
+        yield f"http://{host}:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+        sock.close()
