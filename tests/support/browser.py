@@ -1,5 +1,5 @@
-"""Browser tests: Debian's headless Chromium through Selenium, and a real uvicorn server on
-loopback to point it at.
+"""Browser tests: Debian's headless Chromium through Selenium (the server it is pointed
+at comes from tests/support/live_server.py).
 
 Nothing is downloaded: the driver and the browser are the distribution's
 (/usr/bin/chromedriver, /usr/bin/chromium), the way CI installs them.
