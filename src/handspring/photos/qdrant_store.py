@@ -15,7 +15,6 @@ leave a gap in the ids, never two photos on one id.
 
 from __future__ import annotations
 
-import datetime
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -25,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import numpy as np
 
+from handspring.photos.qdrant_payload import VECTOR, payload_of, photo_of, vector_of
 from handspring.photos.records import (
     Hit,
     IndexedFile,
@@ -34,11 +34,9 @@ from handspring.photos.records import (
     SearchFilter,
     date_bounds,
     day_index,
-    timestamp,
 )
 from handspring.photos.store import StoreError
 
-VECTOR = "image"
 DEFAULT_COLLECTION = "photos"
 SCHEMA = 1
 _SCROLL_PAGE = 1000
@@ -160,15 +158,15 @@ class QdrantStore:
 
     def get(self, photo_id: int) -> Photo | None:
         records = self._retrieve([int(photo_id)], vectors=False)
-        return _photo(records[0]) if records else None
+        return photo_of(records[0]) if records else None
 
     def get_by_path(self, path: str) -> Photo | None:
         points = self._scroll(self._match("path", path), limit=1)
-        return _photo(points[0]) if points else None
+        return photo_of(points[0]) if points else None
 
     def vector(self, photo_id: int) -> np.ndarray | None:
         records = self._retrieve([int(photo_id)], vectors=True)
-        return _vector_of(records[0]) if records else None
+        return vector_of(records[0]) if records else None
 
     def count(self) -> int:
         """Photos that search can return (indexed with a vector)."""
@@ -178,7 +176,7 @@ class QdrantStore:
         return int(self.client.count(self.collection, count_filter=flt, exact=True).count)
 
     def errors(self) -> list[Photo]:
-        photos = [_photo(p) for p in self._scroll(self._match("has_vector", False))]
+        photos = [photo_of(p) for p in self._scroll(self._match("has_vector", False))]
         return sorted(photos, key=lambda p: p.path)
 
     def files_under(self, roots: Sequence[str]) -> Iterator[IndexedFile]:
@@ -206,7 +204,7 @@ class QdrantStore:
             ]
         )
         points = self._scroll(flt, limit=1, vectors=True)
-        return _vector_of(points[0]) if points else None
+        return vector_of(points[0]) if points else None
 
     def _retrieve(self, ids: list[int], vectors: bool) -> list[Any]:
         if not self._exists():
@@ -263,7 +261,7 @@ class QdrantStore:
             with_payload=True,
             **extra,
         )
-        return [Hit(_photo(point), float(point.score)) for point in response.points]
+        return [Hit(photo_of(point), float(point.score)) for point in response.points]
 
     def preload(self) -> None:
         """Nothing to load: Qdrant searches on its side."""
@@ -299,7 +297,7 @@ class QdrantStore:
             vectors[VECTOR] = values.tolist()
         m = self._models
         point = m.PointStruct(
-            id=photo_id, vector=vectors, payload=_payload(record, vector is not None)
+            id=photo_id, vector=vectors, payload=payload_of(record, vector is not None)
         )
         self._operations.append(m.UpsertOperation(upsert=m.PointsList(points=[point])))
         return photo_id
@@ -307,7 +305,7 @@ class QdrantStore:
     def move(self, photo_id: int, record: PhotoRecord) -> None:
         self._writable()
         m = self._models
-        payload = _payload(record, has_vector=True)
+        payload = payload_of(record, has_vector=True)
         self._operations.append(
             m.OverwritePayloadOperation(
                 overwrite_payload=m.SetPayload(payload=payload, points=[int(photo_id)])
@@ -350,60 +348,3 @@ class QdrantStore:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # local mode: "no effect" notes
             self.client.batch_update_points(self.collection, operations, wait=True)
-
-
-def folders_above(path: str) -> list[str]:
-    """'/a/b/c.jpg' -> ['/', '/a', '/a/b']."""
-    parent = os.path.dirname(path)
-    out = []
-    while True:
-        out.append(parent)
-        up = os.path.dirname(parent)
-        if up == parent:
-            return out[::-1]
-        parent = up
-
-
-def _payload(record: PhotoRecord, has_vector: bool) -> dict[str, Any]:
-    taken = record.taken_at
-    return {
-        "path": record.path,
-        "folders": folders_above(record.path),
-        "size": record.size,
-        "mtime_ns": record.mtime_ns,
-        "sha256": record.sha256,
-        "width": record.width,
-        "height": record.height,
-        "taken_at": taken.isoformat() if taken else None,
-        "taken_ts": timestamp(taken) if taken else None,
-        "month_day": day_index(taken) if taken else None,
-        "gps": list(record.gps) if record.gps else None,
-        "exif": record.exif,
-        "error": record.error,
-        "has_vector": has_vector and record.error is None,
-    }
-
-
-def _vector_of(point: Any) -> np.ndarray | None:
-    vectors = point.vector or {}
-    values = vectors.get(VECTOR) if isinstance(vectors, dict) else vectors
-    return None if values is None else np.asarray(values, dtype=np.float32)
-
-
-def _photo(point: Any) -> Photo:
-    p = point.payload
-    taken = p.get("taken_at")
-    gps = p.get("gps")
-    return Photo(
-        id=int(point.id),
-        path=p["path"],
-        size=int(p["size"]),
-        mtime=int(p["mtime_ns"]) / 1e9,
-        sha256=p["sha256"],
-        width=p.get("width"),
-        height=p.get("height"),
-        taken_at=datetime.datetime.fromisoformat(taken) if taken else None,
-        gps=(float(gps[0]), float(gps[1])) if gps else None,
-        exif=p.get("exif") or {},
-        error=p.get("error"),
-    )

@@ -1,0 +1,71 @@
+"""What a photo is as a Qdrant point: its payload (the Photo fields, plus `taken_ts`,
+`month_day` and `folders` for the filters) and the way back."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any
+
+import numpy as np
+
+from handspring.photos.records import Photo, PhotoRecord, day_index, timestamp
+
+VECTOR = "image"  # the collection's named vector (cosine)
+
+
+def folders_above(path: str) -> list[str]:
+    """'/a/b/c.jpg' -> ['/', '/a', '/a/b']."""
+    parent = os.path.dirname(path)
+    out = []
+    while True:
+        out.append(parent)
+        up = os.path.dirname(parent)
+        if up == parent:
+            return out[::-1]
+        parent = up
+
+
+def payload_of(record: PhotoRecord, has_vector: bool) -> dict[str, Any]:
+    taken = record.taken_at
+    return {
+        "path": record.path,
+        "folders": folders_above(record.path),
+        "size": record.size,
+        "mtime_ns": record.mtime_ns,
+        "sha256": record.sha256,
+        "width": record.width,
+        "height": record.height,
+        "taken_at": taken.isoformat() if taken else None,
+        "taken_ts": timestamp(taken) if taken else None,
+        "month_day": day_index(taken) if taken else None,
+        "gps": list(record.gps) if record.gps else None,
+        "exif": record.exif,
+        "error": record.error,
+        "has_vector": has_vector and record.error is None,
+    }
+
+
+def vector_of(point: Any) -> np.ndarray | None:
+    vectors = point.vector or {}
+    values = vectors.get(VECTOR) if isinstance(vectors, dict) else vectors
+    return None if values is None else np.asarray(values, dtype=np.float32)
+
+
+def photo_of(point: Any) -> Photo:
+    p = point.payload
+    taken = p.get("taken_at")
+    gps = p.get("gps")
+    return Photo(
+        id=int(point.id),
+        path=p["path"],
+        size=int(p["size"]),
+        mtime=int(p["mtime_ns"]) / 1e9,
+        sha256=p["sha256"],
+        width=p.get("width"),
+        height=p.get("height"),
+        taken_at=datetime.datetime.fromisoformat(taken) if taken else None,
+        gps=(float(gps[0]), float(gps[1])) if gps else None,
+        exif=p.get("exif") or {},
+        error=p.get("error"),
+    )
