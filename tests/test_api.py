@@ -565,6 +565,9 @@ def test_count_tokens_reports_truncation(model: ClipModel) -> None:
     context = model.tokenizer.context_length  # type: ignore[union-attr]
     assert lengths.tolist() == [4, 2, context]
     assert truncated.tolist() == [False, False, True]
+    assert model.max_tokens == context
+    with pytest.raises(ValueError, match="no prompt named 'query'"):
+        model.count_tokens(["x"], prompt_name="query")
 
 
 @pytest.mark.parametrize("spinning", [True, False])

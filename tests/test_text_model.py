@@ -203,6 +203,7 @@ def test_count_tokens_reports_truncation(minilm: SentenceEmbedder) -> None:
     lengths, truncated = minilm.count_tokens(["hello world", "", "word " * 600])
     assert lengths.tolist() == [4, 2, 256]
     assert truncated.tolist() == [False, False, True]
+    assert minilm.max_tokens == 256
     with pytest.raises(ValueError, match="no prompt named"):
         minilm.count_tokens(["x"], prompt_name="query")
 

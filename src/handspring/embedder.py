@@ -248,9 +248,21 @@ class ClipModel:
             return tower.session.run(None, {inp.name: padded.astype(dtype)})[0]
         return tower.session.run(None, {"input_ids": ids, "eot_index": eot})[0]
 
-    def count_tokens(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def max_tokens(self) -> int:
+        """The longest text the text tower reads, in tokens; longer ones are cut."""
+        self._need(self.text_tower, "text")
+        assert self.tokenizer is not None
+        return self.tokenizer.context_length
+
+    def count_tokens(
+        self, texts: Sequence[str], prompt_name: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Tokens each text runs as (start and end included, after truncation), and whether
-        it was cut to the context length."""
+        it was cut to the context length. CLIP has no prompts: a `prompt_name` is refused
+        (the argument is there so both kinds of model count the same way)."""
+        if prompt_name:
+            raise ValueError(f"{self.name}: no prompt named {prompt_name!r} (CLIP has none)")
         self._need(self.text_tower, "text")
         assert self.tokenizer is not None
         tokens = self.tokenizer.encode(texts)

@@ -117,6 +117,11 @@ class SentenceEmbedder:
         inputs = [prefix + t for t in texts]
         return [t.lower() for t in inputs] if self.spec.do_lower_case else inputs
 
+    @property
+    def max_tokens(self) -> int:
+        """The longest text the model reads, in tokens (its max_seq_length); longer ones are cut."""
+        return int(self.tokenizer.truncation["max_length"])  # type: ignore[index]
+
     def count_tokens(
         self, texts: Sequence[str], prompt_name: str | None = None, prompt: str | None = None
     ) -> tuple[np.ndarray, np.ndarray]:

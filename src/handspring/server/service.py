@@ -96,10 +96,10 @@ class EmbeddingService:
             try:
                 if sum(map(len, texts)) > INLINE_TOKENIZE_CHARS:  # keep the event loop free
                     tokens, truncated = await asyncio.to_thread(
-                        _count_tokens, model, texts, prompt_name
+                        model.count_tokens, texts, prompt_name
                     )
                 else:
-                    tokens, truncated = _count_tokens(model, texts, prompt_name)
+                    tokens, truncated = model.count_tokens(texts, prompt_name)
             except ValueError as exc:  # an unknown prompt name
                 raise RequestError(422, str(exc), param="prompt_name") from None
             if truncated.any() and not (self.config.truncate if truncate is None else truncate):
@@ -223,16 +223,6 @@ def _check_dimensions(dim: int, dimensions: int | None) -> int | None:
             422, f"dimensions must be between 1 and {dim}, got {dimensions}", param="dimensions"
         )
     return dimensions
-
-
-def _count_tokens(
-    model: ClipModel | SentenceEmbedder, texts: Sequence[str], prompt_name: str | None
-) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(model, SentenceEmbedder):
-        return model.count_tokens(texts, prompt_name=prompt_name)
-    if prompt_name:
-        raise ValueError(f"{model.name} has no prompts")
-    return model.count_tokens(texts)
 
 
 def _run_pixels(model: ClipModel) -> Callable[[list[np.ndarray]], np.ndarray]:

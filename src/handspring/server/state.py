@@ -37,8 +37,4 @@ class ServerState:
 
     async def max_tokens(self, spec: ModelSpec) -> int:
         async with self.pool.lease(spec) as loaded:
-            model = loaded.model
-            if isinstance(model, SentenceEmbedder):
-                return int(model.tokenizer.truncation["max_length"])  # type: ignore[index]
-            assert model.tokenizer is not None
-            return model.tokenizer.context_length
+            return loaded.model.max_tokens
