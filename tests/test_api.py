@@ -13,6 +13,7 @@ import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from tests.support.images import ORIENTATION_TAG, jpeg, photo_array, png_photo
 from tests.support.samples import TEXTS
 
 DIM = TINY.projection_dim
+T = TypeVar("T")
 EXACT = 1e-6  # same pixels in, same vector out
 TEXT_TOL = 1e-5
 
@@ -173,16 +175,22 @@ def test_only_bad_images_give_all_nan(model: ClipModel, bad_files: dict[str, Pat
 # --------------------------------------------------------------- streaming
 
 
-def test_iter_embed_images_streams_a_generator(model: ClipModel, pics: list[Path]) -> None:
-    items = [pics[i % 3] for i in range(7)]
+def _recorded(items: list[T]) -> tuple[Iterator[T], list[int]]:
+    """A generator over `items`, and the list of indices it has handed out so far."""
     pulled: list[int] = []
 
-    def stream() -> Iterator[Path]:
+    def stream() -> Iterator[T]:
         for i, item in enumerate(items):
             pulled.append(i)
             yield item
 
-    batches = model.iter_embed_images(stream(), batch_size=3)
+    return stream(), pulled
+
+
+def test_iter_embed_images_streams_a_generator(model: ClipModel, pics: list[Path]) -> None:
+    items = [pics[i % 3] for i in range(7)]
+    stream, pulled = _recorded(items)
+    batches = model.iter_embed_images(stream, batch_size=3)
     first = next(batches)
     # Lazy: at most the next batch is read ahead to decode it while this one runs.
     assert len(pulled) <= 6
@@ -206,14 +214,8 @@ def test_iter_embed_images_on_an_endless_generator(model: ClipModel, pics: list[
 
 def test_iter_embed_texts_streams_a_generator(model: ClipModel) -> None:
     texts = [f"photo number {i} of {'a very ' * (i % 7)}big cat" for i in range(70)]
-    pulled: list[int] = []
-
-    def stream() -> Iterator[str]:
-        for i, text in enumerate(texts):
-            pulled.append(i)
-            yield text
-
-    chunks = model.iter_embed_texts(stream(), batch_size=4)
+    stream, pulled = _recorded(texts)
+    chunks = model.iter_embed_texts(stream, batch_size=4)
     first = next(chunks)
     assert len(pulled) < len(texts)  # not read to the end before the first result
     parts = [first, *chunks]
