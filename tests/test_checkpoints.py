@@ -14,6 +14,7 @@ from handspring.errors import CheckpointError
 from handspring.weights.checkpoint import load_clip_checkpoint
 from handspring.weights.safetensors_io import TensorSource
 from tests.support.checkpoints import TINY, bf16_round, random_clip_weights, write_bf16_safetensors
+from tests.support.hub_cache import hub_repo
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -63,14 +64,7 @@ def test_repo_not_in_offline_cache() -> None:
 
 def test_repo_id_resolves_through_hub_cache(tiny_hf: Path) -> None:
     """A repo laid out as huggingface_hub lays out its cache loads offline."""
-    import os
-
-    hub = Path(os.environ["HF_HUB_CACHE"])
-    repo = hub / "models--acme--tiny-clip"
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(revision)
-    snapshot = repo / "snapshots" / revision
+    repo, snapshot = hub_repo("acme/tiny-clip")
     shutil.copytree(tiny_hf, snapshot)
     try:
         checkpoint = load_clip_checkpoint("acme/tiny-clip", ["image"])
@@ -177,14 +171,7 @@ def test_open_clip_unsupported_option(tiny_open_clip: Path, tmp_path: Path) -> N
 def test_immich_repo_id_fetches_only_the_asked_tower(tmp_path: Path) -> None:
     """Through the hub cache, an Immich repo is recognised from its small files,
     and a text-only load needs no visual graph."""
-    import os
-
-    hub = Path(os.environ["HF_HUB_CACHE"])
-    repo = hub / "models--acme--immich-clip"
-    revision = "89abcdef0123456789abcdef0123456789abcdef"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(revision)
-    snapshot = repo / "snapshots" / revision
+    repo, snapshot = hub_repo("acme/immich-clip")
     (snapshot / "visual").mkdir(parents=True)
     (snapshot / "textual").mkdir(parents=True)
     (snapshot / "config.json").write_text(

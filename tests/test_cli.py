@@ -21,12 +21,12 @@ from handspring.cli import main
 from handspring.embedder import ClipModel
 from handspring.registry import KNOWN_MODELS
 from tests.support.checkpoints import TINY
+from tests.support.hub_cache import hub_repo
 from tests.support.images import jpeg, png_photo
 
 DIM = TINY.projection_dim
 EXACT = 1e-6
 COMMAND = Path(sys.executable).parent / "handspring"  # the installed console script
-REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 # `handspring models` output, pinned so a change of format is a conscious one.
 MODELS_HEADER = (
@@ -270,12 +270,9 @@ def _lay_out_hub_repo(hub: Path, repo_id: str, source: Path) -> int:
     """`source` as huggingface_hub caches a download: blobs named by content,
     snapshot files as relative symlinks to them, refs/main naming the revision.
     Returns the bytes of the blobs."""
-    repo = hub / f"models--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(REVISION)
+    repo, snapshot = hub_repo(repo_id, hub)
     blobs = repo / "blobs"
     blobs.mkdir()
-    snapshot = repo / "snapshots" / REVISION
     total = 0
     for file in sorted(source.rglob("*")):
         if not file.is_file():
