@@ -20,7 +20,7 @@ os.environ["HF_HUB_CACHE"] = str(_CACHES / "hf" / "hub")
 import pytest  # noqa: E402
 
 import handspring  # noqa: E402
-from handspring.embedder import ClipModel  # noqa: E402
+from handspring.embedder import Model  # noqa: E402
 from tests.support.checkpoints import (  # noqa: E402
     TINY,
     VIT_B32,
@@ -57,6 +57,6 @@ def full_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(tiny_hf: Path) -> ClipModel:
+def model(tiny_hf: Path) -> Model:
     """The tiny transformers-layout checkpoint, loaded in fp32."""
     return handspring.load(tiny_hf)

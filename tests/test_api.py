@@ -21,11 +21,11 @@ from PIL import Image, ImageOps
 from safetensors.numpy import load_file, save_file
 
 import handspring
-from handspring.embedder import ClipModel
+from handspring.embedder import Model, l2_normalize
 from handspring.errors import HandspringError, ImageError
 from handspring.preprocess.decode import ImageInput
 from handspring.runtime.graph_cache import cache_root
-from handspring.runtime.towers import TowerSession
+from handspring.towers.base import Tower
 from tests.support.checkpoints import TINY
 from tests.support.images import ORIENTATION_TAG, jpeg, photo_array, png_photo
 from tests.support.samples import TEXTS
@@ -50,7 +50,7 @@ def pics(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     ]
 
 
-def _alone(model: ClipModel, item: ImageInput) -> np.ndarray:
+def _alone(model: Model, item: ImageInput) -> np.ndarray:
     result = model.embed_images([item])
     assert not result.errors, result.errors
     return result.embeddings[0]
@@ -59,7 +59,7 @@ def _alone(model: ClipModel, item: ImageInput) -> np.ndarray:
 # ------------------------------------------------------------------ inputs
 
 
-def test_every_input_kind_gives_the_same_vector(model: ClipModel, pics: list[Path]) -> None:
+def test_every_input_kind_gives_the_same_vector(model: Model, pics: list[Path]) -> None:
     path = pics[0]
     pixels = photo_array(48, 64, seed=10)
     kinds = {
@@ -84,7 +84,7 @@ def test_every_input_kind_gives_the_same_vector(model: ClipModel, pics: list[Pat
 
 
 @pytest.mark.parametrize("batch_size", [16, 2])
-def test_rows_come_back_in_input_order(model: ClipModel, pics: list[Path], batch_size: int) -> None:
+def test_rows_come_back_in_input_order(model: Model, pics: list[Path], batch_size: int) -> None:
     a, b, c = pics
     singles = np.stack([_alone(model, p) for p in (a, b, c)])
     order = [a, b, c, b, a]
@@ -164,7 +164,7 @@ def test_bad_images_are_reported_and_never_sink_the_batch(
         assert _max_abs(result.embeddings[row], _alone(model, items[row])) <= EXACT, row
 
 
-def test_only_bad_images_give_all_nan(model: ClipModel, bad_files: dict[str, Path]) -> None:
+def test_only_bad_images_give_all_nan(model: Model, bad_files: dict[str, Path]) -> None:
     result = model.embed_images([bad_files["missing"], bad_files["empty"]])
     assert result.embeddings.shape == (2, DIM)
     assert np.isnan(result.embeddings).all()
@@ -187,7 +187,7 @@ def _recorded(items: list[T]) -> tuple[Iterator[T], list[int]]:
     return stream(), pulled
 
 
-def test_iter_embed_images_streams_a_generator(model: ClipModel, pics: list[Path]) -> None:
+def test_iter_embed_images_streams_a_generator(model: Model, pics: list[Path]) -> None:
     items = [pics[i % 3] for i in range(7)]
     stream, pulled = _recorded(items)
     batches = model.iter_embed_images(stream, batch_size=3)
@@ -200,7 +200,7 @@ def test_iter_embed_images_streams_a_generator(model: ClipModel, pics: list[Path
     np.testing.assert_allclose(streamed, model.embed_images(items).embeddings, rtol=0, atol=EXACT)
 
 
-def test_iter_embed_images_on_an_endless_generator(model: ClipModel, pics: list[Path]) -> None:
+def test_iter_embed_images_on_an_endless_generator(model: Model, pics: list[Path]) -> None:
     def endless() -> Iterator[ImageInput]:
         for i in itertools.count():
             yield b"not an image" if i == 4 else pics[i % 3]
@@ -212,7 +212,7 @@ def test_iter_embed_images_on_an_endless_generator(model: ClipModel, pics: list[
     assert batches[1].errors[0].item == "<bytes #4>"
 
 
-def test_iter_embed_texts_streams_a_generator(model: ClipModel) -> None:
+def test_iter_embed_texts_streams_a_generator(model: Model) -> None:
     texts = [f"photo number {i} of {'a very ' * (i % 7)}big cat" for i in range(70)]
     stream, pulled = _recorded(texts)
     chunks = model.iter_embed_texts(stream, batch_size=4)
@@ -229,7 +229,7 @@ def test_iter_embed_texts_streams_a_generator(model: ClipModel) -> None:
     )
 
 
-def test_empty_inputs_give_empty_matrices(model: ClipModel) -> None:
+def test_empty_inputs_give_empty_matrices(model: Model) -> None:
     images = model.embed_images([])
     assert images.embeddings.shape == (0, DIM)
     assert images.embeddings.dtype == np.float32
@@ -243,7 +243,7 @@ def test_empty_inputs_give_empty_matrices(model: ClipModel) -> None:
 # ------------------------------------------------------------------- texts
 
 
-def test_text_order_survives_length_sorting(model: ClipModel) -> None:
+def test_text_order_survives_length_sorting(model: Model) -> None:
     texts = [*TEXTS, "cat", "a photo of a cat on a red sofa in the afternoon sun"]
     singles = np.concatenate([model.embed_texts([t]) for t in texts])
     for batch_size in (32, 3):
@@ -254,7 +254,7 @@ def test_text_order_survives_length_sorting(model: ClipModel) -> None:
     assert _max_abs(singles[0], singles[1]) > 1e-3
 
 
-def test_text_vector_does_not_depend_on_its_batch(model: ClipModel) -> None:
+def test_text_vector_does_not_depend_on_its_batch(model: Model) -> None:
     target = "a photo of a cat"
     with_short = model.embed_texts([target, "dog"])[0]
     with_long = model.embed_texts(["word " * 60, target, "a b c d e f g h i j k l m n o p"])[1]
@@ -263,7 +263,7 @@ def test_text_vector_does_not_depend_on_its_batch(model: ClipModel) -> None:
     assert _max_abs(with_long, alone) <= TEXT_TOL
 
 
-def test_normalize(model: ClipModel, pics: list[Path]) -> None:
+def test_normalize(model: Model, pics: list[Path]) -> None:
     texts = ["a cat", "a dog on a skateboard", ""]
     unit = model.embed_texts(texts, normalize=True)
     raw = model.embed_texts(texts, normalize=False)
@@ -281,12 +281,12 @@ def test_normalize(model: ClipModel, pics: list[Path]) -> None:
 @pytest.mark.parametrize(
     "texts", ["a single string", ["fine", 3], ["fine", b"bytes"], [None]], ids=repr
 )
-def test_non_text_input_is_a_type_error(model: ClipModel, texts: object) -> None:
+def test_non_text_input_is_a_type_error(model: Model, texts: object) -> None:
     with pytest.raises(TypeError):
         model.embed_texts(texts)  # type: ignore[arg-type]
 
 
-def test_over_long_text_is_truncated(model: ClipModel) -> None:
+def test_over_long_text_is_truncated(model: Model) -> None:
     thousand = model.embed_texts(["word " * 1000])
     assert thousand.shape == (1, DIM) and np.isfinite(thousand).all()
     # Both are cut at the context length, so they are the same tokens.
@@ -304,7 +304,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("template", [None, "{} in a painting"])
 def test_classify_is_scaled_cosine_softmax(
-    model: ClipModel, pics: list[Path], template: str | None
+    model: Model, pics: list[Path], template: str | None
 ) -> None:
     labels = ["cat", "dog", "red car", "tree"]
     kwargs = {} if template is None else {"template": template}
@@ -319,7 +319,7 @@ def test_classify_is_scaled_cosine_softmax(
     np.testing.assert_allclose(images.embeddings, image_emb, rtol=0, atol=EXACT)
 
 
-def test_classify_reports_unreadable_images(model: ClipModel, pics: list[Path]) -> None:
+def test_classify_reports_unreadable_images(model: Model, pics: list[Path]) -> None:
     labels = ["cat", "dog"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -331,18 +331,18 @@ def test_classify_reports_unreadable_images(model: ClipModel, pics: list[Path]) 
     np.testing.assert_allclose(probs[[0, 2]], good, rtol=0, atol=1e-6)
 
 
-def test_classify_with_unreadable_image_warns_nothing(model: ClipModel, pics: list[Path]) -> None:
+def test_classify_with_unreadable_image_warns_nothing(model: Model, pics: list[Path]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.classify([b"junk bytes", pics[0]], ["cat", "dog"])
 
 
-def test_classify_needs_labels(model: ClipModel, pics: list[Path]) -> None:
+def test_classify_needs_labels(model: Model, pics: list[Path]) -> None:
     with pytest.raises(ValueError, match="at least one label"):
         model.classify(pics, [])
 
 
-def test_classify_no_images(model: ClipModel) -> None:
+def test_classify_no_images(model: Model) -> None:
     probs, images = model.classify([], ["cat", "dog"])
     assert probs.shape == (0, 2)
     assert images.embeddings.shape == (0, DIM)
@@ -353,7 +353,7 @@ def test_classify_no_images(model: ClipModel) -> None:
 
 def test_image_only_model_refuses_texts(tiny_hf: Path, pics: list[Path]) -> None:
     model = handspring.load(tiny_hf, modalities=["image"])
-    assert model.modalities == ("image",) and model.text_tower is None
+    assert model.modalities == ("image",) and "text" not in model.towers
     assert model.embed_images(pics[:1]).embeddings.shape == (1, DIM)
     with pytest.raises(HandspringError, match="text tower is not loaded"):
         model.embed_texts(["a cat"])
@@ -361,7 +361,7 @@ def test_image_only_model_refuses_texts(tiny_hf: Path, pics: list[Path]) -> None
 
 def test_text_only_model_refuses_images(tiny_hf: Path, pics: list[Path]) -> None:
     model = handspring.load(tiny_hf, modalities=["text"])
-    assert model.modalities == ("text",) and model.image_tower is None
+    assert model.modalities == ("text",) and "image" not in model.towers
     assert model.embed_texts(["a cat"]).shape == (1, DIM)
     with pytest.raises(HandspringError, match="image tower is not loaded"):
         model.embed_images(pics[:1])
@@ -401,14 +401,12 @@ def _set_weight(folder: Path, nudge: float) -> None:
     save_file(weights, str(folder / "model.safetensors"))
 
 
-def _image(model: ClipModel) -> TowerSession:
-    assert model.image_tower is not None
-    return model.image_tower
+def _image(model: Model) -> Tower:
+    return model.towers["image"]
 
 
-def _towers_built(model: ClipModel) -> tuple[bool, bool]:
-    assert model.image_tower is not None and model.text_tower is not None
-    return model.image_tower.built, model.text_tower.built
+def _towers_built(model: Model) -> tuple[bool, bool]:
+    return model.towers["image"].built, model.towers["text"].built
 
 
 def test_graph_cache_reuses_and_rebuilds(tiny_hf: Path, pics: list[Path], tmp_path: Path) -> None:
@@ -438,9 +436,9 @@ def test_stale_staging_folder_does_not_break_loading(
 ) -> None:
     folder = _unique_copy(tiny_hf, tmp_path / "ckpt", nudge=-0.125)
     built = handspring.load(folder, modalities=["image"])
-    assert built.image_tower is not None and built.image_tower.built
+    assert _image(built).built
     expected = built.embed_images(pics).embeddings
-    graph_dir = built.image_tower.graph_path.parent
+    graph_dir = _image(built).graph_path.parent
     key = graph_dir.name
     del built
     # A crash mid-build leaves a staging folder and no entry under the key.
@@ -453,8 +451,8 @@ def test_stale_staging_folder_does_not_break_loading(
     (cache_root() / "fingerprints.json").write_text('{"/some/file:12')
 
     reloaded = handspring.load(folder, modalities=["image"])
-    assert reloaded.image_tower is not None and reloaded.image_tower.built
-    assert reloaded.image_tower.graph_path == graph_dir / "model.onnx"
+    assert _image(reloaded).built
+    assert _image(reloaded).graph_path == graph_dir / "model.onnx"
     np.testing.assert_allclose(reloaded.embed_images(pics).embeddings, expected, atol=EXACT)
     assert not _image(handspring.load(folder, modalities=["image"])).built
 
@@ -465,15 +463,14 @@ def test_stale_staging_folder_does_not_break_loading(
 @pytest.mark.parametrize("threads", [1, 3])
 def test_threads_are_honoured(tiny_hf: Path, threads: int) -> None:
     model = handspring.load(tiny_hf, threads=threads)
-    for tower in (model.image_tower, model.text_tower):
-        assert tower is not None
+    for tower in model.towers.values():
         assert tower.session.get_session_options().intra_op_num_threads == threads
 
 
 # -------------------------------------------------------------------- EXIF
 
 
-def test_exif_orientation(tiny_hf: Path, model: ClipModel, tmp_path: Path) -> None:
+def test_exif_orientation(tiny_hf: Path, model: Model, tmp_path: Path) -> None:
     path = jpeg(tmp_path / "rotated.jpg", 48, 80, seed=7, orientation=6)
     with Image.open(path) as opened:
         assert opened.getexif()[ORIENTATION_TAG] == 6
@@ -499,7 +496,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def test_fast_decode_is_close_to_exact(tiny_hf: Path, model: ClipModel, tmp_path: Path) -> None:
+def test_fast_decode_is_close_to_exact(tiny_hf: Path, model: Model, tmp_path: Path) -> None:
     picture = Image.fromarray(photo_array(1500, 2000, seed=8))
     paths = []
     for orientation in (None, 6, 3):
@@ -555,16 +552,19 @@ def test_vectors_do_not_depend_on_the_rest_of_the_batch(tiny_hf: Path, precision
         np.testing.assert_array_equal(model.embed_texts([text])[0], batch[i])
 
 
-def test_pixels_then_embed_pixels_equals_embed_images(model: ClipModel, pics: list[Path]) -> None:
-    pixels = np.stack([model.pixels(p, str(p)) for p in pics])
-    assert np.array_equal(model.embed_pixels(pixels), model.embed_images(pics).embeddings)
+def test_prepare_then_run_equals_embed_images(model: Model, pics: list[Path]) -> None:
+    """A tower's two halves, as the server drives them, give what `embed_images` gives."""
+    tower = model.towers["image"]
+    pixels = [tower.prepare(p, str(p), {}) for p in pics]
+    raw = tower.run(pixels)
+    assert np.array_equal(l2_normalize(raw), model.embed_images(pics).embeddings)
     with pytest.raises(ImageError, match=r"^not-an-image: "):
-        model.pixels(b"definitely not an image", "not-an-image")
+        tower.prepare(b"definitely not an image", "not-an-image", {})
 
 
-def test_count_tokens_reports_truncation(model: ClipModel) -> None:
+def test_count_tokens_reports_truncation(model: Model) -> None:
     lengths, truncated = model.count_tokens(["a photo", "", "word " * 200])
-    context = model.tokenizer.context_length  # type: ignore[union-attr]
+    context = model.towers["text"].tokenizer.context_length  # type: ignore[attr-defined]
     assert lengths.tolist() == [4, 2, context]
     assert truncated.tolist() == [False, False, True]
     assert model.max_tokens == context
@@ -575,9 +575,8 @@ def test_count_tokens_reports_truncation(model: ClipModel) -> None:
 @pytest.mark.parametrize("spinning", [True, False])
 def test_spinning_reaches_every_session(tiny_hf: Path, spinning: bool) -> None:
     model = handspring.load(tiny_hf, spinning=spinning)
-    assert isinstance(model, ClipModel)
-    for tower in (model.image_tower, model.text_tower):
-        assert tower is not None
+    assert model.modalities == ("image", "text")
+    for tower in model.towers.values():
         options = tower.session.get_session_options()
         entry = options.get_session_config_entry("session.intra_op.allow_spinning")
         assert entry == ("1" if spinning else "0")

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from handspring.cli import main
-from handspring.embedder import ClipModel
+from handspring.embedder import Model
 from handspring.registry import KNOWN_MODELS
 from tests.support.checkpoints import TINY
 from tests.support.hub_cache import hub_repo
@@ -97,7 +97,7 @@ def test_console_script_is_installed() -> None:
 
 
 def test_embed_to_json(
-    tiny_hf: Path, model: ClipModel, inputs: dict[str, Path], tmp_path: Path
+    tiny_hf: Path, model: Model, inputs: dict[str, Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "out.json"
     texts = ["a cat", "a photo of a dog on the beach"]
@@ -134,7 +134,7 @@ def test_embed_to_json(
 
 
 def test_embed_to_npy_without_normalizing(
-    tiny_hf: Path, model: ClipModel, inputs: dict[str, Path], tmp_path: Path
+    tiny_hf: Path, model: Model, inputs: dict[str, Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "out.npy"
     result = run(
@@ -165,7 +165,7 @@ def test_embed_to_npy_without_normalizing(
     assert np.abs(np.linalg.norm(matrix, axis=1) - 1).max() > 1e-2
 
 
-def test_texts_from_stdin(tiny_hf: Path, model: ClipModel) -> None:
+def test_texts_from_stdin(tiny_hf: Path, model: Model) -> None:
     result = run(
         "embed",
         "-m",
@@ -187,7 +187,7 @@ def test_texts_from_stdin(tiny_hf: Path, model: ClipModel) -> None:
 
 @pytest.mark.parametrize("suffix", [".json", ".npy"])
 def test_bad_images_exit_1_and_keep_the_other_rows(
-    tiny_hf: Path, model: ClipModel, inputs: dict[str, Path], tmp_path: Path, suffix: str
+    tiny_hf: Path, model: Model, inputs: dict[str, Path], tmp_path: Path, suffix: str
 ) -> None:
     out = tmp_path / f"out{suffix}"
     # Batches of 3: the second bad image is in the second batch.
@@ -303,7 +303,7 @@ def test_models_table_lists_every_alias(tmp_path: Path) -> None:
     assert "other models in the Hugging Face cache" not in result.stdout
 
 
-def test_models_shows_hub_cache(tiny_hf: Path, model: ClipModel, tmp_path: Path) -> None:
+def test_models_shows_hub_cache(tiny_hf: Path, model: Model, tmp_path: Path) -> None:
     hub = tmp_path / "hub"
     known = KNOWN_MODELS[0]
     known_bytes = _lay_out_hub_repo(hub, known.repo_id, tiny_hf)

@@ -13,8 +13,8 @@ import pytest
 
 import handspring
 from handspring import registry
-from handspring.registry import Int8Gate, KnownModel, known_model
-from handspring.text_embedder import SentenceEmbedder, check_int8_gate
+from handspring.embedder import Model
+from handspring.registry import Int8Gate, KnownModel, check_int8_gate, known_model
 from handspring.weights.sentence_transformers import packaged_minilm_folder
 from tests.support.sentence_folders import DISTILBERT, MPNET
 from tests.support.sentence_folders import sentence_folder as _sentence_folder
@@ -39,14 +39,14 @@ AWKWARD = ["", "   ", "\t\n"]
 
 
 @pytest.fixture(scope="module")
-def minilm() -> SentenceEmbedder:
+def minilm() -> Model:
     model = handspring.load("all-minilm-l6-v2")
-    assert isinstance(model, SentenceEmbedder)
+    assert model.modalities == ("text",)
     return model
 
 
 @pytest.mark.reference
-def test_minilm_equals_sentence_transformers(minilm: SentenceEmbedder) -> None:
+def test_minilm_equals_sentence_transformers(minilm: Model) -> None:
     from sentence_transformers import SentenceTransformer
 
     reference = SentenceTransformer(str(MINILM), device="cpu")
@@ -55,7 +55,7 @@ def test_minilm_equals_sentence_transformers(minilm: SentenceEmbedder) -> None:
     assert np.abs(minilm.embed_texts(texts) - expected).max() <= 1e-5
 
 
-def test_minilm_int8_passes_its_gate(minilm: SentenceEmbedder) -> None:
+def test_minilm_int8_passes_its_gate(minilm: Model) -> None:
     """Issue gate: min cosine >= 0.99 and nearest-neighbour agreement >= 0.95."""
     int8 = handspring.load("all-minilm-l6-v2", precision="int8")
     fp32_vectors, int8_vectors = minilm.embed_texts(SENTENCES), int8.embed_texts(SENTENCES)
@@ -87,10 +87,10 @@ def test_int8_is_warned_about_without_a_gate_and_refused_with_a_failed_one(
     with pytest.raises(
         ValueError, match=r"bad-int8: int8 is refused \(measured min cosine 0\.9500"
     ):
-        check_int8_gate("bad-int8")
+        check_int8_gate("bad-int8", "text")
 
 
-def test_dimensions_truncate_then_renormalise(minilm: SentenceEmbedder) -> None:
+def test_dimensions_truncate_then_renormalise(minilm: Model) -> None:
     raw = minilm.embed_texts(SENTENCES[:3], normalize=False)
     cut = minilm.embed_texts(SENTENCES[:3], dimensions=64)
     expected = raw[:, :64] / np.linalg.norm(raw[:, :64], axis=1, keepdims=True)
@@ -111,7 +111,7 @@ def test_prompts(tmp_path: Path) -> None:
         )
     )
     model = handspring.load(folder)
-    assert isinstance(model, SentenceEmbedder)
+    assert model.modalities == ("text",)
     by_default = model.embed_texts(["how tall is a giraffe"])
     by_hand = model.embed_texts(["query: how tall is a giraffe"], prompt="")
     np.testing.assert_allclose(by_default, by_hand, atol=1e-6)
@@ -123,7 +123,7 @@ def test_prompts(tmp_path: Path) -> None:
         model.embed_texts(["x"], prompt_name="nope")
 
 
-def test_text_model_refuses_images_and_bad_input(minilm: SentenceEmbedder) -> None:
+def test_text_model_refuses_images_and_bad_input(minilm: Model) -> None:
     with pytest.raises(ValueError, match="text model"):
         handspring.load("all-minilm-l6-v2", modalities=["image"])
     with pytest.raises(TypeError):
@@ -146,7 +146,7 @@ def test_other_families_equal_sentence_transformers(
     reference = SentenceTransformer(str(folder), device="cpu")
     texts = SENTENCES[:4] + AWKWARD[:1]
     model = handspring.load(folder)
-    assert isinstance(model, SentenceEmbedder)
+    assert model.modalities == ("text",)
     assert model.dim == dim
     normalize = not dense
     expected = reference.encode(texts, normalize_embeddings=normalize)
@@ -167,7 +167,7 @@ def test_pooling_without_the_prompt_equals_sentence_transformers(tmp_path: Path)
     (folder / "config_sentence_transformers.json").write_text(json.dumps(prompts))
     reference = SentenceTransformer(str(folder), device="cpu")
     model = handspring.load(folder)
-    assert isinstance(model, SentenceEmbedder)
+    assert model.modalities == ("text",)
     texts = SENTENCES[:4]
     expected = reference.encode(texts, prompt_name="query", normalize_embeddings=True)
     got = model.embed_texts(texts, prompt_name="query")
@@ -186,7 +186,7 @@ def test_pooling_without_the_prompt_equals_sentence_transformers(tmp_path: Path)
 
 
 @pytest.mark.reference
-def test_tokenizer_ids_equal_transformers(minilm: SentenceEmbedder) -> None:
+def test_tokenizer_ids_equal_transformers(minilm: Model) -> None:
     from transformers import AutoTokenizer
 
     from tests.support.samples import TEXTS
@@ -194,12 +194,12 @@ def test_tokenizer_ids_equal_transformers(minilm: SentenceEmbedder) -> None:
     reference = AutoTokenizer.from_pretrained(str(MINILM))
     texts = SENTENCES + AWKWARD + TEXTS + ["Ünïcödé ÀÉÎ", "don't stop", "a\u0301 vs á", "x" * 600]
     expected = reference(texts, truncation=True, max_length=256, padding=True)
-    ours = minilm.tokenizer.encode_batch(texts)
+    ours = minilm.towers["text"].tokenizer.encode_batch(texts)  # type: ignore[attr-defined]
     assert [e.ids for e in ours] == expected["input_ids"]
     assert [e.attention_mask for e in ours] == expected["attention_mask"]
 
 
-def test_count_tokens_reports_truncation(minilm: SentenceEmbedder) -> None:
+def test_count_tokens_reports_truncation(minilm: Model) -> None:
     lengths, truncated = minilm.count_tokens(["hello world", "", "word " * 600])
     assert lengths.tolist() == [4, 2, 256]
     assert truncated.tolist() == [False, False, True]

@@ -1,4 +1,5 @@
-"""Handspring: CLIP embeddings on the CPU with ONNX Runtime, built from safetensors.
+"""Handspring: image, text, audio and other embeddings on the CPU with ONNX Runtime, from
+graphs built out of the checkpoints' weights.
 
 Names are imported on first use, so `import handspring.models.clip` (or a
 text-only process) does not pay for image decoding and the runtime.
@@ -10,26 +11,41 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from handspring.embedder import ClipModel, ImageEmbeddings
-    from handspring.errors import CheckpointError, HandspringError, ImageError, TokenizerError
+    from handspring.embedder import ClipModel, Embeddings, ImageEmbeddings, Model
+    from handspring.errors import (
+        AudioError,
+        CheckpointError,
+        HandspringError,
+        ImageError,
+        InputError,
+        TokenizerError,
+    )
     from handspring.loading import load
 
 _EXPORTS = {
     "load": "handspring.loading",
+    "Model": "handspring.embedder",
+    "Embeddings": "handspring.embedder",
     "ClipModel": "handspring.embedder",
     "ImageEmbeddings": "handspring.embedder",
+    "AudioError": "handspring.errors",
     "CheckpointError": "handspring.errors",
     "HandspringError": "handspring.errors",
     "ImageError": "handspring.errors",
+    "InputError": "handspring.errors",
     "TokenizerError": "handspring.errors",
 }
 
 __all__ = [
+    "AudioError",
     "CheckpointError",
     "ClipModel",
+    "Embeddings",
     "HandspringError",
     "ImageEmbeddings",
     "ImageError",
+    "InputError",
+    "Model",
     "TokenizerError",
     "load",
 ]

@@ -28,20 +28,26 @@ IMAGE_SUFFIXES = {
 }
 
 
-def _expand_images(paths: tuple[str, ...]) -> list[str]:
-    """Files as given; folders walked (sorted) for files with image suffixes."""
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3"}
+ARRAY_SUFFIXES = {".npy"}
+
+
+def _expand(paths: tuple[str, ...], suffixes: set[str]) -> list[str]:
+    """Files as given; folders walked (sorted) for files with these suffixes."""
     out: list[str] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             out += sorted(
-                str(p)
-                for p in path.rglob("*")
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                str(p) for p in path.rglob("*") if p.suffix.lower() in suffixes and p.is_file()
             )
         else:
             out.append(raw)  # missing files are reported per item by the embedder
     return out
+
+
+def _expand_images(paths: tuple[str, ...]) -> list[str]:
+    return _expand(paths, IMAGE_SUFFIXES)
 
 
 def _read_texts(texts: tuple[str, ...], texts_file: str | None) -> list[str]:
@@ -88,7 +94,7 @@ class _LazyGroup(click.Group):
 @click.group(cls=_LazyGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Log model loading and skipped items.")
 def main(verbose: bool) -> None:
-    """Handspring: CLIP embeddings on the CPU, exact to the reference."""
+    """Handspring: image, text and audio embeddings on the CPU, exact to the reference."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -101,6 +107,12 @@ def main(verbose: bool) -> None:
     "-m", "--model", default=DEFAULT_CLIP, show_default=True, help="Alias, folder or HF repo id."
 )
 @click.option("-i", "--image", "images", multiple=True, help="Image file or folder (repeatable).")
+@click.option(
+    "-a", "--audio", "sounds", multiple=True, help="Sound file or folder (repeatable; ImageBind)."
+)
+@click.option("--depth", "depths", multiple=True, help="Depth map .npy [1,H,W] (repeatable).")
+@click.option("--thermal", "thermals", multiple=True, help="Thermal image .npy (repeatable).")
+@click.option("--imu", "imus", multiple=True, help="IMU window .npy [6,2000] (repeatable).")
 @click.option("-t", "--text", "texts", multiple=True, help="Text to embed (repeatable).")
 @click.option(
     "--texts-file",
@@ -129,6 +141,10 @@ def main(verbose: bool) -> None:
 def embed(
     model: str,
     images: tuple[str, ...],
+    sounds: tuple[str, ...],
+    depths: tuple[str, ...],
+    thermals: tuple[str, ...],
+    imus: tuple[str, ...],
     texts: tuple[str, ...],
     texts_file: str | None,
     output: str | None,
@@ -140,24 +156,34 @@ def embed(
     no_exif_orientation: bool,
     progress: bool | None,
 ) -> None:
-    """Embed images and texts. Rows come out in input order: images, then texts.
+    """Embed images, sounds, arrays and texts. Rows come out in input order: images,
+    audio, depth, thermal, IMU, then texts.
 
-    An image that cannot be read is reported on stderr and its row is null
+    An item that cannot be read is reported on stderr and its row is null
     (JSON) or NaN (.npy); the exit status is then 1.
     """
     from tqdm import tqdm
 
     import handspring
 
-    image_paths = _expand_images(images)
-    all_texts = _read_texts(texts, texts_file)
-    if not image_paths and not all_texts:
-        raise click.UsageError("nothing to embed: give --image and/or --text/--texts-file")
-    modalities = [m for m, items in (("image", image_paths), ("text", all_texts)) if items]
+    inputs: dict[str, list[str]] = {
+        "image": _expand_images(images),
+        "audio": _expand(sounds, AUDIO_SUFFIXES),
+        "depth": _expand(depths, ARRAY_SUFFIXES),
+        "thermal": _expand(thermals, ARRAY_SUFFIXES),
+        "imu": _expand(imus, ARRAY_SUFFIXES),
+        "text": _read_texts(texts, texts_file),
+    }
+    inputs = {modality: items for modality, items in inputs.items() if items}
+    if not inputs:
+        raise click.UsageError(
+            "nothing to embed: give --image, --audio, --depth, --thermal, --imu "
+            "and/or --text/--texts-file"
+        )
     try:
         loaded = handspring.load(
             model,
-            modalities=modalities,
+            modalities=list(inputs),
             precision=precision,
             threads=threads,
             fast_decode=fast_decode,
@@ -169,21 +195,18 @@ def embed(
     show = sys.stderr.isatty() if progress is None else progress
     rows: list[np.ndarray] = []
     errors: dict[int, str] = {}
-    if image_paths:
-        with tqdm(total=len(image_paths), unit="img", disable=not show, file=sys.stderr) as bar:
-            for part in loaded.iter_embed_images(image_paths, batch_size, normalize):
+    for modality, items in inputs.items():
+        size = max(batch_size, 32) if modality == "text" else batch_size
+        unit = {"image": "img", "audio": "sound"}.get(modality, modality)
+        with tqdm(total=len(items), unit=unit, disable=not show, file=sys.stderr) as bar:
+            for part in loaded.iter_embed(modality, items, batch_size=size, normalize=normalize):
                 for index, error in zip(part.error_index, part.errors, strict=True):
                     errors[len(rows) + index] = error.reason
                     click.echo(f"skipped {error}", err=True)
                 rows.extend(part.embeddings)
                 bar.update(len(part))
-    if all_texts:
-        with tqdm(total=len(all_texts), unit="text", disable=not show, file=sys.stderr) as bar:
-            for chunk in loaded.iter_embed_texts(all_texts, max(batch_size, 32), normalize):
-                rows.extend(chunk)
-                bar.update(len(chunk))
     matrix = np.stack(rows).astype(np.float32)
-    sources = [("image", p) for p in image_paths] + [("text", t) for t in all_texts]
+    sources = [(modality, item) for modality, items in inputs.items() for item in items]
     if output and output.endswith(".npy"):
         np.save(output, matrix)
     else:
@@ -207,7 +230,9 @@ def embed(
         else:
             click.echo(text)
     if errors:
-        click.echo(f"{len(errors)} of {len(image_paths)} images could not be read", err=True)
+        unread = len(sources) - len(inputs.get("text", []))
+        noun = "images" if list(inputs) in (["image"], ["image", "text"]) else "items"
+        click.echo(f"{len(errors)} of {unread} {noun} could not be read", err=True)
         sys.exit(1)
 
 

@@ -1,39 +1,36 @@
-"""CLIP embeddings: preprocessing -> ONNX Runtime -> normalisation, in batches.
+"""One loaded-model type for every family and modality: towers keyed by modality, each
+preprocessing -> graph -> postprocessing, driven here in batches.
 
-Images are decoded on a thread pool while the previous batch runs (Pillow
-releases the GIL while decoding and resizing), so decode and inference overlap.
-A bad image never sinks its batch: it is reported with its name and reason
-and the other images are embedded.
+Items are prepared (decoded, tokenized) ahead of inference: images one per task on a
+thread pool while the previous batch runs, texts a batch at a time. An item that cannot
+be prepared never sinks its batch: it gets a NaN row and an error naming it and the
+reason, and the other items are embedded.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from handspring.errors import HandspringError, ImageError
-from handspring.preprocess.decode import DEFAULT_MAX_PIXELS, ImageInput, decode_image, describe_item
-from handspring.preprocess.image import ImageTransform
-from handspring.preprocess.text import ClipTokenizer
-from handspring.runtime.towers import TowerSession
+from handspring.errors import HandspringError, ImageError, InputError
+from handspring.towers.base import Tower
 
 log = logging.getLogger("handspring")
 
-TOWER_BATCH = 8
-
 
 @dataclass
-class ImageEmbeddings:
-    """Embeddings in input order. Rows of images that failed are NaN, and
-    `errors` says which and why; `np.asarray(result)` gives the matrix."""
+class Embeddings:
+    """Embeddings in input order. Rows of items that failed are NaN, and `errors` says
+    which and why; `np.asarray(result)` gives the matrix."""
 
-    embeddings: np.ndarray  # float32 [N, P]
-    errors: list[ImageError] = field(default_factory=list)
+    embeddings: np.ndarray  # float32 [N, D]
+    errors: list[InputError] = field(default_factory=list)
     error_index: list[int] = field(default_factory=list)
 
     @property
@@ -48,10 +45,32 @@ class ImageEmbeddings:
     def __len__(self) -> int:
         return len(self.embeddings)
 
+    @classmethod
+    def concat(cls, parts: Sequence[Embeddings], dim: int) -> Embeddings:
+        if not parts:
+            return cls(np.zeros((0, dim), dtype=np.float32))
+        offsets = np.cumsum([0] + [len(p) for p in parts])
+        return cls(
+            np.concatenate([p.embeddings for p in parts]),
+            [e for p in parts for e in p.errors],
+            [int(off + r) for p, off in zip(parts, offsets, strict=False) for r in p.error_index],
+        )
+
+
+# The name this type had when only images reported errors.
+ImageEmbeddings = Embeddings
+
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.maximum(norms, np.finfo(np.float32).tiny)
+
+
+def postprocess(vectors: np.ndarray, normalize: bool, dimensions: int | None) -> np.ndarray:
+    """Matryoshka cut to the first `dimensions` values, then (optionally) unit length."""
+    if dimensions is not None:
+        vectors = np.ascontiguousarray(vectors[:, :dimensions])
+    return l2_normalize(vectors) if normalize else vectors
 
 
 def _batched(items: Iterable, size: int) -> Iterator[list]:
@@ -60,242 +79,302 @@ def _batched(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-class ClipModel:
-    """A loaded CLIP model. Build one with `handspring.load`."""
+def _detached(exc: InputError) -> InputError:
+    # A traceback's frames hold whatever the decoder had in hand (a 12 MP buffer, say):
+    # an error the caller keeps must not keep that alive.
+    exc.__traceback__ = None
+    exc.__context__ = exc.__cause__ = None
+    return exc
+
+
+class Model:
+    """A loaded model: its towers by modality. Build one with `handspring.load`."""
 
     def __init__(
         self,
         name: str,
         dim: int,
-        image_tower: TowerSession | None,
-        text_tower: TowerSession | None,
-        transform: ImageTransform | None,
-        tokenizer: ClipTokenizer | None,
-        logit_scale: float,
+        towers: Mapping[str, Tower],
         *,
-        fixed_text_length: bool = False,
-        exif_orientation: bool = True,
-        fast_decode: bool = False,
-        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        family: str,
+        logit_scales: Mapping[str, float] | None = None,
         decode_workers: int = 2,
     ) -> None:
         self.name = name
         self.dim = dim
-        self.image_tower = image_tower
-        self.text_tower = text_tower
-        self.transform = transform
-        self.tokenizer = tokenizer
-        self.logit_scale = logit_scale
-        self.exif_orientation = exif_orientation
-        self.fast_decode = fast_decode
-        self.max_pixels = max_pixels
+        self.family = family
+        self.towers = dict(towers)
+        # Per modality: the scale of its zero-shot logits against texts.
+        self.logit_scales = dict(logit_scales or {})
         self.decode_workers = decode_workers
-        # Pre-exported (Immich) text graphs take ids padded to the context length.
-        self._fixed_text_length = fixed_text_length
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return tuple(m for m, t in (("image", self.image_tower), ("text", self.text_tower)) if t)
+        return tuple(self.towers)
 
     def __repr__(self) -> str:
-        return f"ClipModel({self.name!r}, dim={self.dim}, modalities={self.modalities})"
+        return f"Model({self.name!r}, {self.family}, dim={self.dim}, modalities={self.modalities})"
 
-    # ----------------------------------------------------------------- images
-
-    def _need(self, tower: TowerSession | None, modality: str) -> TowerSession:
-        if tower is None:
+    def tower(self, modality: str) -> Tower:
+        if (tower := self.towers.get(modality)) is None:
             raise HandspringError(
                 f"{self.name}: the {modality} tower is not loaded; "
-                f"load with modalities including {modality!r}"
+                f"load with modalities including {modality!r} (this model has: "
+                f"{', '.join(self.modalities)})"
             )
         return tower
 
-    def pixels(self, source: ImageInput, item: str) -> np.ndarray:
-        """float32 [3, S, S]: `source` decoded and transformed as `embed_images` does it.
-        Raises ImageError naming `item`."""
-        self._need(self.image_tower, "image")
-        assert self.transform is not None
-        draft = self.transform.draft_size() if self.fast_decode else None
-        image = decode_image(
-            source,
-            item=item,
-            max_pixels=self.max_pixels,
-            exif_orientation=self.exif_orientation,
-            draft_shortest=draft,
-        )
-        return self.transform(image)
+    # ---------------------------------------------------------------- any modality
 
-    def iter_embed_images(
-        self, images: Iterable[ImageInput], batch_size: int = 16, normalize: bool = True
-    ) -> Iterator[ImageEmbeddings]:
-        """One result per batch of `batch_size` inputs, in order, so an
-        unbounded iterable streams in constant memory."""
-        self._need(self.image_tower, "image")
-        batches = _batched(enumerate(images), batch_size)
+    def embed(
+        self,
+        modality: str,
+        items: Iterable[Any],
+        *,
+        batch_size: int | None = None,
+        normalize: bool | None = True,
+        dimensions: int | None = None,
+        **options: Any,
+    ) -> Embeddings:
+        """Embed `items` of one modality. `normalize=None` keeps the model's own choice
+        (a sentence-transformers Normalize module); `dimensions` keeps the first d values
+        (Matryoshka). Text towers take `prompt_name` or `prompt`."""
+        parts = list(
+            self.iter_embed(
+                modality,
+                items,
+                batch_size=batch_size,
+                normalize=normalize,
+                dimensions=dimensions,
+                **options,
+            )
+        )
+        return Embeddings.concat(parts, dimensions or self.dim)
+
+    def iter_embed(
+        self,
+        modality: str,
+        items: Iterable[Any],
+        *,
+        batch_size: int | None = None,
+        normalize: bool | None = True,
+        dimensions: int | None = None,
+        **options: Any,
+    ) -> Iterator[Embeddings]:
+        """One result per chunk of inputs, in order, so an unbounded iterable streams in
+        constant memory. The next chunk is prepared while this one runs."""
+        tower = self.tower(modality)
+        tower.check_options(options)
+        if dimensions is not None and not 0 < dimensions <= self.dim:
+            raise ValueError(f"dimensions must be in 1..{self.dim}, got {dimensions}")
+        size = batch_size or tower.batch_size
+        normalize = tower.default_normalize if normalize is None else normalize
+        chunks = _batched(enumerate(items), size * tower.sort_window)
         with ThreadPoolExecutor(
             max_workers=self.decode_workers, thread_name_prefix="decode"
         ) as pool:
 
-            def submit(batch: list[tuple[int, ImageInput]]) -> list[Future[np.ndarray] | None]:
-                return [pool.submit(self.pixels, src, describe_item(src, i)) for i, src in batch]
+            def submit(chunk: list[tuple[int, Any]]) -> list[Future[Any]]:
+                if tower.prepare_in_pool:
+                    return [
+                        pool.submit(tower.prepare, item, tower.describe(item, i), options)
+                        for i, item in chunk
+                    ]
+                names = [tower.describe(item, i) for i, item in chunk]
+                prepared = tower.prepare_batch([item for _, item in chunk], names, options)
+                return [_done(p) for p in prepared]
 
-            pending = next(batches, None)
+            pending = next(chunks, None)
             futures = submit(pending) if pending else []
             while pending:
-                following = next(batches, None)
-                # Decode the next batch while this one runs.
+                following = next(chunks, None)
                 next_futures = submit(following) if following else []
-                yield self._run_image_batch(pending, futures, normalize)
+                out = self._run_chunk(tower, pending, futures, size)
+                out.embeddings = postprocess(out.embeddings, normalize, dimensions)
+                yield out
                 pending, futures = following, next_futures
 
-    def _run_image_batch(
-        self,
-        batch: list[tuple[int, ImageInput]],
-        futures: list[Future[np.ndarray] | None],
-        normalize: bool,
-    ) -> ImageEmbeddings:
-        out = np.full((len(batch), self.dim), np.nan, dtype=np.float32)
-        errors: list[ImageError] = []
+    def _run_chunk(
+        self, tower: Tower, chunk: list[tuple[int, Any]], futures: list[Future[Any]], size: int
+    ) -> Embeddings:
+        out = np.full((len(chunk), self.dim), np.nan, dtype=np.float32)
+        errors: list[InputError] = []
         error_rows: list[int] = []
-        pixels: list[np.ndarray] = []
-        rows: list[int] = []
-        for row, (index, source) in enumerate(batch):
-            future, futures[row] = futures[row], None  # let decoded pixels go once used
-            assert future is not None
+        ready: list[tuple[int, Any]] = []
+        for row, (index, item) in enumerate(chunk):
+            future = futures[row]
+            futures[row] = None  # type: ignore[call-overload]  # let prepared inputs go once used
             try:
-                pixels.append(future.result())
-                rows.append(row)
-            except ImageError as exc:
-                errors.append(exc)
+                ready.append((row, _result(future)))
+            except InputError as exc:
+                errors.append(_detached(exc))
                 error_rows.append(row)
             except Exception as exc:  # a decoder bug must not sink the batch either
-                item = describe_item(source, index)
-                errors.append(ImageError(item, "could not be read", f"{type(exc).__name__}: {exc}"))
+                name = tower.describe(item, index)
+                errors.append(
+                    tower.error_type(name, "could not be read", f"{type(exc).__name__}: {exc}")
+                )
                 error_rows.append(row)
-            # Chunks run as soon as they fill, while later images still decode.
-            if len(pixels) == TOWER_BATCH or (row == len(batch) - 1 and pixels):
-                out[rows] = self.embed_pixels(np.stack(pixels), normalize)
-                pixels, rows = [], []
+            # Without sorting, runs start as soon as they fill, while later items still decode.
+            if tower.sort_window == 1 and len(ready) == tower.run_rows:
+                _run_into(tower, ready, out)
+                ready = []
+        if tower.sort_window > 1:
+            ready.sort(key=lambda r: -tower.length(r[1]))  # stable: equal lengths keep order
+            for start in range(0, len(ready), size):
+                _run_into(tower, ready[start : start + size], out)
+        elif ready:
+            _run_into(tower, ready, out)
         for exc in errors:
             # Returned to the caller in `errors`; logged for those who want a trail.
-            log.info("image skipped: %s", exc)
-        return ImageEmbeddings(out, errors, error_rows)
+            log.info("%s skipped: %s", tower.modality, exc)
+        return Embeddings(out, errors, error_rows)
 
-    def embed_pixels(self, pixels: np.ndarray, normalize: bool = True) -> np.ndarray:
-        """float32 [N, P] from preprocessed pixels [N, 3, S, S] (see `pixels`). A row's
-        vector does not depend on the other rows, bit for bit."""
-        tower = self._need(self.image_tower, "image")
-        input_name = tower.session.get_inputs()[0].name
-        out = np.empty((len(pixels), self.dim), dtype=np.float32)
-        # The tower runs at most TOWER_BATCH images at once: chunks of 8 ran as fast as 16
-        # and faster than 32 here, with a third of the activation memory of 32.
-        for start in range(0, len(pixels), TOWER_BATCH):
-            out[start : start + TOWER_BATCH] = tower.session.run(
-                None, {input_name: pixels[start : start + TOWER_BATCH]}
-            )[0]
-        return l2_normalize(out) if normalize else out
+    # ------------------------------------------------------------------- shortcuts
 
     def embed_images(
-        self, images: Iterable[ImageInput], batch_size: int = 16, normalize: bool = True
-    ) -> ImageEmbeddings:
-        """Embed paths, bytes, PIL images or arrays. See `ImageEmbeddings` for errors."""
-        parts = list(self.iter_embed_images(images, batch_size, normalize))
-        if not parts:
-            return ImageEmbeddings(np.zeros((0, self.dim), dtype=np.float32))
-        offsets = np.cumsum([0] + [len(p) for p in parts])
-        return ImageEmbeddings(
-            np.concatenate([p.embeddings for p in parts]),
-            [e for p in parts for e in p.errors],
-            [int(off + r) for p, off in zip(parts, offsets, strict=False) for r in p.error_index],
-        )
+        self, images: Iterable[Any], batch_size: int = 16, normalize: bool = True
+    ) -> Embeddings:
+        """Embed paths, bytes, PIL images or arrays. See `Embeddings` for errors."""
+        return self.embed("image", images, batch_size=batch_size, normalize=normalize)
 
-    # ------------------------------------------------------------------ texts
+    def iter_embed_images(
+        self, images: Iterable[Any], batch_size: int = 16, normalize: bool = True
+    ) -> Iterator[Embeddings]:
+        return self.iter_embed("image", images, batch_size=batch_size, normalize=normalize)
+
+    def embed_audio(
+        self, sounds: Iterable[Any], batch_size: int = 8, normalize: bool = True
+    ) -> Embeddings:
+        """Embed sound files (paths or bytes) or (waveform, sample_rate) pairs."""
+        return self.embed("audio", sounds, batch_size=batch_size, normalize=normalize)
+
+    def embed_texts(
+        self,
+        texts: Iterable[str],
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        dimensions: int | None = None,
+        **options: Any,
+    ) -> np.ndarray:
+        """float32 [N, D] in input order. `normalize=None` is the model's own choice: unit
+        vectors, except for a sentence-transformers model without a Normalize module.
+        A text that is not a string is a TypeError (`embed("text", ...)` reports it per item)."""
+        parts = list(self.iter_embed_texts(texts, batch_size, normalize, dimensions, **options))
+        width = dimensions or self.dim
+        return np.concatenate(parts) if parts else np.zeros((0, width), dtype=np.float32)
 
     def iter_embed_texts(
-        self, texts: Iterable[str], batch_size: int = 32, normalize: bool = True
+        self,
+        texts: Iterable[str],
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        dimensions: int | None = None,
+        **options: Any,
     ) -> Iterator[np.ndarray]:
-        """Embeddings for each chunk of inputs, in order. Within a chunk the
-        texts run in batches of similar length, so little is padded."""
-        chunk_size = batch_size * 8
-        for chunk in _batched(texts, chunk_size):
-            yield self._embed_text_chunk(chunk, batch_size, normalize)
+        """Embeddings for each chunk of inputs, in order. Within a chunk the texts run in
+        batches of similar length, so little is padded."""
+        if isinstance(texts, str):
+            raise TypeError("embed_texts takes a list of strings; wrap a single text in a list")
+        parts = self.iter_embed(
+            "text",
+            texts,
+            batch_size=batch_size,
+            normalize=normalize,
+            dimensions=dimensions,
+            **options,
+        )
+        offset = 0
+        for part in parts:
+            if part.errors:
+                first = part.errors[0]
+                raise TypeError(f"text #{offset + part.error_index[0]} {first.reason}")
+            offset += len(part)
+            yield part.embeddings
 
-    def _embed_text_chunk(
-        self, texts: Sequence[str], batch_size: int, normalize: bool
-    ) -> np.ndarray:
-        tower = self._need(self.text_tower, "text")
-        assert self.tokenizer is not None
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"text #{i} is {type(text).__name__}, not str")
-        # Tokenized once; each batch takes its rows, trimmed to its own longest.
-        tokens = self.tokenizer.encode(texts)
-        order = np.argsort(-tokens.lengths, kind="stable")
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            rows = order[start : start + batch_size]
-            ids = tokens.input_ids[rows, : tokens.lengths[rows].max()]
-            out[rows] = self._run_text_batch(tower, ids, tokens.eot_index[rows])
-        return l2_normalize(out) if normalize else out
-
-    def _run_text_batch(self, tower: TowerSession, ids: np.ndarray, eot: np.ndarray) -> np.ndarray:
-        assert self.tokenizer is not None
-        if self._fixed_text_length:
-            inp = tower.session.get_inputs()[0]
-            padded = np.full((len(ids), self.tokenizer.context_length), self.tokenizer.pad_id)
-            padded[:, : ids.shape[1]] = ids
-            dtype = np.int32 if "int32" in inp.type else np.int64
-            return tower.session.run(None, {inp.name: padded.astype(dtype)})[0]
-        return tower.session.run(None, {"input_ids": ids, "eot_index": eot})[0]
+    # --------------------------------------------------------------------- texts
 
     @property
     def max_tokens(self) -> int:
         """The longest text the text tower reads, in tokens; longer ones are cut."""
-        self._need(self.text_tower, "text")
-        assert self.tokenizer is not None
-        return self.tokenizer.context_length
+        return self._text_tower().max_tokens
 
     def count_tokens(
-        self, texts: Sequence[str], prompt_name: str | None = None
+        self, texts: Sequence[str], prompt_name: str | None = None, prompt: str | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens each text runs as (start and end included, after truncation), and whether
-        it was cut to the context length. CLIP has no prompts: a `prompt_name` is refused
-        (the argument is there so both kinds of model count the same way)."""
-        if prompt_name:
-            raise ValueError(f"{self.name}: no prompt named {prompt_name!r} (CLIP has none)")
-        self._need(self.text_tower, "text")
-        assert self.tokenizer is not None
-        tokens = self.tokenizer.encode(texts)
-        return tokens.lengths, tokens.truncated
+        """Tokens each text runs as (prompt and special tokens included, after truncation),
+        and whether it was cut to the model's length."""
+        tower = self._text_tower()
+        options = {k: v for k, v in (("prompt_name", prompt_name), ("prompt", prompt)) if v}
+        tower.check_options(options)
+        tokens = tower.tokenize(list(texts), options)
+        return (
+            np.array([t.tokens for t in tokens], dtype=np.int64),
+            np.array([t.truncated for t in tokens], dtype=bool),
+        )
 
-    def embed_texts(
-        self, texts: Iterable[str], batch_size: int = 32, normalize: bool = True
-    ) -> np.ndarray:
-        """float32 [N, P] text embeddings in input order."""
-        if isinstance(texts, str):
-            raise TypeError("embed_texts takes a list of strings; wrap a single text in a list")
-        parts = list(self.iter_embed_texts(texts, batch_size, normalize))
-        return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
+    def _text_tower(self) -> Any:
+        from handspring.towers.text import TextTower
 
-    # ------------------------------------------------------------- zero-shot
+        tower = self.tower("text")
+        assert isinstance(tower, TextTower)
+        return tower
+
+    # ------------------------------------------------------------------- zero-shot
+
+    @property
+    def logit_scale(self) -> float:
+        """The zero-shot scale of images against texts (CLIP's learned temperature)."""
+        if "image" not in self.logit_scales:
+            raise HandspringError(f"{self.name}: no zero-shot scale for images against text")
+        return self.logit_scales["image"]
 
     def classify(
         self,
-        images: Iterable[ImageInput],
+        items: Iterable[Any],
         labels: Sequence[str],
         template: str = "a photo of a {}.",
         batch_size: int = 16,
-    ) -> tuple[np.ndarray, ImageEmbeddings]:
-        """Zero-shot label probabilities [N, L] (softmax over the labels of
-        the scaled cosine similarities, as CLIP was trained), and the image
-        embeddings, whose `errors` name the images that could not be read."""
+        modality: str = "image",
+    ) -> tuple[np.ndarray, Embeddings]:
+        """Zero-shot label probabilities [N, L] (softmax over the labels of the scaled
+        cosine similarities, as the model was trained), and the item embeddings, whose
+        `errors` name the items that could not be read."""
         if not labels:
             raise ValueError("classify needs at least one label")
-        text = self.embed_texts([template.format(label) for label in labels])
-        images_out = self.embed_images(images, batch_size=batch_size)
-        probs = np.full((len(images_out), len(labels)), np.nan, dtype=np.float32)
-        ok = images_out.ok
-        logits = self.logit_scale * images_out.embeddings[ok] @ text.T  # [N_ok, L]
+        if modality not in self.logit_scales:
+            raise HandspringError(f"{self.name}: no zero-shot scale for {modality} against text")
+        text = self.embed_texts([template.format(label) for label in labels], normalize=True)
+        embedded = self.embed(modality, items, batch_size=batch_size)
+        probs = np.full((len(embedded), len(labels)), np.nan, dtype=np.float32)
+        ok = embedded.ok
+        logits = self.logit_scales[modality] * embedded.embeddings[ok] @ text.T  # [N_ok, L]
         exp = np.exp(logits - logits.max(axis=1, keepdims=True, initial=-np.inf))
         probs[ok] = exp / exp.sum(axis=1, keepdims=True)
-        return probs, images_out
+        return probs, embedded
+
+
+def _done(value: Any) -> Future[Any]:
+    future: Future[Any] = Future()
+    if isinstance(value, BaseException):
+        future.set_exception(value)
+    else:
+        future.set_result(value)
+    return future
+
+
+def _result(future: Future[Any]) -> Any:
+    try:
+        return future.result()
+    finally:
+        del future
+
+
+def _run_into(tower: Tower, ready: list[tuple[int, Any]], out: np.ndarray) -> None:
+    rows = [row for row, _ in ready]
+    out[rows] = tower.run([prepared for _, prepared in ready])
+
+
+# Names from before every family shared one model type.
+ClipModel = Model
+__all__ = ["ClipModel", "Embeddings", "ImageEmbeddings", "ImageError", "Model", "l2_normalize"]

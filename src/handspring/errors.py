@@ -18,8 +18,9 @@ class CheckpointError(HandspringError):
         super().__init__(f"{where}: {reason}")
 
 
-class ImageError(HandspringError):
-    """One image could not be turned into pixels. `item` names it (a path, or `<bytes #3>`).
+class InputError(HandspringError):
+    """One input item (an image, a sound, a text...) could not be turned into model input.
+    `item` names it (a path, or `<bytes #3>`).
 
     `reason` is meant for people; `detail` holds the decoder's own words, which a server
     keeps out of its answers."""
@@ -29,6 +30,17 @@ class ImageError(HandspringError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{item}: {reason}" + (f" ({detail})" if detail else ""))
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.item, self.reason, self.detail))
+
+
+class ImageError(InputError):
+    """An image that could not be decoded or is over a limit."""
+
+
+class AudioError(InputError):
+    """A sound that could not be decoded or is over a limit."""
 
 
 class TokenizerError(HandspringError):

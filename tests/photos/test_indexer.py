@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handspring.embedder import ClipModel
+from handspring.embedder import Model
 from handspring.photos.indexer import Indexer, IndexReport
 from handspring.photos.scan import scan_roots
 from handspring.photos.store import StoreError, WritableStore, open_store
@@ -50,13 +50,13 @@ def library(tmp_path: Path) -> Library:
 
 
 def _run(
-    store: WritableStore, models: PhotoModels, model: ClipModel | None, roots: list[Path], **opts
+    store: WritableStore, models: PhotoModels, model: Model | None, roots: list[Path], **opts
 ) -> IndexReport:
     indexer = Indexer(store, index_options(models, **opts), model=model)
     return indexer.run([str(r) for r in roots])
 
 
-def _embedding(model: ClipModel, path: Path) -> np.ndarray:
+def _embedding(model: Model, path: Path) -> np.ndarray:
     result = model.embed_images([str(path)])
     assert not result.errors
     return result.embeddings[0]
@@ -69,7 +69,7 @@ def _indexed(store: WritableStore, path: Path):
 
 
 def test_first_run_records_every_photo(
-    store: WritableStore, library: Library, photo_models: PhotoModels, image_model: ClipModel
+    store: WritableStore, library: Library, photo_models: PhotoModels, image_model: Model
 ) -> None:
     report = _run(store, photo_models, image_model, [library.root])
     assert (report.added, report.unchanged, report.deleted) == (len(library.photos), 0, 0)
@@ -107,7 +107,7 @@ def test_incremental_runs(
     store: WritableStore,
     library: Library,
     photo_models: PhotoModels,
-    image_model: ClipModel,
+    image_model: Model,
     tmp_path: Path,
 ) -> None:
     _run(store, photo_models, image_model, [library.root])
@@ -176,7 +176,7 @@ def test_incremental_runs(
 
 
 def test_missing_or_empty_roots_delete_nothing(
-    library: Library, photo_models: PhotoModels, image_model: ClipModel, tmp_path: Path
+    library: Library, photo_models: PhotoModels, image_model: Model, tmp_path: Path
 ) -> None:
     store = open_store(str(tmp_path / "i.db"))
     try:
@@ -200,7 +200,7 @@ def test_missing_or_empty_roots_delete_nothing(
 
 
 def test_photos_under_an_unlistable_folder_are_kept(
-    photo_models: PhotoModels, image_model: ClipModel, tmp_path: Path
+    photo_models: PhotoModels, image_model: Model, tmp_path: Path
 ) -> None:
     with shared_tmp() as shared:
         root = shared / "lib"
@@ -221,7 +221,7 @@ def test_photos_under_an_unlistable_folder_are_kept(
 
 
 def test_a_file_changed_between_scan_and_read(
-    store: WritableStore, photo_models: PhotoModels, image_model: ClipModel, tmp_path: Path
+    store: WritableStore, photo_models: PhotoModels, image_model: Model, tmp_path: Path
 ) -> None:
     root = tmp_path / "lib"
     path = age(write_photo(root / "a.jpg", seed=1))
@@ -254,7 +254,7 @@ for _ in range(400):  # a photo still being copied in: 64 KiB a millisecond, 25 
 
 
 def test_a_file_written_during_the_run(
-    store: WritableStore, photo_models: PhotoModels, image_model: ClipModel, tmp_path: Path
+    store: WritableStore, photo_models: PhotoModels, image_model: Model, tmp_path: Path
 ) -> None:
     """Whatever the race gives the first run, the run finishes, every other photo is
     indexed, and once the file holds still the next run records it as it is."""
@@ -280,7 +280,7 @@ def test_a_file_written_during_the_run(
 
 
 def test_a_new_index_of_broken_files(
-    store: WritableStore, photo_models: PhotoModels, image_model: ClipModel, tmp_path: Path
+    store: WritableStore, photo_models: PhotoModels, image_model: Model, tmp_path: Path
 ) -> None:
     root = tmp_path / "lib"
     root.mkdir()
@@ -293,7 +293,7 @@ def test_a_new_index_of_broken_files(
 
 
 def test_one_index_never_mixes_models(
-    store: WritableStore, photo_models: PhotoModels, image_model: ClipModel, tmp_path: Path
+    store: WritableStore, photo_models: PhotoModels, image_model: Model, tmp_path: Path
 ) -> None:
     root = tmp_path / "lib"
     age(write_photo(root / "a.jpg", seed=1))

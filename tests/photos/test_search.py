@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import handspring
-from handspring.embedder import ClipModel
+from handspring.embedder import Model
 from handspring.errors import ImageError
 from handspring.photos.indexer import Indexer
 from handspring.photos.records import SearchFilter
@@ -36,7 +36,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def qdrant_url(indexed_library: IndexedLibrary, image_model: ClipModel, tmp_path_factory) -> str:
+def qdrant_url(indexed_library: IndexedLibrary, image_model: Model, tmp_path_factory) -> str:
     """The same library, indexed into Qdrant's embedded mode."""
     url = f"qdrant://{tmp_path_factory.mktemp('qdrant_search') / 'q'}"
     store = open_store(url)
@@ -64,7 +64,7 @@ def searcher(store: WritableStore, indexed_library: IndexedLibrary) -> Searcher:
 
 
 @pytest.fixture(scope="module")
-def truth(indexed_library: IndexedLibrary, image_model: ClipModel) -> dict[str, np.ndarray]:
+def truth(indexed_library: IndexedLibrary, image_model: Model) -> dict[str, np.ndarray]:
     """path -> the image model's embedding of the file, computed apart from any index."""
     paths = [str(p.path) for p in indexed_library.library.photos.values()]
     return dict(zip(paths, image_model.embed_images(paths).embeddings, strict=True))
@@ -100,7 +100,7 @@ def test_combinations_with_weights_paths_and_ids(
     store: WritableStore,
     truth: dict[str, np.ndarray],
     text_model,
-    image_model: ClipModel,
+    image_model: Model,
     indexed_library: IndexedLibrary,
     tmp_path: Path,
 ) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handspring.embedder import ClipModel
+from handspring.embedder import Model
 from handspring.photos.indexer import Indexer
 from handspring.photos.search import QueryModels, Searcher
 from handspring.photos.store import open_store
@@ -209,7 +209,7 @@ def test_original_is_the_indexed_file(client: httpx.Client, web_library: WebLibr
 
 @pytest.fixture
 def small_library(
-    tmp_path: Path, photo_models: PhotoModels, image_model: ClipModel
+    tmp_path: Path, photo_models: PhotoModels, image_model: Model
 ) -> Iterator[tuple[str, dict[str, int]]]:
     """Three photos of our own to change under the server: one upright only by EXIF, one
     corrupt, one plain."""
@@ -264,7 +264,7 @@ def test_files_are_served_only_while_they_are_the_indexed_ones(
 
 
 def test_the_same_api_over_a_qdrant_index(
-    web_library: WebLibrary, photo_models: PhotoModels, image_model: ClipModel, tmp_path: Path
+    web_library: WebLibrary, photo_models: PhotoModels, image_model: Model, tmp_path: Path
 ) -> None:
     url = f"qdrant://{tmp_path / 'qdrant'}"  # qdrant-client's embedded local mode
     store = open_store(url)

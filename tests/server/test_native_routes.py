@@ -10,18 +10,18 @@ import pytest
 import requests
 
 import handspring
-from handspring.embedder import ClipModel
+from handspring.embedder import Model
 from tests.server.images import png_b64, png_bytes
 
 
 @pytest.fixture(scope="module")
-def clip(tiny_hf: Path) -> ClipModel:
+def clip(tiny_hf: Path) -> Model:
     model = handspring.load(tiny_hf, precision="fp32")
-    assert isinstance(model, ClipModel)
+    assert model.modalities == ("image", "text")
     return model
 
 
-def test_images_by_json_keep_good_rows_and_name_bad_ones(url: str, clip: ClipModel) -> None:
+def test_images_by_json_keep_good_rows_and_name_bad_ones(url: str, clip: Model) -> None:
     truncated = base64.b64encode(png_bytes(3)[:200]).decode()
     images = [png_b64(1), truncated, png_b64(2)]
     body = requests.post(f"{url}/api/embed/images", json={"images": images}, timeout=30).json()
@@ -33,7 +33,7 @@ def test_images_by_json_keep_good_rows_and_name_bad_ones(url: str, clip: ClipMod
     assert error["reason"] == "images[1]: truncated: the image data ends early"
 
 
-def test_images_by_multipart_upload(url: str, clip: ClipModel) -> None:
+def test_images_by_multipart_upload(url: str, clip: Model) -> None:
     files = [
         ("files", ("cat.png", png_bytes(1), "image/png")),
         ("files", ("notes.txt", b"hello, not an image", "text/plain")),
@@ -47,7 +47,7 @@ def test_images_by_multipart_upload(url: str, clip: ClipModel) -> None:
     assert "not an image" in error["reason"]
 
 
-def test_texts(url: str, clip: ClipModel) -> None:
+def test_texts(url: str, clip: Model) -> None:
     body = requests.post(
         f"{url}/api/embed/texts", json={"texts": ["a", "b"], "model": "clip"}, timeout=30
     ).json()

@@ -11,24 +11,23 @@ import pytest
 import requests
 
 import handspring
-from handspring.embedder import ClipModel
-from handspring.text_embedder import SentenceEmbedder
+from handspring.embedder import Model
 from tests.server.images import png_b64
 
 TEXTS = ["a photo of a cat", "", "über café ☕", "word " * 400]
 
 
 @pytest.fixture(scope="module")
-def minilm() -> SentenceEmbedder:
+def minilm() -> Model:
     model = handspring.load("all-minilm-l6-v2", precision="fp32")
-    assert isinstance(model, SentenceEmbedder)
+    assert model.modalities == ("text",)
     return model
 
 
 @pytest.fixture(scope="module")
-def clip(tiny_hf: Path) -> ClipModel:
+def clip(tiny_hf: Path) -> Model:
     model = handspring.load(tiny_hf, precision="fp32")
-    assert isinstance(model, ClipModel)
+    assert model.modalities == ("image", "text")
     return model
 
 
@@ -37,9 +36,7 @@ def client(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
 
 
-def test_client_default_base64_equals_the_library(
-    client: openai.OpenAI, minilm: SentenceEmbedder
-) -> None:
+def test_client_default_base64_equals_the_library(client: openai.OpenAI, minilm: Model) -> None:
     # The client asks for base64 when the caller names no encoding, and decodes it itself.
     response = client.embeddings.create(input=TEXTS, model="minilm")
     got = np.array([d.embedding for d in response.data], dtype=np.float32)
@@ -50,12 +47,12 @@ def test_client_default_base64_equals_the_library(
     assert response.usage.prompt_tokens == response.usage.total_tokens == tokens
 
 
-def test_float_encoding_and_single_string(client: openai.OpenAI, minilm: SentenceEmbedder) -> None:
+def test_float_encoding_and_single_string(client: openai.OpenAI, minilm: Model) -> None:
     response = client.embeddings.create(input="hello", model="minilm", encoding_format="float")
     assert np.array_equal(np.float32(response.data[0].embedding), minilm.embed_texts(["hello"])[0])
 
 
-def test_raw_base64_is_little_endian_float32(url: str, minilm: SentenceEmbedder) -> None:
+def test_raw_base64_is_little_endian_float32(url: str, minilm: Model) -> None:
     body = requests.post(
         f"{url}/v1/embeddings",
         json={"input": ["hello"], "model": "minilm", "encoding_format": "base64"},
@@ -66,14 +63,14 @@ def test_raw_base64_is_little_endian_float32(url: str, minilm: SentenceEmbedder)
     assert np.array_equal(raw, minilm.embed_texts(["hello"])[0])
 
 
-def test_dimensions_cut_and_renormalise(client: openai.OpenAI, minilm: SentenceEmbedder) -> None:
+def test_dimensions_cut_and_renormalise(client: openai.OpenAI, minilm: Model) -> None:
     response = client.embeddings.create(input=TEXTS[:2], model="minilm", dimensions=64)
     got = np.array([d.embedding for d in response.data], dtype=np.float32)
     assert got.shape == (2, 64)
     assert np.array_equal(got, minilm.embed_texts(TEXTS[:2], dimensions=64))
 
 
-def test_images_by_data_url_and_plain_base64(client: openai.OpenAI, clip: ClipModel) -> None:
+def test_images_by_data_url_and_plain_base64(client: openai.OpenAI, clip: Model) -> None:
     images = [png_b64(1), png_b64(2, (64, 31))]
     inputs = [f"data:image/png;base64,{images[0]}", images[1]]
     response = client.embeddings.create(
@@ -85,7 +82,7 @@ def test_images_by_data_url_and_plain_base64(client: openai.OpenAI, clip: ClipMo
     assert response.usage.prompt_tokens == 0
 
 
-def test_clip_text_through_the_same_route(client: openai.OpenAI, clip: ClipModel) -> None:
+def test_clip_text_through_the_same_route(client: openai.OpenAI, clip: Model) -> None:
     response = client.embeddings.create(input=TEXTS, model="clip")
     got = np.array([d.embedding for d in response.data], dtype=np.float32)
     assert np.array_equal(got, clip.embed_texts(TEXTS))

@@ -8,19 +8,19 @@ import pytest
 import requests
 
 import handspring
-from handspring.text_embedder import SentenceEmbedder
+from handspring.embedder import Model
 
 LONG = "word " * 600
 
 
 @pytest.fixture(scope="module")
-def minilm() -> SentenceEmbedder:
+def minilm() -> Model:
     model = handspring.load("all-minilm-l6-v2", precision="fp32")
-    assert isinstance(model, SentenceEmbedder)
+    assert model.modalities == ("text",)
     return model
 
 
-def test_tei_embed_is_always_nested(url: str, minilm: SentenceEmbedder) -> None:
+def test_tei_embed_is_always_nested(url: str, minilm: Model) -> None:
     one = requests.post(f"{url}/embed", json={"inputs": "hello"}, timeout=30).json()
     assert np.array_equal(np.float32(one), minilm.embed_texts(["hello"]))
     many = requests.post(f"{url}/embed", json={"inputs": ["a", "b"]}, timeout=30).json()
@@ -57,7 +57,7 @@ def test_tei_info_and_health(url: str) -> None:
     assert requests.get(f"{url}/health", timeout=10).status_code == 200
 
 
-def test_photo_search_embed_form(url: str, minilm: SentenceEmbedder) -> None:
+def test_photo_search_embed_form(url: str, minilm: Model) -> None:
     body = requests.post(f"{url}/v1/embed", data={"query": "a red car"}, timeout=30).json()
     assert set(body) == {"v"}
     assert np.array_equal(np.float32(body["v"]), minilm.embed_texts(["a red car"])[0])

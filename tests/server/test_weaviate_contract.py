@@ -11,15 +11,14 @@ import pytest
 import requests
 
 import handspring
-from handspring.embedder import ClipModel
-from handspring.text_embedder import SentenceEmbedder
+from handspring.embedder import Model
 from tests.server.images import png_b64
 
 
 @pytest.fixture(scope="module")
-def clip(tiny_hf: Path) -> ClipModel:
+def clip(tiny_hf: Path) -> Model:
     model = handspring.load(tiny_hf, precision="fp32")
-    assert isinstance(model, ClipModel)
+    assert model.modalities == ("image", "text")
     return model
 
 
@@ -31,7 +30,7 @@ def test_probes_and_meta(url: str) -> None:
     assert meta.status_code == 200 and isinstance(meta.json(), dict)
 
 
-def test_vectorize_texts_and_images_in_input_order(url: str, clip: ClipModel) -> None:
+def test_vectorize_texts_and_images_in_input_order(url: str, clip: Model) -> None:
     texts = ["a cat", "a dog on a sofa", "a cat"]
     images = [png_b64(1), png_b64(2), png_b64(1)]
     body = requests.post(f"{url}/vectorize", json={"texts": texts, "images": images}, timeout=30)
@@ -62,7 +61,7 @@ def test_vectorize_error_shape(url: str) -> None:
 
 def test_text2vec_single_and_batch_forms(url: str) -> None:
     minilm = handspring.load("all-minilm-l6-v2", precision="fp32")
-    assert isinstance(minilm, SentenceEmbedder)
+    assert minilm.modalities == ("text",)
     for path in ("/vectors", "/vectors/"):
         single = requests.post(
             url + path,

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from handspring.embedder import ClipModel
+from handspring.embedder import Model
 from handspring.photos.metadata import enable_heif, read_metadata
 from handspring.photos.records import IndexedFile, ModelInfo, PhotoRecord
 from handspring.photos.scan import (
@@ -102,7 +102,7 @@ class Indexer:
         self,
         store: WritableStore,
         options: IndexOptions = IndexOptions(),
-        model: ClipModel | None = None,
+        model: Model | None = None,
         progress: bool = False,
     ) -> None:
         self.store = store
@@ -125,7 +125,7 @@ class Indexer:
                 f"--image-model {recorded.name}, or another --db for the other model"
             )
 
-    def model(self) -> ClipModel:
+    def model(self) -> Model:
         """The image model, loaded on first need (an unchanged library never loads it)."""
         if self._model is None:
             import handspring
@@ -140,7 +140,7 @@ class Indexer:
                 # took them (15-28 photos/s with spinning, 30-35 without, in noisy runs).
                 spinning=False,
             )
-            if not isinstance(loaded, ClipModel):
+            if "image" not in loaded.modalities:
                 raise StoreError(f"{self.options.image_model} is a text model, not an image model")
             self._model = loaded
         recorded = self.store.model()

@@ -19,13 +19,12 @@ from typing import Literal
 
 import numpy as np
 
-from handspring.embedder import ClipModel, l2_normalize
+from handspring.embedder import Model, l2_normalize
 from handspring.errors import HandspringError
 from handspring.photos.metadata import enable_heif
 from handspring.photos.records import Hit, SearchFilter
 from handspring.photos.store import PhotoStore
 from handspring.registry import resolve_alias
-from handspring.text_embedder import SentenceEmbedder
 
 TermKind = Literal["text", "photo_path", "photo_id"]
 
@@ -108,11 +107,11 @@ class QueryModels:
         self.image_model = image_model
         self.text_model = text_model
         self.precision = precision
-        self._image: ClipModel | None = None
-        self._text: ClipModel | SentenceEmbedder | None = None
+        self._image: Model | None = None
+        self._text: Model | None = None
         self._lock = threading.Lock()
 
-    def text(self) -> ClipModel | SentenceEmbedder:
+    def text(self) -> Model:
         with self._lock:
             if self._text is None:
                 import handspring
@@ -120,7 +119,7 @@ class QueryModels:
                 self._text = handspring.load(self.text_model, modalities=("text",))
             return self._text
 
-    def image(self) -> ClipModel:
+    def image(self) -> Model:
         with self._lock:
             if self._image is None:
                 import handspring
@@ -132,7 +131,7 @@ class QueryModels:
                     precision=self.precision,
                     fast_decode=True,
                 )
-                if not isinstance(loaded, ClipModel):
+                if "image" not in loaded.modalities:
                     raise QueryError(f"{self.image_model} is a text model, not an image model")
                 self._image = loaded
             return self._image

@@ -1,13 +1,18 @@
 """open_clip's Python-side text handling, for the "open_clip" tokenizer mode:
 its cleaning (ftfy, HTML unescaping, whitespace, `str.lower`) and its split
 regex. ftfy and regex are not dependencies of ours; without them both are
-approximated and a warning says so (see `handspring.preprocess.text`)."""
+approximated and a warning says so (see `handspring.preprocess.text`).
+
+ImageBind's copy of CLIP's tokenizer ("imagebind" mode) cleans the same way and
+splits with the same regex, except that its special-token alternatives are HF's
+names "<|startoftext|>"/"<|endoftext|>": hence `open_clip_splitter(bos, eos)`."""
 
 from __future__ import annotations
 
 import html
 import importlib
 import logging
+import re
 import unicodedata
 from collections.abc import Callable
 from functools import cache
@@ -20,10 +25,15 @@ log = logging.getLogger(__name__)
 # open_clip's SimpleTokenizer names its special tokens differently from HF.
 OPEN_CLIP_BOS = "<start_of_text>"
 OPEN_CLIP_EOS = "<end_of_text>"
-OPEN_CLIP_SPLIT = (
-    f"{OPEN_CLIP_BOS}|{OPEN_CLIP_EOS}"
-    r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
-)
+WORD_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+def split_pattern(bos: str, eos: str) -> str:
+    """The split regex with `bos` and `eos` tried first at each piece."""
+    return f"{re.escape(bos)}|{re.escape(eos)}|{WORD_SPLIT}"
+
+
+OPEN_CLIP_SPLIT = split_pattern(OPEN_CLIP_BOS, OPEN_CLIP_EOS)
 OPEN_CLIP_PAD_ID = 0
 
 
@@ -58,16 +68,19 @@ def _clean_lower(text: str) -> str:
 
 
 @cache
-def open_clip_splitter() -> Callable[[str], list[str]]:
+def open_clip_splitter(
+    bos: str = OPEN_CLIP_BOS, eos: str = OPEN_CLIP_EOS
+) -> Callable[[str], list[str]]:
     """open_clip's split regex, run by the `regex` module as open_clip runs it.
 
     Without `regex` (not a dependency of ours) Oniguruma runs the same pattern; it
     differs only on a lone U+0345 and on letters newer than its Unicode tables.
     """
+    pattern = split_pattern(bos, eos)
     regex = _optional_module("regex")
     if regex is not None:
-        return regex.compile(OPEN_CLIP_SPLIT, regex.IGNORECASE).findall
+        return regex.compile(pattern, regex.IGNORECASE).findall
     log.warning("the regex module is not installed: open_clip text splitting is approximated")
     # open_clip compiles its pattern with IGNORECASE, which makes "'" + long s a contraction.
-    split = pre_tokenizers.Split(Regex("(?i)" + OPEN_CLIP_SPLIT), behavior="removed", invert=True)
+    split = pre_tokenizers.Split(Regex("(?i)" + pattern), behavior="removed", invert=True)
     return lambda text: [piece for piece, _ in split.pre_tokenize_str(text)]

@@ -1,4 +1,4 @@
-"""CLIP text tokenizer whose ids equal one of two references, chosen by `cleaning`.
+"""CLIP text tokenizer whose ids equal one of three references, chosen by `cleaning`.
 
 - "hf": transformers' `CLIPTokenizer` (transformers 5, tokenizers-backed) loaded from
   the same files. Transformers 5 rebuilds the CLIP pipeline from code and takes only
@@ -6,8 +6,18 @@
 - "open_clip": `open_clip.tokenize`. Its Python-side cleaning (ftfy, HTML unescaping,
   whitespace, `str.lower`) and its own split regex run here in Python; only byte-level
   BPE runs in `tokenizers`.
+- "imagebind": ImageBind's `SimpleTokenizer` (its copy of CLIP's). Cleaning and split
+  regex as open_clip's, but the special pieces it turns into special ids are
+  "<|startoftext|>"/"<|endoftext|>". It collapses whitespace with a `regex`
+  pattern, which unlike `str.split` leaves U+001C..U+001F alone; ftfy has removed
+  those by then. Its rows always end in an eot, so the first eot (what its
+  text head selects, by argmax of the ids) can come from the text itself.
 
-Differences between the two references, and where each mode handles them:
+`ClipTokenizer.from_clip_vocab` builds the standard CLIP vocabulary that handspring
+ships, for checkpoints without tokenizer files (ImageBind, many OpenCLIP ones).
+
+Differences between transformers and open_clip (ImageBind's differ from open_clip's
+only as said above), and where each mode handles them:
 
 - ftfy (open_clip only) straightens curly quotes ("don" U+2019 "t" becomes "don't", a
   contraction), folds fullwidth forms (U+FF21 -> "a"), expands ligatures, drops
@@ -51,6 +61,13 @@ from tokenizers import (
 from tokenizers.models import BPE
 
 from handspring.errors import TokenizerError
+from handspring.preprocess.clip_vocab import (
+    BOS_TOKEN,
+    EOS_TOKEN,
+    clip_bpe_file,
+    clip_merges,
+    clip_vocab,
+)
 from handspring.preprocess.hf_special_tokens import (
     TokenizerConfig,
     hf_added_tokens,
@@ -67,7 +84,14 @@ from handspring.preprocess.open_clip_text import (
 
 log = logging.getLogger(__name__)
 
-Cleaning = Literal["hf", "open_clip"]
+Cleaning = Literal["hf", "open_clip", "imagebind"]
+CLEANINGS: tuple[Cleaning, ...] = ("hf", "open_clip", "imagebind")
+# The text spellings that the split regex of each Python-side mode turns into
+# (bos, eot) ids.
+SPECIAL_PIECES: dict[Cleaning, tuple[str, str]] = {
+    "open_clip": (OPEN_CLIP_BOS, OPEN_CLIP_EOS),
+    "imagebind": (BOS_TOKEN, EOS_TOKEN),
+}
 
 TOKENIZER_JSON = "tokenizer.json"
 VOCAB_JSON = "vocab.json"
@@ -92,7 +116,7 @@ class TokenBatch:
 
 
 class ClipTokenizer:
-    """CLIP byte-level BPE tokenizer; ids equal transformers' or open_clip's (see module doc)."""
+    """CLIP byte-level BPE tokenizer; ids equal transformers', open_clip's or ImageBind's."""
 
     context_length: int
     pad_id: int
@@ -121,9 +145,11 @@ class ClipTokenizer:
         self._backend = backend
         backend.enable_truncation(max_length=context_length)
         backend.enable_padding(pad_id=pad_id)
-        if cleaning == "open_clip":
+        if cleaning in SPECIAL_PIECES:
+            bos_piece, eot_piece = SPECIAL_PIECES[cleaning]
             self._clean = open_clip_cleaner()
-            self._split = open_clip_splitter()
+            self._split = open_clip_splitter(bos_piece, eot_piece)
+            self._special_pieces = {bos_piece: bos_id, eot_piece: eot_id}
 
     @classmethod
     def from_folder(
@@ -149,6 +175,20 @@ class ClipTokenizer:
         )
 
     @classmethod
+    def from_clip_vocab(
+        cls, *, context_length: int = 77, cleaning: Cleaning = "open_clip"
+    ) -> ClipTokenizer:
+        """The standard CLIP vocabulary shipped with handspring, built in memory.
+
+        For ImageBind (cleaning="imagebind") and OpenCLIP checkpoints that carry no
+        tokenizer files ("open_clip"). The parsed vocabulary is cached per process.
+        """
+        model = BPE(clip_vocab(), list(clip_merges()))
+        config = TokenizerConfig(config={}, special_map={})
+        source = Path(str(clip_bpe_file()))
+        return cls._build(model, {}, config, source, context_length, cleaning)
+
+    @classmethod
     def from_tokenizer_json(
         cls, path: str | Path, *, context_length: int = 77, cleaning: Cleaning = "hf"
     ) -> ClipTokenizer:
@@ -167,23 +207,23 @@ class ClipTokenizer:
         model: BPE,
         json_added: dict[int, AddedToken],
         config: TokenizerConfig,
-        folder: Path,
+        source: Path,
         context_length: int,
         cleaning: Cleaning,
     ) -> ClipTokenizer:
-        if cleaning not in ("hf", "open_clip"):
-            raise ValueError(f"cleaning must be 'hf' or 'open_clip', got {cleaning!r}")
+        if cleaning not in CLEANINGS:
+            raise ValueError(f"cleaning must be one of {CLEANINGS}, got {cleaning!r}")
         named = named_tokens(config, json_added)
         _set_clip_bpe_options(model, str(named["unk_token"]))
         backend = Tokenizer(model)
         bos, eos = str(named["bos_token"]), str(named["eos_token"])
-        bos_id, eot_id = _token_id(backend, bos, folder), _token_id(backend, eos, folder)
+        bos_id, eot_id = _token_id(backend, bos, source), _token_id(backend, eos, source)
         if cleaning == "hf":
-            pad_id = _token_id(backend, str(named["pad_token"]), folder)
+            pad_id = _token_id(backend, str(named["pad_token"]), source)
             _hf_pipeline(backend, named, json_added, config)
         else:
             pad_id = OPEN_CLIP_PAD_ID
-            _open_clip_pipeline(backend)
+            _python_side_pipeline(backend)
         backend.post_processor = processors.RobertaProcessing(
             (eos, eot_id), (bos, bos_id), trim_offsets=False, add_prefix_space=False
         )
@@ -213,16 +253,16 @@ class ClipTokenizer:
             encodings = self._backend.encode_batch(list(texts))
             input_ids = _ids_array(encodings)
         else:
-            encodings, input_ids = self._encode_open_clip(texts)
+            encodings, input_ids = self._encode_cleaned(texts)
         lengths = np.asarray([e.attention_mask for e in encodings], dtype=np.int64).sum(axis=1)
         eot_index = np.argmax(input_ids == self.eot_id, axis=1).astype(np.int64)
         truncated = np.array([bool(e.overflowing) for e in encodings], dtype=bool)
         return TokenBatch(input_ids, eot_index, lengths, truncated)
 
-    def _encode_open_clip(self, texts: Sequence[str]) -> tuple[list[Encoding], np.ndarray]:
+    def _encode_cleaned(self, texts: Sequence[str]) -> tuple[list[Encoding], np.ndarray]:
+        """open_clip / ImageBind: cleaned and split in Python, byte-level BPE in tokenizers."""
         pieces = [self._split(self._clean(text)) for text in texts]
-        specials = {OPEN_CLIP_BOS: self.bos_id, OPEN_CLIP_EOS: self.eot_id}
-        swaps = _swap_special_pieces(pieces, specials)
+        swaps = _swap_special_pieces(pieces, self._special_pieces)
         encodings = self._backend.encode_batch(pieces, is_pretokenized=True)
         input_ids = _ids_array(encodings)
         for row, word, token_id in swaps:
@@ -282,10 +322,10 @@ def _set_clip_bpe_options(model: BPE, unk_token: str) -> None:
     model.unk_token = unk_token
 
 
-def _token_id(backend: Tokenizer, token: str, folder: Path) -> int:
+def _token_id(backend: Tokenizer, token: str, source: Path) -> int:
     token_id = backend.token_to_id(token)
     if token_id is None:
-        raise TokenizerError(f"{folder}: special token {token!r} is not in the vocabulary")
+        raise TokenizerError(f"{source}: special token {token!r} is not in the vocabulary")
     return token_id
 
 
@@ -313,7 +353,7 @@ def _hf_pipeline(
     backend.encode_special_tokens = bool(config.config.get("split_special_tokens", False))
 
 
-def _open_clip_pipeline(backend: Tokenizer) -> None:
+def _python_side_pipeline(backend: Tokenizer) -> None:
     """Text arrives cleaned and split into pieces; only the byte mapping is left to do."""
     backend.normalizer = None
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)

@@ -1,11 +1,22 @@
-"""ONNX Runtime CPU sessions."""
+"""ONNX Runtime CPU sessions, and a tower's session from the graph cache."""
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
+
+from handspring.graph.layers import Precision
+from handspring.runtime.cpu import int8_weight_bits
+from handspring.runtime.graph_cache import cached_graph, graph_key
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def default_threads() -> int:
@@ -32,3 +43,43 @@ def make_session(
     # once: ~25 MiB more at a batch of 16 images for ~2% of speed.
     options.enable_mem_pattern = False
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+@dataclass(frozen=True)
+class TowerSession:
+    """A tower's compiled graph: its session, where the graph is, and how it started."""
+
+    session: ort.InferenceSession
+    graph_path: Path
+    built: bool  # built now, rather than read from the cache
+    seconds: float  # build (if any) + session start
+
+
+def precision_of(name: str) -> Precision:
+    if name == "fp32":
+        return Precision(int8=False)
+    if name == "int8":
+        return Precision(int8=True, weight_bits=int8_weight_bits())
+    raise ValueError(f"precision must be 'fp32' or 'int8', not {name!r}")
+
+
+def built_session(
+    weight_files: list[Path],
+    options: dict[str, Any],
+    build: Callable[[], onnx.ModelProto],
+    threads: int | None,
+    spinning: bool = True,
+) -> TowerSession:
+    """A session on the graph `build` makes, from the graph cache when it has
+    one for these weights and options."""
+    start = time.perf_counter()
+    path, built = cached_graph(graph_key(weight_files, options), build)
+    session = make_session(path, threads, spinning)
+    return TowerSession(session, path, built, time.perf_counter() - start)
+
+
+def exported_session(path: Path, threads: int | None, spinning: bool = True) -> TowerSession:
+    """A session on a pre-exported graph, run as it is."""
+    start = time.perf_counter()
+    session = make_session(path, threads, spinning)
+    return TowerSession(session, path, False, time.perf_counter() - start)

@@ -54,6 +54,8 @@ class ServerConfig:
     truncate: bool = True  # over-long texts: cut to the model's length, or 422
     max_pixels: int = min(DEFAULT_MAX_PIXELS, 50_000_000)
     image_formats: tuple[str, ...] = DEFAULT_IMAGE_FORMATS
+    max_audio_seconds: float = 600.0  # longer sounds are refused from their header
+    max_audio_bytes: int = 20 * 1024 * 1024
     request_timeout_s: float = 60.0
     # Image URLs: off unless asked for, and never into private networks.
     fetch_urls: bool = False

@@ -14,18 +14,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from handspring.embedder import ClipModel
+from handspring.embedder import Model
 from handspring.loading import load, locate
 from handspring.registry import known_model, resolve_alias
 from handspring.server.batcher import Batcher
 from handspring.server.config import ModelSpec, ServerConfig
 from handspring.server.errors import RequestError
 from handspring.server.metrics import Metrics
-from handspring.text_embedder import SentenceEmbedder
 
 log = logging.getLogger(__name__)
-
-Model = ClipModel | SentenceEmbedder
 
 
 @dataclass
@@ -50,7 +47,8 @@ class ModelPool:
         self._loaded: dict[str, LoadedModel] = {}
         self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
         self._unavailable: dict[str, str] = {}  # name -> why its files cannot be found
-        self._families: dict[str, str] = {}  # name -> "clip" | "sentence", once located
+        # name -> the modalities a request naming no model is sent here for, once located
+        self._serves: dict[str, tuple[str, ...]] = {}
         self._preloading = config.preload
 
     # ------------------------------------------------------------- lookup
@@ -79,9 +77,9 @@ class ModelPool:
         return next(iter(self.specs.values()))
 
     def _modalities_of(self, spec: ModelSpec) -> tuple[str, ...]:
-        # Text contracts prefer a sentence model to a CLIP text tower when both are served.
-        family = self._families.get(spec.name)
-        return ("text",) if family == "sentence" else ("image",) if family == "clip" else ()
+        # A family says what it serves by default: text contracts prefer a sentence model
+        # to a CLIP text tower when both are served.
+        return self._serves.get(spec.name, ())
 
     # ------------------------------------------------------------ loading
 
@@ -89,7 +87,8 @@ class ModelPool:
         """Find each model's files (without loading) so readiness can be answered honestly."""
         for spec in self.specs.values():
             try:
-                _, self._families[spec.name] = await asyncio.to_thread(locate, spec.source)
+                located = await asyncio.to_thread(locate, spec.source)
+                self._serves[spec.name] = located.family.serves_by_default
             except Exception as exc:
                 self._unavailable[spec.name] = str(exc)
                 log.error("model %s (%s) cannot be found: %s", spec.name, spec.source, exc)
@@ -131,6 +130,7 @@ class ModelPool:
                 precision=spec.precision,
                 threads=self.config.threads,
                 max_pixels=self.config.max_pixels,
+                max_audio_seconds=self.config.max_audio_seconds,
                 spinning=self.config.spinning,
             )
         except Exception as exc:

@@ -1,29 +1,30 @@
-"""What every contract shares: check the inputs, queue them into the model's batcher,
-and shape the vectors (Matryoshka cut, normalisation) for the request.
+"""What every contract shares: check the inputs, prepare them (tokenize, decode), queue
+them into the model's batcher for that modality, and shape the vectors (Matryoshka cut,
+normalisation) for the request.
 
-The batchers run the engine with normalisation off, so requests that differ only in
-`dimensions` or `normalize` share batches.
+The batchers run the towers on prepared inputs with normalisation off, so requests that
+differ only in `dimensions`, `normalize` or prompt share batches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from handspring.embedder import ClipModel, l2_normalize
-from handspring.errors import ImageError
+from handspring.embedder import postprocess
+from handspring.errors import InputError
 from handspring.server.batcher import Batcher, Overloaded
 from handspring.server.config import ModelSpec, ServerConfig
 from handspring.server.errors import RequestError
-from handspring.server.image_inputs import ImageRef, check_format
+from handspring.server.item_inputs import BYTE_CHECKS, ItemRef
 from handspring.server.model_pool import LoadedModel, ModelPool
-from handspring.text_embedder import SentenceEmbedder
+from handspring.towers.base import Tower
 
 if TYPE_CHECKING:
     from handspring.server.url_fetch import UrlFetcher
@@ -41,10 +42,13 @@ class TextResult:
 
 
 @dataclass(frozen=True)
-class ImageResult:
+class ItemResult:
     model: str
     vectors: np.ndarray  # float32 [N, D]; NaN rows where `errors` says why
     errors: dict[int, str] = field(default_factory=dict)
+
+
+ImageResult = ItemResult
 
 
 class EmbeddingService:
@@ -91,60 +95,52 @@ class EmbeddingService:
                     param=param,
                 )
         async with self._deadline(), self.pool.lease(spec) as loaded:
-            model = _with_modality(loaded, "text")
-            dimensions = _check_dimensions(model.dim, dimensions)
+            tower: Any = _tower(loaded, "text")
+            dimensions = _check_dimensions(tower.dim, dimensions)
+            options = {"prompt_name": prompt_name} if prompt_name else {}
             try:
+                tower.check_options(options)
                 if sum(map(len, texts)) > INLINE_TOKENIZE_CHARS:  # keep the event loop free
-                    tokens, truncated = await asyncio.to_thread(
-                        model.count_tokens, texts, prompt_name
-                    )
+                    prepared = await asyncio.to_thread(tower.tokenize, list(texts), options)
                 else:
-                    tokens, truncated = model.count_tokens(texts, prompt_name)
+                    prepared = tower.tokenize(list(texts), options)
             except ValueError as exc:  # an unknown prompt name
                 raise RequestError(422, str(exc), param="prompt_name") from None
-            if truncated.any() and not (self.config.truncate if truncate is None else truncate):
-                i = int(np.argmax(truncated))
+            tokens = np.array([t.tokens for t in prepared], dtype=np.int64)
+            cut = [i for i, t in enumerate(prepared) if t.truncated]
+            if cut and not (self.config.truncate if truncate is None else truncate):
                 raise RequestError(
                     422,
-                    f"{param}[{i}]: longer than the {int(tokens[i])} tokens {spec.name} reads; "
-                    "shorten it or ask for truncation",
+                    f"{param}[{cut[0]}]: longer than the {int(tokens[cut[0]])} tokens "
+                    f"{spec.name} reads; shorten it or ask for truncation",
                     param=param,
                 )
-
-            def run(batch: list[str]) -> np.ndarray:
-                if isinstance(model, SentenceEmbedder):
-                    return model.embed_texts(
-                        batch, self.config.max_batch, normalize=False, prompt_name=prompt_name
-                    )
-                return model.embed_texts(batch, self.config.max_batch, normalize=False)
-
-            batcher = self.pool.batcher(loaded, "text", prompt_name, run)
-            vectors = await self._submit(batcher, list(texts))
+            vectors = await self._submit(self._batcher(loaded, tower), prepared)
         if normalize is None:
-            normalize = isinstance(model, SentenceEmbedder) and model.spec.normalize
-        return TextResult(spec.name, _shape(vectors, dimensions, normalize), tokens)
+            normalize = tower.default_normalize
+        return TextResult(spec.name, postprocess(vectors, normalize, dimensions), tokens)
 
-    # ------------------------------------------------------------- images
+    # ------------------------------------------------- images, sounds, arrays
 
-    async def embed_images(
+    async def embed_items(
         self,
         spec: ModelSpec,
-        images: Sequence[ImageRef],
+        modality: str,
+        items: Sequence[ItemRef],
         *,
         param: str,
         normalize: bool = True,
         dimensions: int | None = None,
         partial: bool = False,
-    ) -> ImageResult:
-        """With `partial`, an image that cannot be read gets a NaN row and a reason;
+    ) -> ItemResult:
+        """With `partial`, an item that cannot be read gets a NaN row and a reason;
         without, it fails the request with 422 naming it."""
-        self._check_count(len(images), param)
+        self._check_count(len(items), param)
         async with self._deadline(), self.pool.lease(spec) as loaded:
-            model = _with_modality(loaded, "image")
-            assert isinstance(model, ClipModel)
-            dimensions = _check_dimensions(model.dim, dimensions)
+            tower = _tower(loaded, modality)
+            dimensions = _check_dimensions(tower.dim, dimensions)
             prepared = await asyncio.gather(
-                *(self._pixels(model, ref) for ref in images), return_exceptions=True
+                *(self._prepare(tower, ref) for ref in items), return_exceptions=True
             )
             errors: dict[int, str] = {}
             for i, outcome in enumerate(prepared):
@@ -154,34 +150,46 @@ class EmbeddingService:
                     errors[i] = outcome.message
                 elif isinstance(outcome, BaseException):
                     raise outcome
-            rows = [i for i in range(len(images)) if i not in errors]
-            vectors = np.full((len(images), model.dim), np.nan, dtype=np.float32)
+            rows = [i for i in range(len(items)) if i not in errors]
+            vectors = np.full((len(items), tower.dim), np.nan, dtype=np.float32)
             if rows:
-                batcher = self.pool.batcher(loaded, "image", None, _run_pixels(model))
+                batcher = self._batcher(loaded, tower)
                 vectors[rows] = await self._submit(batcher, [prepared[i] for i in rows])
-        out = _shape(vectors, dimensions, normalize)
-        return ImageResult(spec.name, out, errors)
+        return ItemResult(spec.name, postprocess(vectors, normalize, dimensions), errors)
 
-    async def _pixels(self, model: ClipModel, ref: ImageRef) -> np.ndarray:
+    async def embed_images(
+        self, spec: ModelSpec, images: Sequence[ItemRef], **kwargs: Any
+    ) -> ItemResult:
+        return await self.embed_items(spec, "image", images, **kwargs)
+
+    async def _prepare(self, tower: Tower, ref: ItemRef) -> Any:
+        if ref.error is not None:
+            raise ref.error
         data = ref.data
         if data is None:
-            if self._fetcher is None:  # parse_image refuses URLs first; this guards the rule
-                raise RequestError(422, f"{ref.item}: image URLs are not fetched by this server")
+            if self._fetcher is None:  # parse_item refuses URLs first; this guards the rule
+                raise RequestError(
+                    422, f"{ref.item}: {tower.modality} URLs are not fetched by this server"
+                )
             from handspring.server.url_fetch import UrlFetchError
 
             try:
                 data = await self._fetcher.fetch(ref.url or "")
             except UrlFetchError as exc:
                 raise RequestError(exc.status, f"{ref.item}: {exc}") from None
-        check_format(data, ref.item, self.config.image_formats)
+        if (check := BYTE_CHECKS.get(tower.modality)) is not None:
+            check(data, ref.item, self.config)
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._decode, model.pixels, data, ref.item)
-        except ImageError as exc:
+            return await loop.run_in_executor(self._decode, tower.prepare, data, ref.item, {})
+        except InputError as exc:
             # The reason is ours; the decoder's own words (exc.detail) stay in the logs.
             raise RequestError(422, f"{ref.item}: {exc.reason}") from None
 
     # ------------------------------------------------------------- shared
+
+    def _batcher(self, loaded: LoadedModel, tower: Tower) -> Batcher:
+        return self.pool.batcher(loaded, tower.modality, None, tower.run)
 
     def _check_count(self, count: int, param: str) -> None:
         if count == 0:
@@ -204,15 +212,18 @@ class EmbeddingService:
             raise RequestError(429, f"overloaded: {exc}; retry later") from None
 
 
-def _with_modality(loaded: LoadedModel, modality: str) -> ClipModel | SentenceEmbedder:
+_PLURALS = {"image": "images", "text": "texts"}
+
+
+def _tower(loaded: LoadedModel, modality: str) -> Tower:
     if modality not in loaded.modalities:
         raise RequestError(
             422,
-            f"model {loaded.spec.name!r} does not embed {modality}s "
+            f"model {loaded.spec.name!r} does not embed {_PLURALS.get(modality, modality)} "
             f"(it embeds: {', '.join(loaded.modalities)})",
             param="model",
         )
-    return loaded.model
+    return loaded.model.towers[modality]
 
 
 def _check_dimensions(dim: int, dimensions: int | None) -> int | None:
@@ -223,16 +234,3 @@ def _check_dimensions(dim: int, dimensions: int | None) -> int | None:
             422, f"dimensions must be between 1 and {dim}, got {dimensions}", param="dimensions"
         )
     return dimensions
-
-
-def _run_pixels(model: ClipModel) -> Callable[[list[np.ndarray]], np.ndarray]:
-    def run(batch: list[np.ndarray]) -> np.ndarray:
-        return model.embed_pixels(np.stack(batch), normalize=False)
-
-    return run
-
-
-def _shape(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
-    if dimensions is not None:
-        vectors = np.ascontiguousarray(vectors[:, :dimensions])
-    return l2_normalize(vectors) if normalize else vectors

@@ -11,7 +11,6 @@ from handspring.server.config import ModelSpec, ServerConfig
 from handspring.server.metrics import Metrics
 from handspring.server.model_pool import ModelPool
 from handspring.server.service import EmbeddingService
-from handspring.text_embedder import SentenceEmbedder
 
 
 @dataclass
@@ -31,8 +30,8 @@ class ServerState:
         if not name:
             return None
         async with self.pool.lease(spec) as loaded:
-            model = loaded.model
-            has = isinstance(model, SentenceEmbedder) and name in model.spec.prompts
+            text = loaded.model.towers.get("text")
+            has = text is not None and name in text.prompts
         return name if has else None
 
     async def max_tokens(self, spec: ModelSpec) -> int:

@@ -144,9 +144,11 @@ def check_weights(
     prefixes: tuple[str, ...],
     source: str,
     tower: str,
+    ignored: Collection[str] = IGNORED_KEYS,
 ) -> None:
     """Every tensor the config implies is there with its shape, and nothing else
-    under the tower's prefixes: a config that disagrees with its weights fails here."""
+    under the tower's prefixes (but the `ignored` buffers): a config that disagrees
+    with its weights fails here."""
     shape_of = tensors.shape  # type: ignore[attr-defined]
     missing = [k for k in expected if k not in tensors]
     if missing:
@@ -160,7 +162,7 @@ def check_weights(
                 source, f"shape {got}, but the config implies {tuple(want)}", key=key
             )
     unexpected = [
-        k for k in tensors if k.startswith(prefixes) and k not in expected and k not in IGNORED_KEYS
+        k for k in tensors if k.startswith(prefixes) and k not in expected and k not in ignored
     ]
     if unexpected:
         raise CheckpointError(

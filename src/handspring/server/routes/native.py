@@ -1,5 +1,6 @@
-"""Handspring's own routes: texts, and images by JSON or multipart upload. A bad image
-here does not fail the request: its row is null and `errors` says why."""
+"""Handspring's own routes: texts; images, sounds and arrays by JSON or multipart upload;
+and one route for any modality a model has. A bad item here does not fail the request:
+its row is null and `errors` says why."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field
 
 from handspring.server.errors import ERROR_RESPONSES, RequestError
-from handspring.server.image_inputs import ImageRef, parse_image
-from handspring.server.service import ImageResult
+from handspring.server.item_inputs import ItemRef, parse_item_or_error
+from handspring.server.service import ItemResult
 from handspring.server.state import ServerState
 
 router = APIRouter(prefix="/api", tags=["Handspring"], responses=ERROR_RESPONSES)
@@ -31,6 +32,32 @@ class ImagesRequest(BaseModel):
     model: str | None = None
     normalize: bool = True
     dimensions: int | None = Field(default=None, ge=1)
+
+
+class ItemsRequest(BaseModel):
+    modality: str = Field(description="text, image, audio, depth, thermal, imu: what the model has")
+    inputs: list[str] = Field(
+        description="texts; or base64 / data URLs (http(s) URLs when enabled) of image or "
+        "sound files, or of .npy arrays for depth, thermal and IMU"
+    )
+    model: str | None = None
+    normalize: bool = True
+    dimensions: int | None = Field(default=None, ge=1)
+
+
+@router.post("/embed")
+async def embed_any(body: ItemsRequest, request: Request) -> dict:
+    if body.modality == "text":
+        return await embed_texts(
+            TextsRequest(
+                texts=body.inputs,
+                model=body.model,
+                normalize=body.normalize,
+                dimensions=body.dimensions,
+            ),
+            request,
+        )
+    return await _embed_items(request, body.modality, body.inputs, "inputs", body)
 
 
 @router.post("/embed/texts")
@@ -54,48 +81,77 @@ async def embed_texts(body: TextsRequest, request: Request) -> dict:
     }
 
 
+class AudioRequest(BaseModel):
+    audio: list[str] = Field(
+        description="WAV, FLAC, OGG or MP3 files as base64 or data URLs (http(s) URLs when enabled)"
+    )
+    model: str | None = None
+    normalize: bool = True
+    dimensions: int | None = Field(default=None, ge=1)
+
+
 @router.post("/embed/images")
 async def embed_images(body: ImagesRequest, request: Request) -> dict:
+    return await _embed_items(request, "image", body.images, "images", body)
+
+
+@router.post("/embed/audio")
+async def embed_audio(body: AudioRequest, request: Request) -> dict:
+    return await _embed_items(request, "audio", body.audio, "audio", body)
+
+
+async def _embed_items(
+    request: Request,
+    modality: str,
+    inputs: list[str],
+    param: str,
+    body: ImagesRequest | AudioRequest | ItemsRequest,
+) -> dict:
     state = ServerState.of(request)
+    # One unreadable string costs its own row only, like an undecodable file.
     refs = [
-        parse_image(x, f"images[{i}]", urls_allowed=state.config.fetch_urls)
-        for i, x in enumerate(body.images)
+        parse_item_or_error(
+            x, f"{param}[{i}]", urls_allowed=state.config.fetch_urls, modality=modality
+        )
+        for i, x in enumerate(inputs)
     ]
-    spec = state.pool.find(body.model, "image")
-    result = await state.service.embed_images(
+    spec = state.pool.find(body.model, modality)
+    result = await state.service.embed_items(
         spec,
+        modality,
         refs,
-        param="images",
+        param=param,
         normalize=body.normalize,
         dimensions=body.dimensions,
         partial=True,
     )
-    return _images_answer(result, refs)
+    return _items_answer(result, refs)
 
 
 @router.post("/embed/images/upload")
 async def upload_images(
     request: Request,
-    files: Annotated[list[UploadFile], File(description="image files")],
+    files: Annotated[list[UploadFile], File(description="image (or other) files")],
     model: Annotated[str | None, Form()] = None,
     normalize: Annotated[bool, Form()] = True,
+    modality: Annotated[str, Form(description="what the files are: image, audio...")] = "image",
 ) -> dict:
     state = ServerState.of(request)
-    spec = state.pool.find(model, "image")
+    spec = state.pool.find(model, modality)
     limit = state.config.max_items
     if len(files) > limit:
         raise RequestError(413, f"files: {len(files)} is over the limit of {limit}", param="files")
     refs = [
-        ImageRef(f"files[{i}] {f.filename!r}" if f.filename else f"files[{i}]", data=await f.read())
+        ItemRef(f"files[{i}] {f.filename!r}" if f.filename else f"files[{i}]", data=await f.read())
         for i, f in enumerate(files)
     ]
-    result = await state.service.embed_images(
-        spec, refs, param="files", normalize=normalize, partial=True
+    result = await state.service.embed_items(
+        spec, modality, refs, param="files", normalize=normalize, partial=True
     )
-    return _images_answer(result, refs)
+    return _items_answer(result, refs)
 
 
-def _images_answer(result: ImageResult, refs: list[ImageRef]) -> dict:
+def _items_answer(result: ItemResult, refs: list[ItemRef]) -> dict:
     rows = [None if np.isnan(v).any() else v.tolist() for v in result.vectors]
     return {
         "model": result.model,

@@ -1,5 +1,5 @@
-"""OpenAI `POST /v1/embeddings` (and `GET /v1/models`), with images through the same
-route as data URLs or base64, chosen by `modality` as infinity does."""
+"""OpenAI `POST /v1/embeddings` (and `GET /v1/models`), with images, sounds and arrays
+through the same route as data URLs or base64, chosen by `modality` as infinity does."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from handspring.server.errors import ERROR_RESPONSES, RequestError
-from handspring.server.image_inputs import parse_image
+from handspring.server.item_inputs import parse_item
 from handspring.server.state import ServerState
 
 router = APIRouter(tags=["OpenAI"], responses=ERROR_RESPONSES)
@@ -23,7 +23,9 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
-    modality: Literal["text", "image"] = "text"
+    modality: str = Field(
+        default="text", description="text, image, audio, ...: any modality the model has"
+    )
 
 
 def encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:
@@ -42,13 +44,15 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict:
         )
     texts: list[str] = inputs  # type: ignore[assignment]
     spec = state.pool.find(body.model, body.modality)
-    if body.modality == "image":
+    if body.modality != "text":
         refs = [
-            parse_image(x, f"input[{i}]", urls_allowed=state.config.fetch_urls)
+            parse_item(
+                x, f"input[{i}]", urls_allowed=state.config.fetch_urls, modality=body.modality
+            )
             for i, x in enumerate(texts)
         ]
-        result = await state.service.embed_images(
-            spec, refs, param="input", dimensions=body.dimensions
+        result = await state.service.embed_items(
+            spec, body.modality, refs, param="input", dimensions=body.dimensions
         )
         vectors, tokens = result.vectors, 0
     else:

@@ -1,5 +1,5 @@
-"""Weaviate's inference containers: multi2vec-clip (`/vectorize`, `/meta`, the
-`.well-known` probes) and text2vec-transformers (`/vectors`).
+"""Weaviate's inference containers: multi2vec-clip and multi2vec-bind (`/vectorize`,
+`/meta`, the `.well-known` probes) and text2vec-transformers (`/vectors`).
 
 Vectors are the model's own, unnormalised, as those containers return them.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from handspring.server.errors import ERROR_RESPONSES
-from handspring.server.image_inputs import parse_image
+from handspring.server.errors import ERROR_RESPONSES, RequestError
+from handspring.server.item_inputs import parse_item
 from handspring.server.state import ServerState
 
 # Weaviate's containers answer bad input with 500 {"error"}, and so does this server.
@@ -38,27 +38,49 @@ async def meta(request: Request) -> dict:
 
 
 class VectorizeRequest(BaseModel):
+    """multi2vec-clip's body; multi2vec-bind adds a list per ImageBind modality. Every item
+    but texts is base64 (a file's bytes; `.npy` arrays for depth, thermal and IMU)."""
+
     texts: list[str] = Field(default_factory=list)
     images: list[str] = Field(default_factory=list)
+    audio: list[str] = Field(default_factory=list)
+    depth: list[str] = Field(default_factory=list)
+    thermal: list[str] = Field(default_factory=list)
+    imu: list[str] = Field(default_factory=list)
+    video: list[str] = Field(default_factory=list)
+
+
+# Body field -> (modality, answer field).
+_VECTORIZE = {
+    "images": ("image", "imageVectors"),
+    "audio": ("audio", "audioVectors"),
+    "depth": ("depth", "depthVectors"),
+    "thermal": ("thermal", "thermalVectors"),
+    "imu": ("imu", "imuVectors"),
+}
 
 
 @router.post("/vectorize")
 async def vectorize(body: VectorizeRequest, request: Request) -> dict:
     state = ServerState.of(request)
     spec = state.pool.find(None, "image")
-    text_vectors: list[list[float]] = []
-    image_vectors: list[list[float]] = []
+    if body.video:
+        raise RequestError(422, "video: not supported by this server", param="video")
+    answer: dict[str, list[list[float]]] = {"textVectors": [], "imageVectors": []}
     if body.texts:
         texts = await state.service.embed_texts(spec, body.texts, param="texts", normalize=False)
-        text_vectors = texts.vectors.tolist()
-    if body.images:
+        answer["textVectors"] = texts.vectors.tolist()
+    for param, (modality, field) in _VECTORIZE.items():
+        values: list[str] = getattr(body, param)
+        if not values:
+            continue
         refs = [
-            parse_image(x, f"images[{i}]", urls_allowed=state.config.fetch_urls)
-            for i, x in enumerate(body.images)
+            parse_item(x, f"{param}[{i}]", urls_allowed=state.config.fetch_urls, modality=modality)
+            for i, x in enumerate(values)
         ]
-        images = await state.service.embed_images(spec, refs, param="images", normalize=False)
-        image_vectors = images.vectors.tolist()
-    return {"textVectors": text_vectors, "imageVectors": image_vectors}
+        result = await state.service.embed_items(spec, modality, refs, param=param, normalize=False)
+        answer[field] = result.vectors.tolist()
+    return answer
 
 
 class VectorsConfig(BaseModel):

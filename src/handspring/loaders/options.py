@@ -1,0 +1,21 @@
+"""What `handspring.load` passes to every family's loader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from handspring.graph.layers import Precision
+from handspring.towers.image import DecodeOptions
+
+# Longer sounds are refused from their header, before they are decoded.
+DEFAULT_MAX_AUDIO_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    precision: Precision
+    precision_name: str  # "fp32" | "int8", as the caller said it
+    threads: int | None = None
+    spinning: bool = True
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
+    max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS

@@ -1,0 +1,1 @@
+"""Towers: one modality of a model each, as preprocessing -> graph -> postprocessing."""

@@ -1,0 +1,60 @@
+"""Images: decode (paths, bytes, PIL images, arrays) -> resize, crop, normalise -> the graph.
+
+Decoding runs on the embedder's decode pool, one image per task: Pillow releases the GIL
+while it decodes and resizes, so decoding overlaps inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from handspring.errors import ImageError
+from handspring.preprocess.decode import DEFAULT_MAX_PIXELS, ImageInput, decode_image
+from handspring.preprocess.image import ImageTransform
+from handspring.runtime.session import TowerSession
+from handspring.towers.base import Options, Tower
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How photos are read: chosen at `load`, the same for every image tower."""
+
+    exif_orientation: bool = True
+    fast_decode: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+
+
+class ImageTower(Tower):
+    modality = "image"
+    error_type = ImageError
+
+    def __init__(
+        self,
+        compiled: TowerSession,
+        dim: int,
+        transform: ImageTransform,
+        decode: DecodeOptions,
+        input_name: str | None = None,
+    ) -> None:
+        super().__init__(compiled, dim)
+        self.transform = transform
+        self.decode = decode
+        self.input_name = input_name or self.session.get_inputs()[0].name
+
+    def prepare(self, item: ImageInput, name: str, options: Options) -> np.ndarray:
+        """float32 [3, S, S]."""
+        draft = self.transform.draft_size() if self.decode.fast_decode else None
+        image = decode_image(
+            item,
+            item=name,
+            max_pixels=self.decode.max_pixels,
+            exif_orientation=self.decode.exif_orientation,
+            draft_shortest=draft,
+        )
+        return self.transform(image)
+
+    def run(self, batch: Sequence[np.ndarray]) -> np.ndarray:
+        return self.run_chunked({self.input_name: np.stack(batch)})  # [N, 3, S, S] -> [N, P]
