@@ -145,6 +145,13 @@ def _parse_day(value: str | None) -> datetime.date | None:
 @click.option("-s", "--subtract", multiple=True, help="A term to subtract (repeatable).")
 @click.option("--similar", type=int, default=None, help="Photos like this indexed photo id.")
 @click.option(
+    "--audio",
+    "sounds",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Photos that sound like this file (WAV, FLAC, OGG, MP3; an ImageBind index).",
+)
+@click.option(
     "--text-model",
     default=None,
     help="Text model for queries (default: the multilingual model for st-clip-vit-b-32, "
@@ -177,6 +184,7 @@ def search(
     added: tuple[str, ...],
     subtract: tuple[str, ...],
     similar: int | None,
+    sounds: tuple[str, ...],
     text_model: str | None,
     not_before: datetime.datetime | None,
     not_after: datetime.datetime | None,
@@ -193,16 +201,17 @@ def search(
 
     from handspring.photos.search import (
         QueryModels,
+        QueryTerm,
         Searcher,
         default_text_model,
         parse_query,
     )
 
     text = " ".join(query)
-    if similar is not None and (text or added or subtract):
+    if similar is not None and (text or added or subtract or sounds):
         raise click.UsageError("--similar takes no query terms")
-    if similar is None and not text and not added:
-        raise click.UsageError("give a QUERY, --add terms or --similar ID")
+    if similar is None and not text and not added and not sounds:
+        raise click.UsageError("give a QUERY, --add terms, --audio FILE or --similar ID")
     try:
         flt = SearchFilter(
             not_before=not_before.date() if not_before else None,
@@ -226,6 +235,7 @@ def search(
                 hits = searcher.similar(similar, flt, top, offset)
             else:
                 terms = parse_query(text) if text else []
+                terms += [QueryTerm("audio_path", sound) for sound in sounds]
                 for extra, sign in [(t, "+") for t in added] + [(t, "-") for t in subtract]:
                     terms += parse_query(f"{sign} {_quoted(extra)}")
                 hits = searcher.search(terms, flt, top, offset)

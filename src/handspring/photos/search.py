@@ -4,6 +4,7 @@ combinations of them with weights.
     parse_query('horse + stripes')                  # two texts
     parse_query('"./new york.jpg" + night')         # an example photo and a text
     parse_query('2:golden retriever - 0.5:#42')     # weights; an indexed photo by id
+    parse_query('./waves.wav + sunset')             # photos that sound like this (ImageBind)
 
 Each term is embedded and made unit length, the weighted sum (minus for "-"
 terms) is made unit length again, and that vector is searched.
@@ -26,7 +27,10 @@ from handspring.photos.records import Hit, SearchFilter
 from handspring.photos.store import PhotoStore
 from handspring.registry import resolve_alias
 
-TermKind = Literal["text", "photo_path", "photo_id"]
+TermKind = Literal["text", "photo_path", "photo_id", "audio_path"]
+
+# A path term with one of these suffixes is a sound: the index's model must embed audio.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3")
 
 # The original photo-search tool's pair: clip-ViT-B-32 images, multilingual text queries.
 MULTILINGUAL_TEXT_FOR = {
@@ -86,7 +90,8 @@ def _term(raw: str, sign: float) -> QueryTerm:
     if match := _PHOTO_ID.match(value):
         return QueryTerm("photo_id", match["id"], sign * weight)
     if value.startswith(("/", "./", "../", "~/")):
-        return QueryTerm("photo_path", value, sign * weight)
+        kind: TermKind = "audio_path" if value.lower().endswith(AUDIO_SUFFIXES) else "photo_path"
+        return QueryTerm(kind, value, sign * weight)
     return QueryTerm("text", value, sign * weight)
 
 
@@ -109,6 +114,7 @@ class QueryModels:
         self.precision = precision
         self._image: Model | None = None
         self._text: Model | None = None
+        self._audio: Model | None = None
         self._lock = threading.Lock()
 
     def text(self) -> Model:
@@ -135,6 +141,32 @@ class QueryModels:
                     raise QueryError(f"{self.image_model} is a text model, not an image model")
                 self._image = loaded
             return self._image
+
+    def audio(self) -> Model:
+        with self._lock:
+            if self._audio is None:
+                import handspring
+
+                loaded = handspring.load(
+                    self.image_model, modalities=("audio",), precision=self.precision
+                )
+                self._audio = loaded
+            return self._audio
+
+    def embed_sound(self, path: str) -> np.ndarray:
+        """Unit vector of a sound file, in the image model's space (ImageBind); AudioError
+        naming the path if it cannot be read, QueryError if the model hears nothing."""
+        try:
+            model = self.audio()
+        except ValueError as exc:  # the family has no audio tower
+            raise QueryError(
+                f"{path}: the index's model {self.image_model!r} does not embed sounds "
+                "(index with an ImageBind model for photos that sound like this)"
+            ) from exc
+        result = model.embed_audio([path])
+        if result.errors:
+            raise result.errors[0]
+        return result.embeddings[0]
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         return l2_normalize(np.asarray(self.text().embed_texts(texts), dtype=np.float32))
@@ -194,6 +226,8 @@ class Searcher:
                 vectors[i] = self._indexed_vector(_photo_id(term.value))
             elif term.kind == "photo_path":
                 vectors[i] = self._photo_path_vector(term.value)
+            elif term.kind == "audio_path":
+                vectors[i] = self._sound_path_vector(term.value)
         dims = {len(v) for v in vectors if v is not None}
         expected = self._index_dim()
         if len(dims) > 1 or (expected is not None and dims != {expected}):
@@ -228,6 +262,11 @@ class Searcher:
         if not self.allow_paths:
             raise QueryError(f"{raw}: not an indexed photo (reading other files is disabled here)")
         return self.models.embed_photo(path)
+
+    def _sound_path_vector(self, raw: str) -> np.ndarray:
+        if not self.allow_paths:
+            raise QueryError(f"{raw}: reading sound files is disabled here")
+        return self.models.embed_sound(os.path.abspath(os.path.expanduser(raw)))
 
 
 def _photo_id(value: str) -> int:

@@ -13,9 +13,11 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     import onnx
@@ -54,35 +56,74 @@ def file_fingerprint(path: Path) -> str:
         return _memoised_sha256(path)
 
 
-def _memoised_sha256(path: Path) -> str:
+def _file_identity(path: Path) -> str:
     real = path.resolve()
     stat = real.stat()
-    memo_key = f"{real}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
-    memo_path = cache_root() / "fingerprints.json"
+    return f"{real}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+
+
+def _read_memo() -> dict[str, str]:
     try:
-        memo: dict[str, str] = json.loads(memo_path.read_text())
+        memo = json.loads((cache_root() / "fingerprints.json").read_text())
     except (OSError, ValueError):
-        memo = {}
-    if memo_key in memo:
-        return memo[memo_key]
-    digest = hashlib.sha256()
-    with real.open("rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    memo[memo_key] = digest.hexdigest()
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def _write_memo(memo: dict[str, str]) -> None:
+    memo_path = cache_root() / "fingerprints.json"
     try:
         _write_atomic(memo_path, json.dumps(memo, indent=0).encode())
     except OSError as exc:  # a read-only cache still serves; the hash is just not memoised
         log.debug("could not memoise the weights' hash in %s: %s", memo_path, exc)
+
+
+def _memoised_sha256(path: Path) -> str:
+    memo_key = _file_identity(path)
+    memo = _read_memo()
+    if memo_key in memo:
+        return memo[memo_key]
+    digest = hashlib.sha256()
+    with path.resolve().open("rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    memo[memo_key] = digest.hexdigest()
+    _write_memo(memo)
     return memo[memo_key]
 
 
-def graph_key(weight_files: Iterable[Path], options: dict[str, Any]) -> str:
-    parts = {
-        "format": GRAPH_FORMAT,
-        "weights": [file_fingerprint(p) for p in weight_files],
-        "options": options,
-    }
+def tensors_fingerprint(
+    tensors: Mapping[str, np.ndarray], keys: Iterable[str], files: Iterable[Path]
+) -> str:
+    """sha256 of the named tensors alone, memoised under the files' identity and the key
+    list. A model whose file holds several towers (ImageBind's 4.8 GB) is fingerprinted
+    per tower, so loading one never reads the others' weights."""
+    names = sorted(keys)
+    identity = [_file_identity(p) for p in files]
+    memo_key = hashlib.sha256(json.dumps([identity, names]).encode()).hexdigest()
+    with _fingerprint_lock:
+        memo = _read_memo()
+        if memo_key in memo:
+            return memo[memo_key]
+    digest = hashlib.sha256()
+    for name in names:
+        array = np.ascontiguousarray(tensors[name])
+        digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
+    with _fingerprint_lock:
+        memo = _read_memo()
+        memo[memo_key] = digest.hexdigest()
+        _write_memo(memo)
+    return memo[memo_key]
+
+
+def graph_key(
+    weight_files: Iterable[Path], options: dict[str, Any], fingerprints: Iterable[str] = ()
+) -> str:
+    """The cache key of a graph: its weights' content (whole files, or `fingerprints` of
+    the tensors it reads when the caller gives them) and its build options."""
+    weights = list(fingerprints) or [file_fingerprint(p) for p in weight_files]
+    parts = {"format": GRAPH_FORMAT, "weights": weights, "options": options}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 

@@ -69,11 +69,12 @@ def built_session(
     build: Callable[[], onnx.ModelProto],
     threads: int | None,
     spinning: bool = True,
+    fingerprints: list[str] | None = None,
 ) -> TowerSession:
     """A session on the graph `build` makes, from the graph cache when it has
     one for these weights and options."""
     start = time.perf_counter()
-    path, built = cached_graph(graph_key(weight_files, options), build)
+    path, built = cached_graph(graph_key(weight_files, options, fingerprints or ()), build)
     session = make_session(path, threads, spinning)
     return TowerSession(session, path, built, time.perf_counter() - start)
 

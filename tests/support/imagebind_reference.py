@@ -1,0 +1,94 @@
+"""The reference ImageBind model (PyPI imagebind-unofficial) and random-weight checkpoints of it.
+
+The package's `__init__` imports `imagebind.data`, which needs pytorchvideo
+(not installable here); registering a bare package module first lets
+`imagebind.models.imagebind_model` import on its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+import types
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from handspring.models.imagebind import ImageBindConfig
+
+# Real input sizes (the reference hard-codes most of them), tiny widths and depths.
+TINY = ImageBindConfig(
+    out_embed_dim=40,
+    vision_embed_dim=64,
+    vision_num_blocks=2,
+    vision_num_heads=4,
+    text_embed_dim=48,
+    text_num_blocks=2,
+    text_num_heads=4,
+    audio_embed_dim=32,
+    audio_num_blocks=2,
+    audio_num_heads=2,
+    depth_embed_dim=32,
+    depth_num_blocks=2,
+    depth_num_heads=4,
+    thermal_embed_dim=48,
+    thermal_num_blocks=2,
+    thermal_num_heads=3,
+    imu_embed_dim=32,
+    imu_num_blocks=2,
+    imu_num_heads=2,
+)
+
+# Relative size of the noise added to every parameter and buffer: the reference
+# initialises LayerNorms to exactly (1, 0) and biases and bias_k/bias_v to 0,
+# which would leave those paths untested.
+_NOISE = 0.05
+
+
+def imagebind_model_module() -> types.ModuleType:
+    """`imagebind.models.imagebind_model`, imported without the package's `__init__`."""
+    if "imagebind.models.imagebind_model" in sys.modules:
+        return sys.modules["imagebind.models.imagebind_model"]
+    spec = importlib.util.find_spec("imagebind")
+    if spec is None or spec.submodule_search_locations is None:
+        raise ImportError("imagebind-unofficial is not installed")
+    if "imagebind" not in sys.modules:
+        package = types.ModuleType("imagebind")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["imagebind"] = package
+    return importlib.import_module("imagebind.models.imagebind_model")
+
+
+def reference_model(cfg: ImageBindConfig, seed: int) -> Any:
+    """A reference `ImageBindModel` of `cfg`'s sizes, random weights, eval mode."""
+    import torch
+
+    module = imagebind_model_module()
+    torch.manual_seed(seed)
+    model = module.ImageBindModel(**asdict(cfg)).eval()
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith((".mask", "log_logit_scale")):
+                continue  # the causal mask is fixed; logit scales keep their meaning
+            spread = float(tensor.float().std()) if tensor.numel() > 1 else 0.0
+            scale = _NOISE * (spread if spread > 0 else 1.0)
+            tensor.add_(scale * torch.randn(tensor.shape, generator=generator))
+        text_scale = model.modality_postprocessors["text"][1].log_logit_scale
+        text_scale.add_(0.3)  # off the init value, still under the clip at 100
+    return model
+
+
+def write_imagebind_checkpoint(folder: Path, cfg: ImageBindConfig, seed: int) -> Path:
+    """`model.safetensors` (the reference's own state_dict keys) + `config.json`."""
+    from safetensors.torch import save_file
+
+    model = reference_model(cfg, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(folder / "model.safetensors"))
+    config = {"model_type": "imagebind", **asdict(cfg), "audio_drop_path": 0.1}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
