@@ -52,6 +52,15 @@ def tiny_st(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_imagebind(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight ImageBind of tiny widths and real input sizes: model.safetensors
+    under the original keys, and a config.json (model_type imagebind)."""
+    from tests.support.imagebind_reference import TINY, write_imagebind_checkpoint
+
+    return write_imagebind_checkpoint(tmp_path_factory.mktemp("tiny_imagebind"), TINY, seed=3)
+
+
+@pytest.fixture(scope="session")
 def full_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_hf_clip(tmp_path_factory.mktemp("full_hf"), VIT_B32, seed=0)
 

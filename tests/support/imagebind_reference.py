@@ -92,3 +92,30 @@ def write_imagebind_checkpoint(folder: Path, cfg: ImageBindConfig, seed: int) ->
     config = {"model_type": "imagebind", **asdict(cfg), "audio_drop_path": 0.1}
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     return folder
+
+
+def imagebind_vision_and_text() -> dict[str, Any]:
+    """data.py's `load_and_transform_vision_data` and `load_and_transform_text`, compiled
+    alone from the real file (its imports need pytorchvideo and torchaudio), with the real
+    torchvision transforms, PIL and the package's own SimpleTokenizer and BPE file."""
+    import torch
+    from PIL import Image
+    from torchvision import transforms
+
+    from tests.support.audio_reference import imagebind_definitions
+
+    imagebind_model_module()  # registers the bare `imagebind` package
+    tokenizers = importlib.import_module("imagebind.models.multimodal_preprocessors")
+    bpe = Path(next(iter(sys.modules["imagebind"].__path__))) / "bpe"
+    namespace: dict[str, Any] = {
+        "torch": torch,
+        "Image": Image,
+        "transforms": transforms,
+        "SimpleTokenizer": tokenizers.SimpleTokenizer,
+        # return_bpe_path asks pkg_resources for the package's own file.
+        "pkg_resources": types.SimpleNamespace(
+            resource_filename=lambda package, name: str(bpe.parent / name)
+        ),
+    }
+    names = {"return_bpe_path", "load_and_transform_vision_data", "load_and_transform_text"}
+    return imagebind_definitions(names, namespace)

@@ -1,0 +1,38 @@
+"""Sounds: decode -> resample to 16 kHz -> clips -> Kaldi fbank -> the graph, with the
+clips' embeddings averaged as the reference averages them (after its postprocessor)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from handspring.errors import AudioError
+from handspring.preprocess.audio import audio_clips
+from handspring.runtime.session import TowerSession
+from handspring.towers.base import Options, Tower
+
+
+class AudioTower(Tower):
+    modality = "audio"
+    error_type = AudioError
+    batch_size = 8
+
+    def __init__(self, compiled: TowerSession, dim: int, max_seconds: float) -> None:
+        super().__init__(compiled, dim)
+        self.max_seconds = max_seconds
+        self.input_name = self.session.get_inputs()[0].name
+
+    def prepare(self, item: Any, name: str, options: Options) -> np.ndarray:
+        """float32 [clips, 1, mel bins, frames]."""
+        return audio_clips(item, name, max_seconds=self.max_seconds)
+
+    def run(self, batch: Sequence[np.ndarray]) -> np.ndarray:
+        clips = np.concatenate(batch)  # [N*C, 1, M, F]
+        per_clip = self.run_chunked({self.input_name: clips})  # [N*C, D]
+        counts = [len(b) for b in batch]
+        starts = np.cumsum([0, *counts[:-1]])
+        return np.stack(
+            [per_clip[s : s + c].mean(axis=0) for s, c in zip(starts, counts, strict=True)]
+        )
