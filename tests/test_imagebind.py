@@ -68,7 +68,15 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         path = folder / f"p{i}.png"
         Image.fromarray(photo_array(h, w, seed=i)).save(path)
         paths.append(path)
-    return paths
+    # Transparency: data.py's convert("RGB") drops it (transformers would composite on white).
+    rgba = np.dstack(
+        [
+            photo_array(260, 330, seed=9),
+            np.linspace(0, 255, 330, dtype=np.uint8)[None].repeat(260, 0),
+        ]
+    )
+    Image.fromarray(rgba, "RGBA").save(folder / "alpha.png")
+    return [*paths, folder / "alpha.png"]
 
 
 @pytest.fixture(scope="module")
@@ -436,3 +444,14 @@ def test_the_registry_names_imagebind_and_its_licence() -> None:
     assert entry.family == "imagebind" and entry.dim == 1024
     assert "CC-BY-NC-SA" in entry.licence
     assert {m for m, _ in entry.int8_gates} == set(registry.IMAGEBIND_MODALITIES)
+
+
+def test_disparity_from_depth() -> None:
+    from handspring.preprocess.arrays import disparity_from_depth
+
+    depth = np.array([[1.0, 2.0], [0.0, np.nan]])
+    out = disparity_from_depth(depth, focal_length_px=500.0, baseline_m=0.1)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [[50.0, 25.0], [0.0, 0.0]])
+    with pytest.raises(ValueError, match="positive"):
+        disparity_from_depth(depth, focal_length_px=0.0, baseline_m=0.1)

@@ -76,29 +76,37 @@ def decode_image(
     exif_orientation: bool = True,
     draft_shortest: int | None = None,
     scale_16bit: bool = False,
+    composite_alpha: bool = True,
 ) -> Image.Image:
     """Return an RGB image, fully loaded, or raise ImageError(item, reason).
 
     max_pixels is checked from the header, before decoding; None leaves only Pillow's own
     decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS). draft_shortest: a JPEG is decoded at
     the smallest DCT scale that keeps its shortest side >= this; the transform then resizes from
-    the matching box. scale_16bit: see the module notes.
+    the matching box. scale_16bit: see the module notes. composite_alpha: transparency onto
+    white, as transformers does; False drops it, as `convert("RGB")` in torchvision-based
+    pipelines (open_clip, ImageBind) does.
     """
+    rgb = {"scale_16bit": scale_16bit, "composite_alpha": composite_alpha}
     if isinstance(source, np.ndarray):
-        return _convert(_from_array(source, item, max_pixels), item, scale_16bit)
+        return _convert(_from_array(source, item, max_pixels), item, **rgb)
     if isinstance(source, Image.Image):  # the caller's image: never drafted nor modified
         _check_pixels(source.size, item, max_pixels)
         _load(source, item)
-        return _orient_and_convert(source, item, None, exif_orientation, scale_16bit)
+        return _orient_and_convert(source, item, None, exif_orientation, **rgb)
     with _open(source, item, max_pixels) as image:
         _check_pixels(image.size, item, max_pixels)
         draft = _draft(image, draft_shortest) if draft_shortest else None
         _load(image, item)
-        return _orient_and_convert(image, item, draft, exif_orientation, scale_16bit)
+        return _orient_and_convert(image, item, draft, exif_orientation, **rgb)
 
 
 def _orient_and_convert(
-    image: Image.Image, item: str, draft: Draft | None, exif_orientation: bool, scale_16bit: bool
+    image: Image.Image,
+    item: str,
+    draft: Draft | None,
+    exif_orientation: bool,
+    **rgb: bool,
 ) -> Image.Image:
     method = _EXIF_TRANSPOSE.get(_orientation(image)) if exif_orientation else None
     if method is not None:
@@ -106,10 +114,10 @@ def _orient_and_convert(
             draft = _transpose_draft(draft, method, image.size)
         # Pillow's own function also drops the tag, so the result is never rotated twice.
         image = ImageOps.exif_transpose(image)
-    rgb = _convert(image, item, scale_16bit)
+    converted = _convert(image, item, **rgb)
     if draft is not None:
-        rgb.info[DRAFT_KEY] = draft
-    return rgb
+        converted.info[DRAFT_KEY] = draft
+    return converted
 
 
 def _open(source: ImageInput, item: str, max_pixels: int | None) -> Image.Image:
@@ -219,21 +227,24 @@ def _from_array(array: np.ndarray, item: str, max_pixels: int | None) -> Image.I
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-def _convert(image: Image.Image, item: str, scale_16bit: bool) -> Image.Image:
+def _convert(image: Image.Image, item: str, **rgb: bool) -> Image.Image:
     try:
-        return to_rgb(image, scale_16bit=scale_16bit)
+        return to_rgb(image, **rgb)
     except (ValueError, OSError) as exc:
         raise ImageError(item, f"cannot convert image mode {image.mode} to RGB", str(exc)) from exc
 
 
-def to_rgb(image: Image.Image, *, scale_16bit: bool = False) -> Image.Image:
-    """As transformers' convert_to_rgb: alpha composited onto white, the rest `convert("RGB")`."""
+def to_rgb(
+    image: Image.Image, *, scale_16bit: bool = False, composite_alpha: bool = True
+) -> Image.Image:
+    """As transformers' convert_to_rgb: alpha composited onto white, the rest `convert("RGB")`;
+    without `composite_alpha`, everything `convert("RGB")`, as torchvision pipelines do."""
     has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
     if image.mode == "RGB" and not has_alpha:
         return image
     if scale_16bit and image.mode.startswith("I;16"):
         image, has_alpha = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8)), False
-    if has_alpha:
+    if has_alpha and composite_alpha:
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
     return image.convert("RGB")

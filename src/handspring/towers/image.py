@@ -37,12 +37,16 @@ class ImageTower(Tower):
         dim: int,
         transform: ImageTransform,
         decode: DecodeOptions,
-        input_name: str | None = None,
+        *,
+        composite_alpha: bool = True,
     ) -> None:
         super().__init__(compiled, dim)
         self.transform = transform
         self.decode = decode
-        self.input_name = input_name or self.session.get_inputs()[0].name
+        # Transparency onto white, as transformers does; ImageBind's data.py drops it
+        # (`convert("RGB")` before resizing).
+        self.composite_alpha = composite_alpha
+        self.input_name = self.session.get_inputs()[0].name
 
     def prepare(self, item: ImageInput, name: str, options: Options) -> np.ndarray:
         """float32 [3, S, S]."""
@@ -53,6 +57,7 @@ class ImageTower(Tower):
             max_pixels=self.decode.max_pixels,
             exif_orientation=self.decode.exif_orientation,
             draft_shortest=draft,
+            composite_alpha=self.composite_alpha,
         )
         return self.transform(image)
 
