@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import handspring
 from handspring.cli import main
 from handspring.embedder import Model
 from handspring.registry import KNOWN_MODELS
 from tests.support.checkpoints import TINY
 from tests.support.hub_cache import hub_repo
 from tests.support.images import jpeg, png_photo
+from tests.support.sounds import random_arrays, write_wav
 
 DIM = TINY.projection_dim
 EXACT = 1e-6
@@ -384,3 +386,102 @@ def test_server_and_photo_commands_are_wired_in() -> None:
         assert f"  {name} " in photos.output
     serve = runner.invoke(main, ["serve", "--help"])
     assert serve.exit_code == 0 and "HANDSPRING_MODELS" in serve.output
+
+
+# ---------------------------------------------------------------- ImageBind
+
+
+@pytest.fixture(scope="module")
+def bind_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bind_inputs")
+    arrays = random_arrays(seed=11)
+    files = {
+        "image": png_photo(root / "photo.png", 48, 40, seed=40),
+        "audio": write_wav(root / "bark.wav", 2.5, seed=4),
+        "bad_audio": root / "bad.wav",
+        **{name: root / f"{name}.npy" for name in arrays},
+    }
+    files["bad_audio"].write_text("a text file named like a sound")
+    for name, array in arrays.items():
+        np.save(files[name], array)
+    return files
+
+
+def _bind_args(tiny_imagebind: Path, files: dict[str, Path], out: Path) -> list[str]:
+    # Given out of the documented order: the rows still come image, audio, depth,
+    # thermal, IMU, then texts.
+    return [
+        "embed", "-m", str(tiny_imagebind), "-t", "a dog",
+        "--imu", str(files["imu"]), "--audio", str(files["audio"]),
+        "--audio", str(files["bad_audio"]), "--thermal", str(files["thermal"]),
+        "--depth", str(files["depth"]), "-i", str(files["image"]), "-o", str(out),
+    ]  # fmt: skip
+
+
+def _bind_expected(tiny_imagebind: Path, files: dict[str, Path]) -> np.ndarray:
+    bind = handspring.load(tiny_imagebind, precision="fp32")
+    parts = [
+        bind.embed_images([files["image"]]).embeddings,
+        bind.embed_audio([files["audio"]]).embeddings,
+        *(bind.embed(m, [files[m]]).embeddings for m in ("depth", "thermal", "imu")),
+        bind.embed_texts(["a dog"]),
+    ]
+    return np.concatenate(parts)  # without the bad sound's row
+
+
+BIND_GOOD_ROWS = [0, 1, 3, 4, 5, 6]
+
+
+def test_imagebind_modalities_to_json(
+    tiny_imagebind: Path, bind_inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "bind.json"
+    result = run(*_bind_args(tiny_imagebind, bind_inputs, out))
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    bad = bind_inputs["bad_audio"]
+    assert f"skipped {bad}: not a readable audio file" in result.stderr
+    assert "1 of 6 items could not be read" in result.stderr
+    assert "Traceback" not in result.stderr
+    items = json.loads(out.read_text())["items"]
+    assert [(item["type"], item["input"]) for item in items] == [
+        ("image", str(bind_inputs["image"])),
+        ("audio", str(bind_inputs["audio"])),
+        ("audio", str(bad)),
+        ("depth", str(bind_inputs["depth"])),
+        ("thermal", str(bind_inputs["thermal"])),
+        ("imu", str(bind_inputs["imu"])),
+        ("text", "a dog"),
+    ]
+    assert items[2] == {
+        "type": "audio",
+        "input": str(bad),
+        "embedding": None,
+        "error": "not a readable audio file",
+    }
+    got = np.array([items[i]["embedding"] for i in BIND_GOOD_ROWS], dtype=np.float32)
+    expected = _bind_expected(tiny_imagebind, bind_inputs)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=EXACT)
+
+
+def test_imagebind_modalities_to_npy(
+    tiny_imagebind: Path, bind_inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "bind.npy"
+    result = run(*_bind_args(tiny_imagebind, bind_inputs, out))
+    assert result.returncode == 1, result.stderr
+    matrix = np.load(out)
+    assert matrix.shape == (7, 40) and matrix.dtype == np.float32
+    assert np.isnan(matrix[2]).all()
+    expected = _bind_expected(tiny_imagebind, bind_inputs)
+    np.testing.assert_allclose(matrix[BIND_GOOD_ROWS], expected, rtol=0, atol=EXACT)
+
+
+def test_audio_from_a_clip_model_is_a_clean_error(
+    tiny_hf: Path, bind_inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "none.json"
+    result = run("embed", "-m", str(tiny_hf), "--audio", str(bind_inputs["audio"]), "-o", str(out))
+    assert result.returncode == 1
+    assert f"{tiny_hf} is a CLIP model: it has no audio modality" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()

@@ -105,8 +105,8 @@ class QueryModels:
     """The models that turn queries into vectors, each loaded on first use.
 
     The image model embeds example photos that are not indexed, with the index's
-    precision and decoding. Text models run in fp32: a query is a few tokens, and
-    int8 gates are measured per model."""
+    precision and decoding. Text models and the audio tower run in fp32: a query is a
+    few tokens or one sound, and int8 gates are measured per model."""
 
     def __init__(self, image_model: str, text_model: str, precision: str = "int8") -> None:
         self.image_model = image_model
@@ -143,14 +143,20 @@ class QueryModels:
             return self._image
 
     def audio(self) -> Model:
+        """The image model's audio tower (ImageBind). fp32, as for texts: the index holds
+        no sounds whose precision a query must match, and a query is one sound."""
         with self._lock:
             if self._audio is None:
                 import handspring
+                from handspring.loading import locate
 
-                loaded = handspring.load(
-                    self.image_model, modalities=("audio",), precision=self.precision
-                )
-                self._audio = loaded
+                # Asked of the family, not of a failed load: a load fails for other reasons.
+                if "audio" not in locate(self.image_model).family.modalities:
+                    raise QueryError(
+                        f"the index's model {self.image_model!r} does not embed sounds "
+                        "(index with an ImageBind model for photos that sound like this)"
+                    )
+                self._audio = handspring.load(self.image_model, modalities=("audio",))
             return self._audio
 
     def embed_sound(self, path: str) -> np.ndarray:
@@ -158,11 +164,8 @@ class QueryModels:
         naming the path if it cannot be read, QueryError if the model hears nothing."""
         try:
             model = self.audio()
-        except ValueError as exc:  # the family has no audio tower
-            raise QueryError(
-                f"{path}: the index's model {self.image_model!r} does not embed sounds "
-                "(index with an ImageBind model for photos that sound like this)"
-            ) from exc
+        except QueryError as exc:
+            raise QueryError(f"{path}: {exc}") from None
         result = model.embed_audio([path])
         if result.errors:
             raise result.errors[0]

@@ -78,6 +78,18 @@ def _option(*decls: str, env: str | None = None, **kwargs: Any) -> Callable:
 @_option("--max-pixels", type=int, default=50_000_000)
 @_option("--image-formats", default=",".join(DEFAULT_IMAGE_FORMATS), help="Accepted image formats.")
 @_option(
+    "--max-audio-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=600.0,
+    help="Longest sound decoded (read from its header); longer, 422.",
+)
+@_option(
+    "--max-audio-bytes",
+    type=click.IntRange(min=1),
+    default=20 * 1024 * 1024,
+    help="Largest sound file per item; larger, 413.",
+)
+@_option(
     "--request-timeout",
     "request_timeout_s",
     type=float,

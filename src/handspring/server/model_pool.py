@@ -9,14 +9,14 @@ import ctypes
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from handspring.embedder import Model
 from handspring.loading import load, locate
-from handspring.registry import known_model, resolve_alias
+from handspring.registry import FAMILIES, known_model, resolve_alias
 from handspring.server.batcher import Batcher
 from handspring.server.config import ModelSpec, ServerConfig
 from handspring.server.errors import RequestError
@@ -47,15 +47,29 @@ class ModelPool:
         self._loaded: dict[str, LoadedModel] = {}
         self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
         self._unavailable: dict[str, str] = {}  # name -> why its files cannot be found
-        # name -> the modalities a request naming no model is sent here for, once located
+        # Once a model is located: the modalities a request naming no model is sent to it
+        # for, and all those it embeds.
         self._serves: dict[str, tuple[str, ...]] = {}
+        self._embeds: dict[str, tuple[str, ...]] = {}
         self._preloading = config.preload
 
     # ------------------------------------------------------------- lookup
 
     def find(self, requested: str | None, modality: str) -> ModelSpec:
         """The model a request names (by name, source, alias or repo id), or the default for
-        `modality`: the configured one, else the first known to embed it, else the first."""
+        `modality` (see `find_for`)."""
+        return self.find_for(requested, (modality,))
+
+    def find_for(self, requested: str | None, modalities: Sequence[str]) -> ModelSpec:
+        """The model a request names, or the default for a request whose items are of all
+        these modalities (Weaviate's vectorize needs one model, one space, for all of them):
+        1. the configured default (images: --default-image-model, texts:
+           --default-text-model) when it embeds them;
+        2. else, of the models that serve them by default, the one that serves the fewest
+           other modalities: a CLIP model before ImageBind for images, a sentence model
+           before a CLIP text tower for texts (the first listed among equals);
+        3. else the first model that embeds them.
+        When every model's modalities are known and none embeds them, 422 names them."""
         if requested:
             for spec in self.specs.values():
                 if requested in _names_of(spec):
@@ -64,22 +78,34 @@ class ModelPool:
             raise RequestError(
                 404, f"model {requested!r} is not served here (served: {known})", param="model"
             )
-        configured = (
-            self.config.default_image_model
-            if modality == "image"
-            else self.config.default_text_model
-        )
-        if configured:
-            return self.specs[configured]
-        for spec in self.specs.values():
-            if modality in self._modalities_of(spec):
+        wanted = set(modalities)
+        for name in self._configured_defaults(wanted):
+            spec = self.specs[name]
+            if spec.name not in self._embeds or wanted <= set(self._embeds[spec.name]):
                 return spec
+        serving = [s for s in self.specs.values() if wanted <= set(self._serves.get(s.name, ()))]
+        if serving:
+            return min(serving, key=lambda s: len(self._serves[s.name]))
+        for spec in self.specs.values():
+            if wanted <= set(self._embeds.get(spec.name, ())):
+                return spec
+        if all(name in self._embeds for name in self.specs):
+            served = "; ".join(f"{n}: {', '.join(m)}" for n, m in self._embeds.items())
+            raise RequestError(
+                422,
+                f"no model served here embeds {' and '.join(modalities)} (served: {served})",
+                param="modality",
+            )
+        # Some model's files could not be found: its load answers for it (503).
         return next(iter(self.specs.values()))
 
-    def _modalities_of(self, spec: ModelSpec) -> tuple[str, ...]:
-        # A family says what it serves by default: text contracts prefer a sentence model
-        # to a CLIP text tower when both are served.
-        return self._serves.get(spec.name, ())
+    def _configured_defaults(self, modalities: set[str]) -> list[str]:
+        configured: list[str] = []
+        if "image" in modalities and self.config.default_image_model:
+            configured.append(self.config.default_image_model)
+        if "text" in modalities and self.config.default_text_model:
+            configured.append(self.config.default_text_model)
+        return configured
 
     # ------------------------------------------------------------ loading
 
@@ -89,6 +115,7 @@ class ModelPool:
             try:
                 located = await asyncio.to_thread(locate, spec.source)
                 self._serves[spec.name] = located.family.serves_by_default
+                self._embeds[spec.name] = located.family.modalities
             except Exception as exc:
                 self._unavailable[spec.name] = str(exc)
                 log.error("model %s (%s) cannot be found: %s", spec.name, spec.source, exc)
@@ -139,6 +166,9 @@ class ModelPool:
         seconds = time.perf_counter() - start
         loaded = LoadedModel(spec, model, seconds)
         self._loaded[spec.name] = loaded
+        self._embeds[spec.name] = loaded.modalities
+        if (family := FAMILIES.get(model.family)) is not None:  # its files were found late
+            self._serves.setdefault(spec.name, family.serves_by_default)
         self._unavailable.pop(spec.name, None)
         self.metrics.model_load.labels(spec.name).set(seconds)
         self.metrics.model_loaded.labels(spec.name).set(1)

@@ -134,7 +134,8 @@ class EmbeddingService:
         partial: bool = False,
     ) -> ItemResult:
         """With `partial`, an item that cannot be read gets a NaN row and a reason;
-        without, it fails the request with 422 naming it."""
+        without, it fails the request with 422 naming it. An item over a size limit (413)
+        fails the request either way: limits keep their status in every contract."""
         self._check_count(len(items), param)
         async with self._deadline(), self.pool.lease(spec) as loaded:
             tower = _tower(loaded, modality)
@@ -145,7 +146,7 @@ class EmbeddingService:
             errors: dict[int, str] = {}
             for i, outcome in enumerate(prepared):
                 if isinstance(outcome, RequestError):
-                    if not partial:
+                    if not partial or outcome.status == 413:
                         raise outcome
                     errors[i] = outcome.message
                 elif isinstance(outcome, BaseException):

@@ -63,9 +63,12 @@ _VECTORIZE = {
 @router.post("/vectorize")
 async def vectorize(body: VectorizeRequest, request: Request) -> dict:
     state = ServerState.of(request)
-    spec = state.pool.find(None, "image")
     if body.video:
         raise RequestError(422, "video: not supported by this server", param="video")
+    # One model for every list, so all the vectors share its space; texts go to that
+    # model's text tower, as multi2vec-clip and multi2vec-bind do.
+    given = [modality for param, (modality, _) in _VECTORIZE.items() if getattr(body, param)]
+    spec = state.pool.find_for(None, given or ["image"])
     answer: dict[str, list[list[float]]] = {"textVectors": [], "imageVectors": []}
     if body.texts:
         texts = await state.service.embed_texts(spec, body.texts, param="texts", normalize=False)
