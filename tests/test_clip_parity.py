@@ -137,6 +137,25 @@ def test_open_clip_naming_fp32_exact(tiny_open_clip: Path) -> None:
     assert np.abs(model.embed_texts(TEXTS, normalize=False) - ref_text).max() <= FP32_MAX_ABS
 
 
+def test_open_clip_folder_without_tokenizer_files(tmp_path: Path) -> None:
+    """timm/ and laion/ repos ship no tokenizer files: open_clip uses its built-in
+    vocabulary, and so does the packaged copy of it."""
+    pytest.importorskip("open_clip")
+    from tests.support.checkpoints import write_open_clip
+
+    folder = write_open_clip(tmp_path / "no_tokenizer", seed=11)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                 "vocab.json", "merges.txt"):  # fmt: skip
+        (folder / name).unlink(missing_ok=True)
+    images = _images()
+    texts = [*TEXTS, "“curly quotes” and ﬁ ligatures", "word " * 90]
+    ref_image, ref_text = _open_clip_reference(folder, images, texts)
+    model = handspring.load(folder)
+    assert np.abs(model.embed_texts(texts, normalize=False) - ref_text).max() <= FP32_MAX_ABS
+    image = model.embed_images(images, normalize=False).embeddings
+    assert np.abs(image - ref_image).max() <= FP32_MAX_ABS
+
+
 def test_sentence_transformers_encode_agrees(tiny_st: Path) -> None:
     st = pytest.importorskip("sentence_transformers")
     reference = st.SentenceTransformer(str(tiny_st), device="cpu")

@@ -102,7 +102,10 @@ def _context_length(checkpoint: ClipCheckpoint) -> int:
 
 
 def _tokenizer(checkpoint: ClipCheckpoint) -> ClipTokenizer:
-    assert checkpoint.tokenizer_folder is not None
+    if checkpoint.tokenizer_folder is None:  # open_clip's built-in vocabulary, as it uses it
+        return ClipTokenizer.from_clip_vocab(
+            context_length=_context_length(checkpoint), cleaning="open_clip"
+        )
     return ClipTokenizer.from_folder(
         checkpoint.tokenizer_folder,
         context_length=_context_length(checkpoint),

@@ -248,7 +248,9 @@ def load_clip_checkpoint(
         config=config,
         tensors=tensors,
         weight_files=paths,
-        tokenizer_folder=_tokenizer_folder(folder, root) if "text" in modalities else None,
+        tokenizer_folder=_text_tokenizer_folder(layout, raw, folder, root)
+        if "text" in modalities
+        else None,
         text_cleaning=cleaning,
         preprocess=preprocess,
     )
@@ -257,6 +259,23 @@ def load_clip_checkpoint(
 def _default_hf_preprocess(config: ClipConfig) -> dict[str, Any]:
     size = config.vision.image_size
     return {"size": {"shortest_edge": size}, "crop_size": {"height": size, "width": size}}
+
+
+def _text_tokenizer_folder(
+    layout: Layout, raw: dict[str, Any], folder: Path, root: Path
+) -> Path | None:
+    """The folder of the tokenizer files, or None for the packaged CLIP vocabulary: open_clip
+    repos (timm/..., laion/...) ship no tokenizer files when their config names no HF
+    tokenizer, since open_clip uses its built-in vocabulary."""
+    if layout == "open_clip" and not _has_tokenizer_files(folder, root):
+        text_cfg = raw.get("model_cfg", raw).get("text_cfg", {})
+        if not text_cfg.get("hf_tokenizer_name"):
+            return None
+    return _tokenizer_folder(folder, root)
+
+
+def _has_tokenizer_files(*folders: Path) -> bool:
+    return any((f / "tokenizer.json").is_file() or (f / "vocab.json").is_file() for f in folders)
 
 
 def _tokenizer_folder(*folders: Path) -> Path:
