@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from click.testing import CliRunner
 import handspring
 from handspring.cli import main
 from handspring.embedder import Model
-from handspring.registry import KNOWN_MODELS
+from handspring.registry import FAMILIES, KNOWN_MODELS
 from tests.support.checkpoints import TINY
 from tests.support.hub_cache import hub_repo
 from tests.support.images import jpeg, png_photo
@@ -31,14 +32,7 @@ EXACT = 1e-6
 COMMAND = Path(sys.executable).parent / "handspring"  # the installed console script
 
 # `handspring models` output, pinned so a change of format is a conscious one.
-MODELS_HEADER = (
-    "alias                    repo id                                    "
-    "layout                  dim  cached"
-)
-L14_336_ROW = (
-    "clip-vit-l-14-336        openai/clip-vit-large-patch14-336          "
-    "transformers            768  -"
-)
+MODELS_COLUMNS = ["alias", "repo id", "modalities", "dim", "licence", "cached"]
 
 
 def run(
@@ -295,13 +289,19 @@ def test_models_table_lists_every_alias(tmp_path: Path) -> None:
     result = run("models", env={"HF_HUB_CACHE": str(hub)})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == MODELS_HEADER
-    assert L14_336_ROW in lines
-    first_words = [line.split(" ")[0] for line in lines[1 : 1 + len(KNOWN_MODELS)]]
-    assert first_words == [m.alias for m in KNOWN_MODELS]
+    table = lines[: 1 + len(KNOWN_MODELS)]
+    assert re.split(r"\s{2,}", table[0]) == MODELS_COLUMNS
+    assert [line.split(" ")[0] for line in table[1:]] == [m.alias for m in KNOWN_MODELS]
     for known in KNOWN_MODELS:
-        row = next(line for line in lines if line.startswith(known.alias + " "))
-        assert row.split()[1:] == [known.repo_id, known.layout, str(known.dim), "-"]
+        row = next(line for line in table if line.startswith(known.alias + " "))
+        modalities = ",".join(FAMILIES[known.family].modalities)
+        licence = known.licence or "-"
+        assert row.split() == [known.alias, known.repo_id, modalities, str(known.dim), licence, "-"]
+    # Aligned: every column starts where its header does (the dim column ends there).
+    starts = [table[0].index(name) for name in MODELS_COLUMNS[1:] if name != "dim"]
+    for line in table[1:]:
+        for start in starts:
+            assert line[start - 2 : start] == "  " and line[start] != " ", (line, start)
     assert "other models in the Hugging Face cache" not in result.stdout
 
 

@@ -12,7 +12,7 @@ from typing import ClassVar
 import click
 import numpy as np
 
-from handspring.registry import DEFAULT_CLIP, KNOWN_MODELS
+from handspring.registry import DEFAULT_CLIP, FAMILIES, KNOWN_MODELS
 
 IMAGE_SUFFIXES = {
     ".jpg",
@@ -270,9 +270,12 @@ def models(as_json: bool) -> None:
         {
             "alias": m.alias,
             "repo_id": m.repo_id,
+            "family": m.family,
+            "modalities": list(FAMILIES[m.family].modalities),
             "layout": m.layout,
             "dim": m.dim,
             "image_size": m.image_size,
+            "licence": m.licence or None,
             "cached_bytes": cached.get(m.repo_id),
         }
         for m in KNOWN_MODELS
@@ -290,13 +293,26 @@ def models(as_json: bool) -> None:
             )
         )
         return
-    click.echo(f"{'alias':<24} {'repo id':<42} {'layout':<22} {'dim':>4}  cached")
+    table = [("alias", "repo id", "modalities", "dim", "licence", "cached")]
     for row in rows:
         size = row["cached_bytes"]
-        where = f"{size / 2**20:.0f} MiB" if size is not None else "-"
-        click.echo(
-            f"{row['alias']:<24} {row['repo_id']:<42} {row['layout']:<22} {row['dim']:>4}  {where}"
+        table.append(
+            (
+                str(row["alias"]),
+                str(row["repo_id"]),
+                ",".join(row["modalities"]),  # type: ignore[arg-type]
+                str(row["dim"]),
+                str(row["licence"] or "-"),
+                f"{size / 2**20:.0f} MiB" if size is not None else "-",
+            )
         )
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        cells = [
+            c.rjust(w) if i == 3 else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ]
+        click.echo("  ".join(cells).rstrip())
     if others:
         click.echo("\nother models in the Hugging Face cache: " + ", ".join(others))
     total = sum(b for _, b in graphs)
