@@ -455,3 +455,173 @@ def test_disparity_from_depth() -> None:
     np.testing.assert_allclose(out, [[50.0, 25.0], [0.0, 0.0]])
     with pytest.raises(ValueError, match="positive"):
         disparity_from_depth(depth, focal_length_px=0.0, baseline_m=0.1)
+
+
+# ------------------------------------------- multi2vec-bind's image and CSV files
+#
+# Weaviate's multi2vec-bind container (weaviate/multi2vec-bind-inference, bind_data.py)
+# sends depth and thermal as image files and IMU as CSV. Its steps are rebuilt here from
+# torchvision's transforms and numpy/torch calls with the same parameters.
+
+IMU_HEADER = "gyro_x,gyro_y,gyro_z,accl_x,accl_y,accl_z"
+
+
+def _multi2vec_bind_gray(data: bytes) -> np.ndarray:
+    """The container's depth/thermal input: L image, Resize(224, bicubic), CenterCrop(224),
+    ToTensor, Normalize with the first CLIP channel's mean and std."""
+    from torchvision import transforms
+
+    image = Image.open(io.BytesIO(data))
+    if image.mode != "L":
+        image = image.convert("L")
+    transform = transforms.Compose(
+        [
+            transforms.Resize(224, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=(0.48145466), std=(0.26862954)),
+        ]
+    )
+    return transform(image).numpy()
+
+
+def _multi2vec_bind_imu(path: Path) -> np.ndarray:
+    """The container's IMU input: the table after its header, reshaped (not transposed)
+    to [channels, steps], zero-padded on the right or cut to 2000 steps."""
+    import torch
+
+    table = np.loadtxt(path, dtype=np.float32, delimiter=",", skiprows=1)
+    window = torch.from_numpy(table.reshape((table.shape[1], table.shape[0])))
+    if window.shape[1] < 2000:
+        window = torch.nn.functional.pad(window, (0, 2000 - window.shape[1]), value=0)
+    return window[:, :2000].numpy()
+
+
+def _encoded(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _depth16(h: int, w: int, seed: int) -> np.ndarray:
+    """uint16 millimetre-like depth from 0 to 600: a ramp, shapes, noise; about a third
+    of it above 255."""
+    gray = photo_array(h, w, seed=seed).mean(axis=2)
+    ramp = np.linspace(0, 300, w)[None, :]
+    return np.clip(gray + ramp, 0, 600).astype(np.uint16)
+
+
+def _gray_files() -> dict[str, bytes]:
+    """Sizes with odd crop offsets both ways, one already 224 x 224."""
+    return {
+        "depth8.png": _encoded(Image.fromarray(photo_array(300, 457, seed=1)).convert("L"), "PNG"),
+        "depth16.png": _encoded(Image.fromarray(_depth16(225, 331, seed=2)), "PNG"),
+        "thermal.jpg": _encoded(Image.fromarray(photo_array(513, 97, seed=3)), "JPEG"),
+        "alpha.png": _encoded(
+            Image.fromarray(np.dstack([photo_array(224, 224, seed=4)] * 2)[..., :4], "RGBA"),
+            "PNG",
+        ),
+    }
+
+
+def _imu_csv(path: Path, steps: int, seed: int) -> Path:
+    """As the container's samples: a header, then one row of 6 values per step, written
+    with more digits than float32 keeps."""
+    rng = np.random.default_rng(seed)
+    rows = rng.normal(0, 2, (steps, 6))
+    lines = [IMU_HEADER, *(",".join(repr(float(v)) for v in row) for row in rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("modality", ["depth", "thermal"])
+def test_image_files_equal_the_multi2vec_bind_transform(
+    bind: Model, modality: str, tmp_path: Path
+) -> None:
+    tower = bind.tower(modality)
+    files = _gray_files()
+    expected = {name: _multi2vec_bind_gray(data) for name, data in files.items()}
+    for name, data in files.items():
+        ours = tower.prepare(data, name, {})
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert np.array_equal(tower.prepare(path, str(path), {}), ours)
+        error = _max_abs(ours, expected[name])
+        print(f"{modality} {name} ({Image.open(path).mode}): max abs {error:.2e} on [1,224,224]")
+        assert ours.shape == (1, 224, 224) and ours.dtype == np.float32
+        assert error <= 1e-6
+    # Files through the model give the vectors of the container's inputs as arrays.
+    from_files = bind.embed(modality, list(files.values()), normalize=False)
+    from_arrays = bind.embed(modality, list(expected.values()), normalize=False)
+    assert from_files.errors == []
+    assert _max_abs(from_files.embeddings, from_arrays.embeddings) <= 1e-6
+
+
+def test_16_bit_depth_maps_are_clipped_at_255_as_pillow_converts_them() -> None:
+    # A 16-bit PNG opens as I;16 in today's Pillow and as I in older ones (the container's
+    # Pillow is not pinned): convert("L") clips at 255 from either, with no scaling.
+    depth = _depth16(225, 331, seed=2)
+    image = Image.open(io.BytesIO(_encoded(Image.fromarray(depth), "PNG")))
+    clipped = np.minimum(depth, 255).astype(np.uint8)
+    assert np.array_equal(np.asarray(image.convert("L")), clipped)
+    assert np.array_equal(np.asarray(image.convert("I").convert("L")), clipped)
+
+
+@pytest.mark.reference
+def test_imu_csv_equals_the_multi2vec_bind_reading(bind: Model, tmp_path: Path) -> None:
+    tower = bind.tower("imu")
+    for steps in (1500, 2000, 3072):  # padded, as it is, cut
+        path = _imu_csv(tmp_path / f"imu_{steps}.csv", steps, seed=steps)
+        ours = tower.prepare(path, str(path), {})
+        assert np.array_equal(tower.prepare(path.read_bytes(), "<bytes #0>", {}), ours)
+        error = _max_abs(ours, _multi2vec_bind_imu(path))
+        print(f"imu CSV of {steps} steps: max abs {error:.2e} on [6,2000]")
+        assert ours.shape == (6, 2000) and error <= 1e-6
+    # The reshape interleaves the channels: not ImageBind's layout, but the container's.
+    table = np.loadtxt(path, dtype=np.float32, delimiter=",", skiprows=1)
+    assert not np.array_equal(ours, table.T[:, :2000])
+    rows = [_multi2vec_bind_imu(tmp_path / f"imu_{n}.csv") for n in (1500, 2000, 3072)]
+    from_files = bind.embed("imu", [tmp_path / f"imu_{n}.csv" for n in (1500, 2000, 3072)])
+    assert from_files.errors == []
+    assert _max_abs(from_files.embeddings, bind.embed("imu", rows).embeddings) <= 1e-6
+
+
+def test_bad_image_and_csv_files_are_named(bind: Model, tmp_path: Path) -> None:
+    from handspring.errors import ImageError
+    from handspring.towers.arrays import ArrayTower
+
+    good = _gray_files()["depth8.png"]
+    truncated = good[: len(good) // 2]
+    depth = bind.embed(
+        "depth", [b"hello, not an image", truncated, tmp_path / "nope.png", tmp_path, good]
+    )
+    assert depth.ok.tolist() == [False, False, False, False, True]
+    reasons = [e.reason for e in depth.errors]
+    assert reasons[0] == "neither a .npy array nor an image file"
+    assert reasons[1].startswith("truncated")
+    assert reasons[2:] == ["file not found", "is a directory, not a file"]
+    assert [e.item for e in depth.errors[:2]] == ["<bytes #0>", "<bytes #1>"]
+    tower = bind.tower("thermal")
+    small = ArrayTower("thermal", tower.compiled, tower.dim, (1, 224, 224), max_pixels=10_000)
+    with pytest.raises(ImageError, match=r"^x: too large: 457x300 = 137,100 pixels is over"):
+        small.prepare(good, "x", {})
+
+    csv = IMU_HEADER + "\n"
+    imu = bind.embed(
+        "imu",
+        [
+            (csv + "1,2,3,4,5\n1,2,3,4,5\n").encode(),
+            (csv + "1,2,3,4,5,six\n").encode(),
+            b"\xff\xfe\x00binary",
+            csv.encode(),
+            (csv + "1,2,3,4,5,6\n").encode(),  # one row: padded (the container fails on it)
+        ],
+    )
+    assert imu.ok.tolist() == [False, False, False, False, True]
+    assert [e.reason for e in imu.errors] == [
+        "5 columns, but an IMU CSV has 6",
+        "not a CSV of numbers (a header line, then one row per time step)",
+        "neither a .npy array nor a UTF-8 CSV file",
+        "the CSV has no rows after its header line",
+    ]

@@ -29,7 +29,12 @@ IMAGE_SUFFIXES = {
 
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3"}
-ARRAY_SUFFIXES = {".npy"}
+# Folders given for an array modality are walked for these (single files go as they are).
+ARRAY_SUFFIXES = {
+    "depth": {".npy"} | IMAGE_SUFFIXES,
+    "thermal": {".npy"} | IMAGE_SUFFIXES,
+    "imu": {".npy", ".csv"},
+}
 
 
 def _expand(paths: tuple[str, ...], suffixes: set[str]) -> list[str]:
@@ -110,9 +115,16 @@ def main(verbose: bool) -> None:
 @click.option(
     "-a", "--audio", "sounds", multiple=True, help="Sound file or folder (repeatable; ImageBind)."
 )
-@click.option("--depth", "depths", multiple=True, help="Depth map .npy [1,H,W] (repeatable).")
-@click.option("--thermal", "thermals", multiple=True, help="Thermal image .npy (repeatable).")
-@click.option("--imu", "imus", multiple=True, help="IMU window .npy [6,2000] (repeatable).")
+@click.option(
+    "--depth", "depths", multiple=True, help="Depth map: .npy [1,224,224] or an image (repeatable)."
+)
+@click.option(
+    "--thermal",
+    "thermals",
+    multiple=True,
+    help="Thermal: .npy [1,224,224] or an image (repeatable).",
+)
+@click.option("--imu", "imus", multiple=True, help="IMU window: .npy [6,2000] or CSV (repeatable).")
 @click.option("-t", "--text", "texts", multiple=True, help="Text to embed (repeatable).")
 @click.option(
     "--texts-file",
@@ -169,9 +181,9 @@ def embed(
     inputs: dict[str, list[str]] = {
         "image": _expand_images(images),
         "audio": _expand(sounds, AUDIO_SUFFIXES),
-        "depth": _expand(depths, ARRAY_SUFFIXES),
-        "thermal": _expand(thermals, ARRAY_SUFFIXES),
-        "imu": _expand(imus, ARRAY_SUFFIXES),
+        "depth": _expand(depths, ARRAY_SUFFIXES["depth"]),
+        "thermal": _expand(thermals, ARRAY_SUFFIXES["thermal"]),
+        "imu": _expand(imus, ARRAY_SUFFIXES["imu"]),
         "text": _read_texts(texts, texts_file),
     }
     inputs = {modality: items for modality, items in inputs.items() if items}

@@ -1,16 +1,19 @@
-"""ImageBind served beside a CLIP model: sounds, depth, thermal and IMU arrays through the
-OpenAI, native and Weaviate contracts, compared with the library's own vectors, and the
-audio limits in each contract's error shape."""
+"""ImageBind served beside a CLIP model: sounds, depth, thermal and IMU arrays (and the
+image and CSV files multi2vec-bind sends for them) through the OpenAI, native and Weaviate
+contracts, compared with the library's own vectors, and the audio limits in each
+contract's error shape."""
 
 from __future__ import annotations
 
 import base64
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
+from PIL import Image
 
 import handspring
 from handspring.embedder import Model
@@ -20,6 +23,7 @@ from handspring.server.config import ModelSpec
 from tests.server.conftest import ServerFactory
 from tests.server.images import png_b64, png_bytes
 from tests.server.metrics_text import metric_value
+from tests.support.images import photo_array
 from tests.support.sounds import npy_bytes, random_arrays, wav_bytes
 
 SOUNDS = [wav_bytes(3.0, seed=0), wav_bytes(1.5, seed=1)]
@@ -207,6 +211,53 @@ def test_weaviate_images_alone_stay_with_the_clip(url: str, clip: Model) -> None
     np.testing.assert_allclose(np.float32(answer["imageVectors"]), image, rtol=0, atol=1e-5)
     text = clip.embed("text", ["a cat"], normalize=False).embeddings
     np.testing.assert_allclose(np.float32(answer["textVectors"]), text, rtol=0, atol=1e-5)
+
+
+def _gray_png(seed: int, size: tuple[int, int], *, bits: int = 8) -> bytes:
+    gray = photo_array(*size, seed=seed).mean(axis=2)
+    pixels = (gray * 2).astype(np.uint16) if bits == 16 else gray.astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _imu_csv(steps: int, seed: int) -> bytes:
+    rows = np.random.default_rng(seed).normal(0, 2, (steps, 6))
+    lines = ["gyro_x,gyro_y,gyro_z,accl_x,accl_y,accl_z"]
+    lines += [",".join(repr(float(v)) for v in row) for row in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_weaviate_vectorize_with_multi2vec_bind_files(url: str, bind: Model) -> None:
+    """What Weaviate's multi2vec-bind module sends: depth and thermal as base64 images
+    (8- and 16-bit PNGs here), IMU as base64 CSV."""
+    files = {
+        "depth": [_gray_png(5, (300, 457)), _gray_png(6, (225, 331), bits=16)],
+        "thermal": [_gray_png(7, (513, 97)), png_bytes(8, (240, 320), fmt="JPEG")],
+        "imu": [_imu_csv(1500, seed=1), _imu_csv(3072, seed=2)],
+    }
+    body = {"texts": ["a depth map"]} | {m: [_b64(f) for f in fs] for m, fs in files.items()}
+    response = _post(url, "/vectorize", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    for modality, items in files.items():
+        expected = bind.embed(modality, items, normalize=False)
+        assert expected.errors == []
+        np.testing.assert_allclose(
+            np.float32(answer[f"{modality}Vectors"]),
+            expected.embeddings,
+            rtol=0,
+            atol=1e-5,
+            err_msg=modality,
+        )
+    bad_depth = {"depth": [body["depth"][0], _b64(b"hello, not an image")]}
+    response = _post(url, "/vectorize", json=bad_depth)
+    assert response.status_code == 500
+    assert response.json() == {"error": "depth[1]: neither a .npy array nor an image file"}
+    bad_imu = {"imu": [_b64(b"gyro_x,gyro_y\n1,2\n3,4\n")]}
+    response = _post(url, "/vectorize", json=bad_imu)
+    assert response.status_code == 500
+    assert response.json() == {"error": "imu[0]: 2 columns, but an IMU CSV has 6"}
 
 
 # ---------------------------------------------------------------------- listing, metrics

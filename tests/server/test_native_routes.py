@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,29 @@ def test_images_by_json_keep_good_rows_and_name_bad_ones(url: str, clip: Model) 
     [error] = body["errors"]
     assert error["index"] == 1 and error["item"] == "images[1]"
     assert error["reason"] == "images[1]: truncated: the image data ends early"
+
+
+def test_unreadable_strings_cost_only_their_row(url: str, clip: Model) -> None:
+    """Issue 14: an empty string, bad base64, a file:// URL, an http URL with fetching off
+    or a non-base64 data URL among good images loses only its own row."""
+    wrapped = "\n".join(textwrap.wrap(png_b64(2), 76))  # MIME-style line breaks are fine
+    bad = [
+        "",
+        "not base64 !!",
+        "file:///etc/passwd",
+        "http://example.com/a.png",
+        "data:image/png,raw",
+    ]
+    images = [png_b64(1), *bad, wrapped]
+    body = requests.post(f"{url}/api/embed/images", json={"images": images}, timeout=30).json()
+    rows = body["embeddings"]
+    assert [row is None for row in rows] == [False, True, True, True, True, True, False]
+    good = clip.embed_images([png_bytes(1), png_bytes(2)]).embeddings
+    assert np.array_equal(np.float32([rows[0], rows[-1]]), good)
+    reasons = {e["index"]: e["reason"] for e in body["errors"]}
+    assert sorted(reasons) == [1, 2, 3, 4, 5]
+    assert "not valid base64" in reasons[2] and "only http and https" in reasons[3]
+    assert "not fetched" in reasons[4] and "must be base64" in reasons[5]
 
 
 def test_images_by_multipart_upload(url: str, clip: Model) -> None:

@@ -155,7 +155,9 @@ def _tower(
         return ClipTextTower(compiled, dim, tokenizer)
     if modality == "audio":
         return AudioTower(compiled, dim, options.max_audio_seconds)
-    return ArrayTower(modality, compiled, dim, ARRAY_SHAPES[modality])
+    return ArrayTower(
+        modality, compiled, dim, ARRAY_SHAPES[modality], max_pixels=options.decode.max_pixels
+    )
 
 
 def _logit_scales(tensors: Mapping[str, np.ndarray]) -> dict[str, float]:

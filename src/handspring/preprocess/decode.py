@@ -91,13 +91,13 @@ def decode_image(
     if isinstance(source, np.ndarray):
         return _convert(_from_array(source, item, max_pixels), item, **rgb)
     if isinstance(source, Image.Image):  # the caller's image: never drafted nor modified
-        _check_pixels(source.size, item, max_pixels)
-        _load(source, item)
+        check_pixels(source.size, item, max_pixels)
+        load_pixels(source, item)
         return _orient_and_convert(source, item, None, exif_orientation, **rgb)
-    with _open(source, item, max_pixels) as image:
-        _check_pixels(image.size, item, max_pixels)
+    with open_image(source, item, max_pixels) as image:
+        check_pixels(image.size, item, max_pixels)
         draft = _draft(image, draft_shortest) if draft_shortest else None
-        _load(image, item)
+        load_pixels(image, item)
         return _orient_and_convert(image, item, draft, exif_orientation, **rgb)
 
 
@@ -120,7 +120,7 @@ def _orient_and_convert(
     return converted
 
 
-def _open(source: ImageInput, item: str, max_pixels: int | None) -> Image.Image:
+def open_image(source: ImageInput, item: str, max_pixels: int | None) -> Image.Image:
     if isinstance(source, bytes | bytearray | memoryview):
         fp: str | io.BytesIO = io.BytesIO(source)
     elif isinstance(source, str | os.PathLike):
@@ -168,14 +168,14 @@ def _unknown_format_reason(fp: str | io.BytesIO) -> str:
     return "not an image, or in a format Pillow cannot read"
 
 
-def _check_pixels(size: tuple[int, ...], item: str, max_pixels: int | None) -> None:
+def check_pixels(size: tuple[int, ...], item: str, max_pixels: int | None) -> None:
     w, h = size
     if max_pixels is not None and w * h > max_pixels:
         limit = f"over the limit of {max_pixels:,} pixels"
         raise ImageError(item, f"too large: {w}x{h} = {w * h:,} pixels is {limit}")
 
 
-def _load(image: Image.Image, item: str) -> None:
+def load_pixels(image: Image.Image, item: str) -> None:
     try:
         image.load()
     except MemoryError:
@@ -221,7 +221,7 @@ def _from_array(array: np.ndarray, item: str, max_pixels: int | None) -> Image.I
     if array.dtype != np.uint8 or not shape_ok or array.size == 0:
         expected = "expected uint8 H x W (gray), H x W x 3 (RGB) or H x W x 4 (RGBA)"
         raise ImageError(item, f"unsupported array {array.dtype} {array.shape}: {expected}")
-    _check_pixels(array.shape[1::-1], item, max_pixels)
+    check_pixels(array.shape[1::-1], item, max_pixels)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     return Image.fromarray(np.ascontiguousarray(array))

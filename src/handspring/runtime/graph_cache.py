@@ -148,22 +148,20 @@ def cached_graph(key: str, build: Callable[[], onnx.ModelProto]) -> tuple[Path, 
         return path, False
     import onnx
 
-    model = build()
+    from handspring.graph.builder import writing_weights_to
+
     # Build into a sibling folder and rename it into place, so a crash or a
     # concurrent build never leaves a half-written graph under the key.
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{key}."))
     try:
-        # Weights go in a side file: ORT maps it instead of parsing a copy of
-        # it out of the protobuf, which halves the peak memory of a start (and
-        # protobuf could not hold a model over 2 GB anyway).
-        onnx.save_model(
-            model,
-            str(staging / "model.onnx"),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location="model.onnx.data",
-        )
+        # Weights go in a side file that ORT maps instead of parsing a copy of it out of
+        # the protobuf, which halves the peak memory of a start (and protobuf could not
+        # hold a model over 2 GB anyway). The builder writes them there as it makes them.
+        with writing_weights_to(staging / "model.onnx.data"):
+            model = build()
+            onnx.save_model(model, str(staging / "model.onnx"))
+        del model
         try:
             os.rename(staging, folder)
         except OSError:

@@ -86,7 +86,9 @@ def parse_image(text: str, item: str, *, urls_allowed: bool) -> ItemRef:
 
 
 def _b64(text: str, item: str, modality: str) -> bytes:
-    text = text.strip()
+    # Line breaks (MIME-style base64) and other whitespace are not data: Weaviate's
+    # containers decode leniently, and their clients may send them.
+    text = "".join(text.split())
     if "-" in text or "_" in text:  # some clients send the URL-safe alphabet
         text = text.translate(_URLSAFE)
     try:

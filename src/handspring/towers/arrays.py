@@ -1,9 +1,13 @@
-"""Float arrays given as they are: depth and thermal maps, IMU windows.
+"""Float arrays: depth and thermal maps, IMU windows.
 
-ImageBind's repository has no preprocessing for these modalities, so none is applied: the
-caller gives the model's input (see `preprocess.arrays` for the usual depth conversion).
-Arrays come as numpy arrays (or nested lists), as the bytes of a `.npy` file, or as the
-path of one; `.npy` files are read with pickles refused.
+ImageBind's repository has no preprocessing for these modalities, so an array is the
+model's input as it is (see `preprocess.arrays` for the usual depth conversion). Arrays
+come as numpy arrays (or nested lists), as the bytes of a `.npy` file, or as the path of
+one; `.npy` files are read with pickles refused.
+
+Other files are read as Weaviate's multi2vec-bind container reads them (see
+`preprocess.bind_files`): an image file for depth and thermal, a CSV for IMU. A file is
+taken for one of those only when its first bytes are not a `.npy` (or `.npz`) header.
 """
 
 from __future__ import annotations
@@ -16,26 +20,42 @@ from typing import Any
 import numpy as np
 
 from handspring.errors import InputError
+from handspring.preprocess.bind_files import gray_image_input, imu_window_from_csv
+from handspring.preprocess.decode import DEFAULT_MAX_PIXELS
 from handspring.runtime.session import TowerSession
 from handspring.towers.base import Options, Tower
 
-# A .npy of a [6, 2000] float64 window is 96 kB; refuse what no valid input can be.
+# A .npy of a [6, 2000] float64 window is 96 kB, its CSV about 120 kB; refuse what no
+# valid input can be. Image files are bounded by their pixel count instead.
 MAX_NPY_BYTES = 64 * 1024 * 1024
+
+# np.save's magic, and the zip header np.savez writes.
+_NUMPY_MAGICS = (b"\x93NUMPY", b"PK\x03\x04")
+
+# Modality -> the file multi2vec-bind sends for it, when it is not a .npy.
+OTHER_FILES = {"depth": "image", "thermal": "image", "imu": "CSV"}
 
 
 class ArrayTower(Tower):
     """One float32 array per item, of `shape` (a leading 1 may be left out)."""
 
     def __init__(
-        self, modality: str, compiled: TowerSession, dim: int, shape: tuple[int, ...]
+        self,
+        modality: str,
+        compiled: TowerSession,
+        dim: int,
+        shape: tuple[int, ...],
+        *,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         super().__init__(compiled, dim)
         self.modality = modality
         self.shape = shape
+        self.max_pixels = max_pixels  # for depth and thermal image files
         self.input_name = self.session.get_inputs()[0].name
 
     def prepare(self, item: Any, name: str, options: Options) -> np.ndarray:
-        array = _as_array(item, name)
+        array = self._as_array(item, name)
         if array.shape != self.shape and (1, *array.shape) == self.shape:
             array = array[None]
         if array.shape != self.shape:
@@ -52,27 +72,46 @@ class ArrayTower(Tower):
     def run(self, batch: Sequence[np.ndarray]) -> np.ndarray:
         return self.run_chunked({self.input_name: np.stack(batch)})
 
+    def _as_array(self, item: Any, name: str) -> np.ndarray:
+        if isinstance(item, np.ndarray):
+            return item
+        if isinstance(item, bytes | bytearray | memoryview):
+            return self._from_bytes(bytes(item), name)
+        if isinstance(item, str | os.PathLike):
+            return self._from_path(os.fspath(item), name)
+        if isinstance(item, list | tuple):
+            try:
+                return np.asarray(item, dtype=np.float64)
+            except (ValueError, TypeError):
+                raise InputError(name, "not a rectangular array of numbers") from None
+        other = OTHER_FILES.get(self.modality)
+        files = f".npy or {other} file" if other else ".npy file"
+        raise InputError(name, f"{type(item).__name__} is not an array, nor a {files}")
 
-def _as_array(item: Any, name: str) -> np.ndarray:
-    if isinstance(item, np.ndarray):
-        return item
-    if isinstance(item, bytes | bytearray | memoryview):
-        return _load_npy(io.BytesIO(bytes(item)), name)
-    if isinstance(item, str | os.PathLike):
+    def _from_bytes(self, data: bytes, name: str) -> np.ndarray:
+        other = OTHER_FILES.get(self.modality)
+        if other is None or data.startswith(_NUMPY_MAGICS):
+            return _load_npy(io.BytesIO(data), name)
+        if other == "CSV":
+            return imu_window_from_csv(data, item=name)
+        return gray_image_input(data, item=name, max_pixels=self.max_pixels)
+
+    def _from_path(self, path: str | bytes, name: str) -> np.ndarray:
         try:
-            size = os.path.getsize(item)
+            size = os.path.getsize(path)
+            with open(path, "rb") as f:
+                head = f.read(len(_NUMPY_MAGICS[0]))
+        except IsADirectoryError:
+            raise InputError(name, "is a directory, not a file") from None
         except OSError:
             raise InputError(name, "file not found") from None
+        if OTHER_FILES.get(self.modality) == "image" and not head.startswith(_NUMPY_MAGICS):
+            # Pillow reads only what it decodes; max_pixels bounds it.
+            return gray_image_input(os.fsdecode(path), item=name, max_pixels=self.max_pixels)
         if size > MAX_NPY_BYTES:
             raise InputError(name, f"{size:,} bytes is over the limit of {MAX_NPY_BYTES:,}")
-        with open(item, "rb") as f:
-            return _load_npy(f, name)
-    if isinstance(item, list | tuple):
-        try:
-            return np.asarray(item, dtype=np.float64)
-        except (ValueError, TypeError):
-            raise InputError(name, "not a rectangular array of numbers") from None
-    raise InputError(name, f"{type(item).__name__} is not an array, .npy bytes or a .npy path")
+        with open(path, "rb") as f:
+            return self._from_bytes(f.read(), name)
 
 
 def _load_npy(f: Any, name: str) -> np.ndarray:

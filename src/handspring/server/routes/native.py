@@ -38,7 +38,8 @@ class ItemsRequest(BaseModel):
     modality: str = Field(description="text, image, audio, depth, thermal, imu: what the model has")
     inputs: list[str] = Field(
         description="texts; or base64 / data URLs (http(s) URLs when enabled) of image or "
-        "sound files, or of .npy arrays for depth, thermal and IMU"
+        "sound files; for depth and thermal, of .npy arrays or image files; for IMU, of .npy "
+        "arrays or CSV"
     )
     model: str | None = None
     normalize: bool = True

@@ -39,7 +39,8 @@ async def meta(request: Request) -> dict:
 
 class VectorizeRequest(BaseModel):
     """multi2vec-clip's body; multi2vec-bind adds a list per ImageBind modality. Every item
-    but texts is base64 (a file's bytes; `.npy` arrays for depth, thermal and IMU)."""
+    but texts is base64 of a file: images, sounds; depth and thermal as `.npy` arrays or image
+    files, IMU as `.npy` or CSV (converted as multi2vec-bind's container does)."""
 
     texts: list[str] = Field(default_factory=list)
     images: list[str] = Field(default_factory=list)
