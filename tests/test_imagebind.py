@@ -625,3 +625,25 @@ def test_bad_image_and_csv_files_are_named(bind: Model, tmp_path: Path) -> None:
         "neither a .npy array nor a UTF-8 CSV file",
         "the CSV has no rows after its header line",
     ]
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("weights", ["safetensors", "pth"])
+def test_a_hub_repo_resolves_offline(
+    weights: str, tiny_imagebind: Path, tmp_path: Path, bind: Model
+) -> None:
+    """As `imagebind-huge` resolves `nielsr/imagebind-huge`: from the hub cache, offline."""
+    from tests.support.hub_cache import hub_repo
+
+    _, snapshot = hub_repo(f"acme/tiny-bind-{weights}")
+    snapshot.mkdir(parents=True)
+    if weights == "safetensors":
+        for name in ("config.json", "model.safetensors"):
+            shutil.copy(tiny_imagebind / name, snapshot / name)
+    else:
+        _state_dict_pth(tiny_imagebind, tmp_path / "pth")
+        for name in ("config.json", "imagebind_huge.pth"):
+            shutil.copy(tmp_path / "pth" / name, snapshot / name)
+    model = handspring.load(f"acme/tiny-bind-{weights}", modalities=["text"])
+    assert model.family == "imagebind"
+    assert np.array_equal(model.embed_texts(TEXTS), bind.embed_texts(TEXTS))

@@ -112,6 +112,27 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
         Int8Gate(min_cosine=0.9961, nn_agreement=1.0),
     ),
     KnownModel(
+        "imagebind-huge",
+        "nielsr/imagebind-huge",
+        "imagebind",
+        "imagebind",
+        1024,
+        224,
+        "ImageBind (Meta, imagebind_huge): image, text, audio, depth, thermal and IMU in one "
+        "space; weights for non-commercial use only",
+        # bench/imagebind_bench.py, full size, random weights: int8 vs fp32 min cosine over
+        # 16 images, 32 texts and 8 inputs of each other modality.
+        int8_gates=(
+            ("image", Int8Gate(0.99975, required_cosine=0.999)),
+            ("text", Int8Gate(0.99958, required_cosine=0.995)),
+            ("audio", Int8Gate(0.99967, required_cosine=0.995)),
+            ("depth", Int8Gate(0.99964, required_cosine=0.995)),
+            ("thermal", Int8Gate(0.99962, required_cosine=0.995)),
+            ("imu", Int8Gate(0.99982, required_cosine=0.995)),
+        ),
+        licence="CC-BY-NC-SA-4.0",
+    ),
+    KnownModel(
         "immich-vit-b-32-openai",
         "immich-app/ViT-B-32__openai",
         "clip",

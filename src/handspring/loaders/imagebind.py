@@ -34,7 +34,7 @@ from handspring.towers.image import ImageTower
 from handspring.towers.text import ClipTextTower
 from handspring.weights import hub
 from handspring.weights.checkpoint import check_weights
-from handspring.weights.imagebind_files import WEIGHT_PATTERNS, imagebind_weights
+from handspring.weights.imagebind_files import fetch_imagebind, imagebind_weights
 from handspring.weights.json_files import read_json
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def load_imagebind(name: str, root: Path, modalities: Sequence[str], options: Lo
         log.warning("%s: %s", name, LICENCE_NOTICE)
     repo = resolve_alias(name)
     if not hub.is_local(repo):
-        root = hub.fetch(repo, ("config.json", *WEIGHT_PATTERNS))
+        root = fetch_imagebind(repo)
     config = _config(root)
     tensors, files = imagebind_weights(root)
     for modality in modalities:

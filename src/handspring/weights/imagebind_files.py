@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from handspring.errors import CheckpointError
+from handspring.weights import hub
 from handspring.weights.json_files import read_json
 from handspring.weights.safetensors_io import TensorSource, shard_paths
 
 PICKLE_PATTERNS = ("*.pth", "*.pt")
-WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", *PICKLE_PATTERNS)
+SAFETENSORS_PATTERNS = ("*.safetensors", "*.safetensors.index.json")
 
 
 def is_imagebind_folder(root: Path) -> bool:
@@ -29,6 +30,15 @@ def is_imagebind_folder(root: Path) -> bool:
         except CheckpointError:
             return False
     return False
+
+
+def fetch_imagebind(repo: str) -> Path:
+    """A hub repo's config and weights: safetensors when it has them, else the pickle,
+    never both (each is 4.8 GB for imagebind_huge)."""
+    root = hub.fetch(repo, ("config.json", *SAFETENSORS_PATTERNS))
+    if any(root.glob("*.safetensors")):
+        return root
+    return hub.fetch(repo, ("config.json", *PICKLE_PATTERNS))
 
 
 def imagebind_weights(root: Path) -> tuple[Mapping[str, np.ndarray], list[Path]]:
