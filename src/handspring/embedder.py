@@ -205,7 +205,7 @@ class Model:
             future = futures[row]
             futures[row] = None  # type: ignore[call-overload]  # let prepared inputs go once used
             try:
-                ready.append((row, _result(future)))
+                ready.append((row, future.result()))
             except InputError as exc:
                 errors.append(_detached(exc))
                 error_rows.append(row)
@@ -361,13 +361,6 @@ def _done(value: Any) -> Future[Any]:
     else:
         future.set_result(value)
     return future
-
-
-def _result(future: Future[Any]) -> Any:
-    try:
-        return future.result()
-    finally:
-        del future
 
 
 def _run_into(tower: Tower, ready: list[tuple[int, Any]], out: np.ndarray) -> None:

@@ -47,8 +47,12 @@ LICENCE_NOTICE = (
     "share-alike (https://creativecommons.org/licenses/by-nc-sa/4.0/)"
 )
 
-# What the reference's data.py feeds the towers it has no loader for.
-ARRAY_SHAPES = {"depth": (1, 224, 224), "thermal": (1, 224, 224), "imu": (6, 2000)}
+# The array towers' graph inputs, one item each.
+ARRAY_SHAPES = {
+    "depth": (1, ib.IMAGE_SIZE, ib.IMAGE_SIZE),
+    "thermal": (1, ib.IMAGE_SIZE, ib.IMAGE_SIZE),
+    "imu": (ib.IMU_CHANNELS, ib.IMU_LENGTH),
+}
 
 _licence_told = False
 
