@@ -647,3 +647,14 @@ def test_a_hub_repo_resolves_offline(
     model = handspring.load(f"acme/tiny-bind-{weights}", modalities=["text"])
     assert model.family == "imagebind"
     assert np.array_equal(model.embed_texts(TEXTS), bind.embed_texts(TEXTS))
+
+
+def test_the_audio_tower_says_when_soundfile_is_missing(
+    tiny_imagebind: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "soundfile", None)  # what `import soundfile` meets
+    with pytest.raises(HandspringError, match=r"pip install 'handspring\[audio\]'"):
+        handspring.load(tiny_imagebind, modalities=["audio"])
+    assert handspring.load(tiny_imagebind, modalities=["imu"]).modalities == ("imu",)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from handspring.errors import AudioError
+from handspring.errors import AudioError, HandspringError
 from handspring.preprocess.audio import CLIPS_PER_ITEM, audio_clips
 from handspring.runtime.session import TowerSession
 from handspring.towers.base import Options, Tower
@@ -24,6 +24,13 @@ class AudioTower(Tower):
     run_rows = CLIPS_PER_ITEM
 
     def __init__(self, compiled: TowerSession, dim: int, max_seconds: float) -> None:
+        try:  # said once at load, not as every sound's error
+            import soundfile  # noqa: F401
+        except ImportError as exc:
+            raise HandspringError(
+                "the audio tower reads sound files with soundfile, which is not installed: "
+                "pip install 'handspring[audio]'"
+            ) from exc
         super().__init__(compiled, dim)
         self.max_seconds = max_seconds
         self.input_name = self.session.get_inputs()[0].name
