@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from handspring.errors import HandspringError, ImageError, InputError
 from handspring.towers.base import Tower
 
 log = logging.getLogger("handspring")
+
+# How zero-shot logits become label scores.
+ZeroShot = Literal["softmax", "sigmoid"]
 
 
 @dataclass
@@ -99,13 +102,21 @@ class Model:
         family: str,
         logit_scales: Mapping[str, float] | None = None,
         decode_workers: int = 2,
+        logit_biases: Mapping[str, float] | None = None,
+        zero_shot: ZeroShot = "softmax",
     ) -> None:
         self.name = name
         self.dim = dim
         self.family = family
         self.towers = dict(towers)
-        # Per modality: the scale of its zero-shot logits against texts.
+        # Per modality: the scale (and bias) of its zero-shot logits against texts, and
+        # how logits become scores: a softmax over the labels (CLIP) or a sigmoid per
+        # label (SigLIP, trained so).
         self.logit_scales = dict(logit_scales or {})
+        self.logit_biases = dict(logit_biases or {})
+        if zero_shot not in ("softmax", "sigmoid"):
+            raise ValueError(f"zero_shot must be 'softmax' or 'sigmoid', not {zero_shot!r}")
+        self.zero_shot = zero_shot
         self.decode_workers = decode_workers
 
     @property
@@ -337,9 +348,10 @@ class Model:
         batch_size: int = 16,
         modality: str = "image",
     ) -> tuple[np.ndarray, Embeddings]:
-        """Zero-shot label probabilities [N, L] (softmax over the labels of the scaled
-        cosine similarities, as the model was trained), and the item embeddings, whose
-        `errors` name the items that could not be read."""
+        """Zero-shot label probabilities [N, L] from the scaled (and biased) cosine
+        similarities, as the model was trained: a softmax over the labels (CLIP, ImageBind)
+        or a sigmoid per label (SigLIP: each in 0..1, not summing to 1); and the item
+        embeddings, whose `errors` name the items that could not be read."""
         if not labels:
             raise ValueError("classify needs at least one label")
         if modality not in self.logit_scales:
@@ -349,8 +361,12 @@ class Model:
         probs = np.full((len(embedded), len(labels)), np.nan, dtype=np.float32)
         ok = embedded.ok
         logits = self.logit_scales[modality] * embedded.embeddings[ok] @ text.T  # [N_ok, L]
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True, initial=-np.inf))
-        probs[ok] = exp / exp.sum(axis=1, keepdims=True)
+        logits += self.logit_biases.get(modality, 0.0)
+        if self.zero_shot == "sigmoid":
+            probs[ok] = 0.5 * (1.0 + np.tanh(0.5 * logits))  # the sigmoid, without overflow
+        else:
+            exp = np.exp(logits - logits.max(axis=1, keepdims=True, initial=-np.inf))
+            probs[ok] = exp / exp.sum(axis=1, keepdims=True)
         return probs, embedded
 
 

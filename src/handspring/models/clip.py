@@ -249,7 +249,7 @@ Weights = Mapping[str, np.ndarray]
 QuerySelect = Callable[[str], str]
 
 
-def _encoder_layer(
+def encoder_layer(
     g: Graph,
     x: str,
     w: Weights,
@@ -328,7 +328,7 @@ def build_vision_graph(cfg: ClipConfig, w: Weights, precision: Precision) -> onn
     for i in range(v.num_hidden_layers):
         last = i == v.num_hidden_layers - 1
         layer_key = f"vision_model.encoder.layers.{i}."
-        x = _encoder_layer(g, x, w, layer_key, block, None, class_token if last else None)
+        x = encoder_layer(g, x, w, layer_key, block, None, class_token if last else None)
     x = layer_norm(g, x, w, "vision_model.post_layernorm", v.layer_norm_eps)  # [B, D]
     x = dense(g, x, w, "visual_projection", precision)  # [B, P]
     g.output(x, EMBEDDING_OUTPUT, FLOAT, ["batch", cfg.projection_dim])
@@ -363,7 +363,7 @@ def build_text_graph(cfg: ClipConfig, w: Weights, precision: Precision) -> onnx.
     for i in range(t.num_hidden_layers):
         last = i == t.num_hidden_layers - 1
         layer_key = f"text_model.encoder.layers.{i}."
-        x = _encoder_layer(
+        x = encoder_layer(
             g, x, w, layer_key, block, eot_mask if last else mask, eot_token if last else None
         )
     x = layer_norm(g, x, w, "text_model.final_layer_norm", t.layer_norm_eps)  # [B, D]

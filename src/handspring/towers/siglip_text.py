@@ -1,0 +1,50 @@
+"""SigLIP texts: tokenize -> ids padded to the full context -> the graph.
+
+SigLIP reads a text at its last position and has no attention mask, so the padding is
+part of the input the model was trained on: every row is padded to the context length
+(64), never just to the longest of its batch, and sorting by length gains nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from handspring.preprocess.siglip_text import SiglipTokenizer
+from handspring.runtime.session import TowerSession
+from handspring.towers.base import Options
+from handspring.towers.text import TextTokens, TextTower
+
+# Options every text tower accepts, meaning "no prompt" when empty.
+NO_PROMPT = ("prompt_name", "prompt")
+
+
+class SiglipTextTower(TextTower):
+    sort_window = 1
+
+    def __init__(self, compiled: TowerSession, dim: int, tokenizer: SiglipTokenizer) -> None:
+        super().__init__(compiled, dim)
+        self.tokenizer = tokenizer
+
+    @property
+    def max_tokens(self) -> int:
+        return self.tokenizer.context_length
+
+    def check_options(self, options: Options) -> None:
+        if name := options.get("prompt_name"):
+            raise ValueError(f"no prompt named {name!r} (this model has none)")
+        if options.get("prompt"):
+            raise ValueError("this model takes no prompt")
+        super().check_options({k: v for k, v in options.items() if k not in NO_PROMPT})
+
+    def tokenize(self, texts: Sequence[str], options: Options) -> list[TextTokens]:
+        encoded = self.tokenizer.encode(texts)
+        return [
+            TextTokens(ids, bool(cut))
+            for ids, cut in zip(encoded.ids, encoded.truncated, strict=True)
+        ]
+
+    def run(self, batch: Sequence[TextTokens]) -> np.ndarray:
+        ids = self.tokenizer.pad([t.ids for t in batch])  # [N, context]
+        return self.run_chunked({"input_ids": ids})  # [N, P]
