@@ -259,11 +259,26 @@ def test_pillow_bomb_limit_becomes_image_error(
     # Our own limit decides when one is given: Pillow's warning level does not get in the way.
     assert decode_image(path, item="big").size == (400, 300)
     # Without one, Pillow's warning level is an error, as is its error level (2x) always.
-    with pytest.raises(ImageError, match=r"^big: too large: over Pillow's decompression-bomb"):
+    # The reason gives the size and the limit, as the pixel limit's own does.
+    with pytest.raises(ImageError) as caught:
         decode_image(path, item="big", max_pixels=None)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)
-    with pytest.raises(ImageError, match="decompression-bomb"):
+    assert caught.value.reason == (
+        "too large: 400x300 = 120,000 pixels is over Pillow's decompression-bomb limit of "
+        "100,000 pixels"
+    )
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)  # refuses from 100,000
+    with pytest.raises(ImageError) as caught:
         decode_image(path, item="big")
+    assert caught.value.reason == (
+        "too large: 400x300 = 120,000 pixels is over Pillow's decompression-bomb limit of "
+        "100,000 pixels"
+    )
+    # Under a lower limit of ours, that is the one named, worded as `check_pixels` does.
+    with pytest.raises(ImageError) as caught:
+        decode_image(path, item="big", max_pixels=60_000)
+    assert caught.value.reason == (
+        "too large: 400x300 = 120,000 pixels is over the limit of 60,000 pixels"
+    )
 
 
 @pytest.mark.reference

@@ -131,6 +131,10 @@ def test_errors_are_clean_messages(
     assert empty.exit_code == 1 and "no photo index here" in empty.stderr
     unknown = _invoke("search", "--similar", "424242", "--db", db)
     assert unknown.exit_code == 1 and "photo 424242 is not indexed" in unknown.stderr
+    for beyond in (["--similar", str(2**63)], [f"cat + #{2**63}"]):  # past SQLite's INTEGER
+        huge = _invoke("search", *beyond, "--db", db)
+        assert huge.exit_code == 1, huge.output
+        assert f"photo {2**63} is not indexed" in huge.stderr
     both = _invoke("search", "cat", "--similar", "1", "--db", db)
     assert both.exit_code == 2 and "--similar takes no query terms" in both.stderr
     day = _invoke("search", "cat", "--on-this-day", "13-45", "--db", db)

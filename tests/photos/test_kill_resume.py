@@ -4,12 +4,10 @@ committed, and the next run completes the index: every photo exactly once."""
 from __future__ import annotations
 
 import hashlib
-import re
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -21,6 +19,11 @@ from tests.support.photo_library import age, write_photo
 
 PHOTOS = 300
 DEADLINE_S = 120  # only a hung indexer gets near this
+COMMIT_EVERY = 5
+# Photos written before the indexer is held and signalled: mid-run, and not at a commit.
+KILLED_AFTER = 24
+INTERRUPTED_AFTER = 14
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _library(root: Path) -> dict[str, str]:
@@ -36,7 +39,7 @@ def _index_command(root: Path, url: str, models: PhotoModels, *extra: str) -> li
     return [
         sys.executable, "-m", "handspring.photos.cli", "index", str(root),
         "--db", url, "--image-model", str(models.image), "--precision", "fp32",
-        "--commit-every", "5", "--batch-size", "4", *extra,
+        "--commit-every", str(COMMIT_EVERY), "--batch-size", "4", *extra,
     ]  # fmt: skip
 
 
@@ -82,38 +85,36 @@ def _check_complete(url: str, expected: dict[str, str]) -> dict[str, int]:
         store.close()
 
 
+def _held_index(
+    root: Path, url: str, models: PhotoModels, hold_after: int, held: Path
+) -> subprocess.Popen:
+    """The index command, held once `hold_after` photos are written (see held_index): the
+    signal then comes mid-run however fast or slow the machine is."""
+    _, _, _, command, *args = _index_command(root, url, models, "--no-progress")
+    assert command == "index"
+    launcher = [sys.executable, "-m", "tests.photos.held_index", str(hold_after), str(held)]
+    return subprocess.Popen([*launcher, *args], stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "qdrant"])
 def test_sigkill_then_resume(kind: str, tmp_path: Path, photo_models: PhotoModels) -> None:
     expected = _library(tmp_path / "lib")
     db_path = tmp_path / "index.db"
     url = f"sqlite://{db_path}" if kind == "sqlite" else f"qdrant://{tmp_path / 'qdrant'}"
-    extra = ("--progress",) if kind == "qdrant" else ("--no-progress",)
-    process = subprocess.Popen(
-        _index_command(tmp_path / "lib", url, photo_models, *extra), stderr=subprocess.PIPE
-    )
-    if kind == "sqlite":
-        _wait_until(process, lambda: _sqlite_rows(db_path) >= 20)
-    else:
-        # The embedded Qdrant folder is locked by its one client: watch the progress bar.
-        seen = bytearray()
-
-        def collect() -> None:
-            while chunk := process.stderr.read1(4096):  # type: ignore[union-attr]
-                seen.extend(chunk)
-
-        threading.Thread(target=collect, daemon=True).start()
-
-        def progressed() -> bool:
-            counts = [int(n) for n in re.findall(rb"\| *(\d+)/300", bytes(seen))]
-            return bool(counts) and max(counts) >= 20
-
-        _wait_until(process, progressed)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    held = tmp_path / "held"
+    process = _held_index(tmp_path / "lib", url, photo_models, KILLED_AFTER, held)
+    try:
+        _wait_until(process, held.exists)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=DEADLINE_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
     assert process.returncode == -signal.SIGKILL
     if kind == "sqlite":
         committed = _sqlite_rows(db_path)
-        assert 20 <= committed < PHOTOS  # killed mid-run
+        # Killed mid-run: what was written since the last commit is lost, no more.
+        assert KILLED_AFTER - COMMIT_EVERY <= committed < KILLED_AFTER
         db = sqlite3.connect(db_path)
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         before = dict(db.execute("SELECT path, id FROM photos").fetchall())
@@ -141,18 +142,20 @@ def test_ctrl_c_saves_the_work_done(tmp_path: Path, photo_models: PhotoModels) -
     expected = _library(tmp_path / "lib")
     db_path = tmp_path / "index.db"
     url = f"sqlite://{db_path}"
-    process = subprocess.Popen(
-        _index_command(tmp_path / "lib", url, photo_models, "--no-progress"),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    _wait_until(process, lambda: _sqlite_rows(db_path) >= 12)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=DEADLINE_S)
+    held = tmp_path / "held"
+    process = _held_index(tmp_path / "lib", url, photo_models, INTERRUPTED_AFTER, held)
+    try:
+        _wait_until(process, held.exists)
+        assert _sqlite_rows(db_path) < INTERRUPTED_AFTER  # the last photo is not committed
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=DEADLINE_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
     assert process.returncode == 130, stderr
     assert "interrupted: the work done so far is saved" in stderr
     saved = _sqlite_rows(db_path)
-    assert 12 <= saved < PHOTOS
+    assert saved == INTERRUPTED_AFTER  # committed or not, every photo written was kept
     resumed = _resume(tmp_path / "lib", url, photo_models)
     assert f"{PHOTOS - saved} added" in resumed.stderr
     _check_complete(url, expected)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handspring.photos.records import SearchFilter, date_bounds
+from handspring.photos.records import MAX_PHOTO_ID, SearchFilter, date_bounds
 from handspring.photos.store import StoreError, WritableStore, open_store
 from tests.support.photo_records import DIM, TEST_MODEL, record, unit_vector
 
@@ -80,6 +80,18 @@ def test_ids_are_stable_and_never_reused(store: WritableStore) -> None:
     assert store.count() == 0
     third = store.put(record("/lib/one.jpg", 4), unit_vector(4))
     assert third not in (first, second)
+
+
+@pytest.mark.parametrize("impossible", [MAX_PHOTO_ID + 1, 2**64, 10**30, 0, -1, -(2**63) - 1])
+def test_ids_no_photo_can_have_are_simply_not_indexed(
+    store: WritableStore, impossible: int
+) -> None:
+    # Beyond SQLite's 64-bit INTEGER, sqlite3 raised OverflowError: a 500 on the web API.
+    photo_id = store.put(record("/lib/one.jpg", 1), unit_vector(1))
+    store.commit()
+    assert store.get(impossible) is None
+    assert store.vector(impossible) is None
+    assert store.get(photo_id) is not None  # the store is still usable
 
 
 def test_writes_show_at_commit_and_survive_reopening(store_url: str) -> None:

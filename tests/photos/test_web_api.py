@@ -311,11 +311,16 @@ def test_the_same_api_over_a_qdrant_index(
         ({"query": "cat", "limit": 0}, 422, "limit"),
         ({"query": "cat", "limit": 201}, 422, "limit"),
         ({"query": "cat", "offset": -1}, 422, "offset"),
+        ({"query": "cat", "limit": True}, 422, "limit: Input should be a valid integer"),
+        ({"query": "cat", "offset": False}, 422, "offset: Input should be a valid integer"),
+        ({"query": "cat", "limit": 2.0}, 422, "limit: Input should be a valid integer"),
         ({"query": "   "}, 422, "the query is empty"),
         ({"query": "x" * 1001}, 422, "query"),
         ({}, 422, "query"),
         ({"query": "cat +"}, 400, "ends with an operator"),
         ({"query": "cat - #999999"}, 404, "photo 999999 is not indexed"),
+        ({"query": f"cat - #{2**63}"}, 404, f"photo {2**63} is not indexed"),
+        ({"query": f"#{10**30}"}, 404, f"photo {10**30} is not indexed"),
         ({"query": "/etc/passwd"}, 400, "not an indexed photo"),
         ({"query": "https://example.com/cat.jpg"}, 400, "URLs are not fetched"),
     ],
@@ -338,6 +343,7 @@ def test_bad_searches_get_a_clear_json_error(
         ("/api/photos/abc", 422),
         ("/api/photos/1/thumbnail?size=0", 422),
         ("/api/photos/1/similar?minScore=high", 422),
+        ("/api/photos/1/similar?limit=true", 422),
         ("/api/photos/..%2F..%2F..%2Fetc%2Fpasswd/original", 404),
         ("/api/photos/%2Fetc%2Fpasswd/original", 404),
         ("/static/..%2F..%2Fweb.py", 404),
@@ -350,6 +356,31 @@ def test_unknown_photos_and_paths_are_refused(client: httpx.Client, path: str, s
     assert b"def create_app" not in response.content and b"root:" not in response.content
     if response.headers.get("content-type") == "application/json":
         assert response.json()["message"]
+
+
+@pytest.mark.parametrize("route", ["", "/thumbnail", "/original", "/similar"])
+@pytest.mark.parametrize("photo_id", [2**63, 10**30, 0, -1])
+def test_ids_no_photo_can_have_are_not_in_the_index(
+    client: httpx.Client, route: str, photo_id: int
+) -> None:
+    # Any integer is a well-formed id (only a non-integer is 422): one outside the
+    # store's 64-bit range is simply not indexed, like any other unknown id.
+    response = client.get(f"/api/photos/{photo_id}{route}")
+    assert response.status_code == 404, response.text
+    assert f"photo {photo_id} is not" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [("GET", "/api/search", "POST"), ("DELETE", "/api/photos/1", "GET")],
+)
+def test_405_names_the_allowed_methods(
+    client: httpx.Client, method: str, path: str, allowed: str
+) -> None:
+    response = client.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    assert response.json()["message"]
 
 
 def test_only_loopback_host_names_are_served(server: str) -> None:

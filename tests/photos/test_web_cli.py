@@ -96,6 +96,16 @@ def test_unsafe_or_incomplete_settings_are_refused(args: list[str], message: str
     assert message in result.output
 
 
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_key_in_the_environment_is_refused(value: str) -> None:
+    # click reads an empty variable as unset: without the check, auth would be silently off.
+    result = CliRunner().invoke(
+        serve, ["--db", "/nonexistent/index.db"], env={"HANDSPRING_PHOTOS_API_KEY": value}
+    )
+    assert result.exit_code == 2, result.output
+    assert "HANDSPRING_PHOTOS_API_KEY is empty" in result.output
+
+
 def test_a_missing_index_is_a_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "nothing.db"
     result = CliRunner().invoke(

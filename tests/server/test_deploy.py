@@ -181,6 +181,31 @@ def test_the_server_args_are_flags_handspring_serve_accepts(
     assert all(m.source.startswith("/models/") for m in config.models)
 
 
+def test_the_pod_listens_outside_with_the_secrets_key_or_the_configs_opt_out(
+    server: dict[str, Any], config_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [n for n in os.environ if n.startswith("HANDSPRING_")]:
+        monkeypatch.delenv(name)
+    for name, value in config_env.items():
+        monkeypatch.setenv(name, value)
+
+    def config() -> ServerConfig:  # click consumes the list it parses: a copy each time
+        return config_from_options(serve.make_context("serve", server["args"][1:]).params)
+
+    opt_out = serve_variable("allow_unauthenticated_remote")
+    (key,) = [e for e in server["env"] if e["name"] == serve_variable("api_key")]
+    assert key["valueFrom"]["secretKeyRef"]["optional"] is True  # so the opt-out is needed
+    assert config().host == "0.0.0.0" and config().api_key is None
+    monkeypatch.setenv(key["name"], "from-the-secret")
+    assert config().api_key == "from-the-secret"
+    # Without the ConfigMap's opt-out, only a pod with a key starts.
+    monkeypatch.delenv(opt_out)
+    assert config().api_key == "from-the-secret"
+    monkeypatch.delenv(key["name"])
+    with pytest.raises(ValueError, match="reachable from other machines"):
+        config()
+
+
 def test_every_variable_set_is_one_the_server_reads(
     server: dict[str, Any], config_env: dict[str, str]
 ) -> None:
@@ -317,6 +342,28 @@ def test_the_images_command_is_a_serve_command_that_listens_outside() -> None:
     params = serve.make_context("serve", command[1:]).params
     assert params["host"] == "0.0.0.0"
     assert params["port"] == int(one(final, "EXPOSE"))
+
+
+def test_the_image_starts_only_with_a_key_or_the_opt_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    final = dockerfile_stages()[-1]
+    assert serve_variable("allow_unauthenticated_remote") not in dockerfile_env(final)
+    command = json.loads(one(final, "CMD"))
+
+    def config() -> ServerConfig:  # click consumes the list it parses: a copy each time
+        return config_from_options(serve.make_context("serve", command[1:]).params)
+
+    for name in [n for n in os.environ if n.startswith("HANDSPRING_")]:
+        monkeypatch.delenv(name)
+    with pytest.raises(ValueError, match="HANDSPRING_API_KEY"):  # `docker run` with neither
+        config()
+    # The two ways the Dockerfile's own comment gives.
+    monkeypatch.setenv(serve_variable("api_key"), "k")
+    assert config().api_key == "k"
+    monkeypatch.delenv(serve_variable("api_key"))
+    monkeypatch.setenv(serve_variable("allow_unauthenticated_remote"), "1")
+    assert config().host == "0.0.0.0" and config().api_key is None
+    text = DOCKERFILE.read_text()
+    assert "HANDSPRING_API_KEY=" in text and "HANDSPRING_ALLOW_UNAUTHENTICATED_REMOTE=1" in text
 
 
 def test_the_build_context_holds_no_model_files() -> None:

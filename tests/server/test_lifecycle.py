@@ -4,6 +4,7 @@ environment."""
 from __future__ import annotations
 
 import gc
+import os
 import time
 import weakref
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import click
 import pytest
 import requests
+from click.testing import CliRunner
 
 from handspring.server.app import create_app
 from handspring.server.command import config_from_options, serve
@@ -99,6 +101,62 @@ def test_bad_configuration_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> 
         config_from_options(ctx.params)
     with pytest.raises(click.BadParameter):
         serve.make_context("serve", ["--precision", "fp8"])
+
+
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("HANDSPRING_")]:
+        monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--api-key", ""], {}, "--api-key is empty, which would turn authentication off"),
+        (["--api-key", "  "], {}, "--api-key is empty"),
+        ([], {"HANDSPRING_API_KEY": ""}, "HANDSPRING_API_KEY is empty"),
+        (["--host", "0.0.0.0"], {"HANDSPRING_API_KEY": ""}, "HANDSPRING_API_KEY is empty"),
+        (["--host", "0.0.0.0"], {}, "--host 0.0.0.0 is reachable from other machines"),
+        (["--host", "::"], {}, "--allow-unauthenticated-remote"),
+        (["--host", "192.168.1.20"], {}, "give --api-key (or HANDSPRING_API_KEY)"),
+        (["--api-key", " k"], {}, "spaces around it"),
+    ],
+)
+def test_no_key_is_never_silent(
+    args: list[str], env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _clean_environment(monkeypatch)
+    result = CliRunner().invoke(serve, args, env=env)
+    assert result.exit_code == 2, result.output  # refused before anything starts
+    assert message in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "key"),
+    [
+        (["--host", "0.0.0.0", "--api-key", "k"], {}, "k"),
+        (["--host", "0.0.0.0"], {"HANDSPRING_API_KEY": "k"}, "k"),
+        (["--host", "0.0.0.0", "--allow-unauthenticated-remote"], {}, None),
+        (["--host", "0.0.0.0"], {"HANDSPRING_ALLOW_UNAUTHENTICATED_REMOTE": "1"}, None),
+        (["--host", "localhost"], {}, None),
+        (["--host", "::1"], {}, None),
+        (["--host", "127.0.0.2"], {}, None),
+    ],
+)
+def test_keys_and_hosts_that_start(
+    args: list[str], env: dict[str, str], key: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _clean_environment(monkeypatch)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert config_from_options(serve.make_context("serve", args).params).api_key == key
+
+
+def test_a_config_built_in_code_keeps_the_same_rules(models: tuple[ModelSpec, ...]) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        ServerConfig(models=models, api_key="")
+    with pytest.raises(ValueError, match="reachable from other machines"):
+        ServerConfig(models=models, host="0.0.0.0")
+    assert ServerConfig(models=models, host="0.0.0.0", allow_unauthenticated_remote=True)
 
 
 def test_an_unloaded_model_is_freed(models: tuple[ModelSpec, ...]) -> None:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 import requests
 
+from handspring.server.app import create_app
+from handspring.server.config import ModelSpec, ServerConfig
 from tests.server.conftest import ServerFactory
 from tests.server.images import png_b64
 from tests.server.metrics_text import metric_value
+from tests.support.gates import EngineGate, wait_until
+from tests.support.live_server import running
 
 LONG = "word " * 600
 
@@ -99,16 +102,21 @@ def test_image_pixel_limit_format_and_corrupt_images(serve: ServerFactory) -> No
         assert message.startswith("input[1]: ") and "(" not in message, message
 
 
-# 128 texts of 256 tokens keep the fp32 engine busy for about 3 s here.
-BUSY = {"inputs": ["word " * 300] * 128}
-
-
 def _queue_depth(url: str) -> float:
     return metric_value(url, "handspring_queue_depth", model="minilm", modality="text")
 
 
-def test_full_queue_is_429_at_once(serve: ServerFactory) -> None:
-    with serve(max_queue=3) as url:
+def _wait_ready(url: str) -> None:
+    wait_until(
+        lambda: requests.get(f"{url}/.well-known/ready", timeout=30).status_code == 204,
+        "the server is ready",
+    )
+
+
+def test_full_queue_is_429_at_once(models: tuple[ModelSpec, ...]) -> None:
+    app = create_app(ServerConfig(models=models, max_queue=3))
+    gate = EngineGate.install(app)  # the engine is busy until the test says otherwise
+    with running(app) as url, gate:
         answers: list[requests.Response] = []
 
         def send(body: dict) -> threading.Thread:
@@ -118,29 +126,29 @@ def test_full_queue_is_429_at_once(serve: ServerFactory) -> None:
             thread.start()
             return thread
 
-        busy = send(BUSY)  # runs: no longer queued
-        deadline = time.monotonic() + 20
-        while metric_value(url, "handspring_batch_size_count", model="minilm", modality="text") < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        busy = send({"inputs": ["a"]})
+        gate.wait_for_runs(1)  # it runs: no longer queued
         queued = send({"inputs": ["a", "b"]})  # waits behind it: 2 of 3 places taken
-        while _queue_depth(url) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(lambda: _queue_depth(url) == 2, "2 items queued")
         refused = _post(url, "/embed", json={"inputs": ["c", "d"]})
-        assert not answers, "the 429 must come while the others are still in flight"
         assert refused.status_code == 429
         assert refused.json()["error_type"] == "Overloaded"
         openai = _post(url, "/v1/embeddings", json={"input": ["c", "d"], "model": "minilm"})
         assert openai.status_code == 429 and openai.json()["error"]["type"] == "rate_limit_error"
+        assert not answers  # the 429s came while the others were in flight
+        gate.open()
         busy.join()
         queued.join()
-        assert [a.status_code for a in answers] == [200, 200]
+    assert [a.status_code for a in answers] == [200, 200]
 
 
-def test_request_timeout_in_each_contract_shape(serve: ServerFactory) -> None:
-    with serve(request_timeout_s=0.3) as url:
-        tei = _post(url, "/embed", json=BUSY)  # its own run outlasts the timeout
+def test_request_timeout_in_each_contract_shape(models: tuple[ModelSpec, ...]) -> None:
+    # Loaded first, so each request's time goes to waiting for the held engine.
+    app = create_app(ServerConfig(models=models, request_timeout_s=0.3, preload=True))
+    gate = EngineGate.install(app)
+    with running(app) as url, gate:
+        _wait_ready(url)
+        tei = _post(url, "/embed", json={"inputs": ["a"]})  # held: it outlasts the timeout
         assert tei.status_code == 504 and set(tei.json()) == {"error", "error_type"}
         # The abandoned run still holds the engine: these wait behind it and time out.
         openai = _post(url, "/v1/embeddings", json={"input": "a", "model": "minilm"})

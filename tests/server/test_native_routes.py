@@ -53,6 +53,9 @@ def test_unreadable_strings_cost_only_their_row(url: str, clip: Model) -> None:
     assert np.array_equal(np.float32([rows[0], rows[-1]]), good)
     reasons = {e["index"]: e["reason"] for e in body["errors"]}
     assert sorted(reasons) == [1, 2, 3, 4, 5]
+    assert reasons[1] == (
+        "images[1]: the input is empty (expected an image as base64, a data URL or a URL)"
+    )
     assert "not valid base64" in reasons[2] and "only http and https" in reasons[3]
     assert "not fetched" in reasons[4] and "must be base64" in reasons[5]
 

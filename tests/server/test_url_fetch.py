@@ -89,6 +89,17 @@ def own(_servers: dict[str, LoopbackServer]) -> Iterator[LoopbackServer]:
         ("http://169.254.169.254/latest/meta-data/", "link-local"),
         ("http://[fe80::1]/image.png", "link-local"),
         ("http://[fd00:ec2::254]/latest/meta-data/", "cloud metadata"),
+        # IPv6 forms that carry an IPv4 address: judged by where the packets end up.
+        ("http://[::7f00:1]:{port}/image.png", "loopback (it embeds 127.0.0.1)"),
+        ("http://[::a9fe:a9fe]/latest/meta-data/", "link-local, where cloud metadata"),
+        ("http://[64:ff9b::7f00:1]:{port}/image.png", "loopback (it embeds 127.0.0.1)"),
+        ("http://[64:ff9b:1::7f00:1]:{port}/image.png", "NAT64 local-use prefix"),
+        ("http://[2002:7f00:1::1]:{port}/image.png", "loopback (it embeds 127.0.0.1)"),
+        ("http://[2002:a9fe:a9fe::]/latest/meta-data/", "link-local"),
+        (
+            "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]:{port}/image.png",
+            "Teredo (2001::/32) reaches its client 127.0.0.1",
+        ),
     ],
 )
 def test_default_policy_refuses_own_host_and_private_networks(
@@ -275,6 +286,25 @@ def test_https_connects_to_the_checked_ip_but_verifies_the_hostname(tmp_path: Pa
         ("100.100.100.200", "cloud metadata", "cloud metadata"),
         ("fd00:ec2::254", "cloud metadata", "cloud metadata"),
         ("255.255.255.255", "reserved", "reserved"),
+        # IPv4-compatible (::a.b.c.d, deprecated): the embedded address, then refused anyway.
+        ("::7f00:1", "loopback (it embeds 127.0.0.1)", "loopback (it embeds 127.0.0.1)"),
+        ("::a9fe:a9fe", "link-local", "link-local"),
+        ("::a00:1", "private network (it embeds 10.0.0.1)", "deprecated IPv4-compatible"),
+        ("::808:808", "deprecated IPv4-compatible", "deprecated IPv4-compatible"),
+        ("::2", "reaches this host", "reaches this host"),
+        # NAT64: the well-known prefix is checked; the local-use one cannot be.
+        ("64:ff9b::808:808", None, None),
+        ("64:ff9b:1::a9fe:a9fe", "NAT64 local-use prefix", "NAT64 local-use prefix"),
+        ("64:ff9b:1:808:8:800::", "NAT64 local-use prefix", "NAT64 local-use prefix"),  # /56
+        ("64:ff9b:1::808:808", "NAT64 local-use prefix", "NAT64 local-use prefix"),
+        # 6to4: the IPv4 address in bits 16-47.
+        ("2002:7f00:1::1", "loopback (it embeds 127.0.0.1)", "loopback"),
+        ("2002:a00:1::1", "private network (it embeds 10.0.0.1)", None),
+        ("2002:6464:64c8::1", "cloud metadata", "cloud metadata"),  # 100.100.100.200
+        ("2002:808:808::1", None, None),
+        # Teredo: refused outright; the client (last 32 bits, inverted) is named.
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "its client 127.0.0.1", "its client 127.0.0.1"),
+        ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", "its client 8.8.8.8", "its client 8.8.8.8"),
     ],
 )
 def test_policy_table(address: str, default: str | None, private: str | None) -> None:
@@ -298,3 +328,17 @@ def test_extra_allowed_never_reopens_metadata() -> None:
         policy.check("169.254.169.254")
     with pytest.raises(UrlFetchError, match="cloud metadata"):
         policy.check("100.100.100.200")
+
+
+def test_extra_allowed_never_reopens_unchecked_tunnels() -> None:
+    policy = AddressPolicy(
+        allow_private=True, extra_allowed=("2001::/32", "64:ff9b:1::/48", "::/96", "2002::/16")
+    )
+    for address, reason in [
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "Teredo"),
+        ("64:ff9b:1::808:808", "NAT64 local-use"),
+        ("::a9fe:a9fe", "link-local"),
+        ("2002:a9fe:a9fe::1", "link-local"),
+    ]:
+        with pytest.raises(UrlFetchError, match=reason):
+            policy.check(address)

@@ -32,6 +32,7 @@ from handspring.photos.records import (
     Photo,
     PhotoRecord,
     SearchFilter,
+    could_be_photo_id,
     date_bounds,
     day_index,
 )
@@ -157,6 +158,8 @@ class QdrantStore:
     # ------------------------------------------------------------ reading
 
     def get(self, photo_id: int) -> Photo | None:
+        if not could_be_photo_id(photo_id):
+            return None
         records = self._retrieve([int(photo_id)], vectors=False)
         return photo_of(records[0]) if records else None
 
@@ -165,6 +168,8 @@ class QdrantStore:
         return photo_of(points[0]) if points else None
 
     def vector(self, photo_id: int) -> np.ndarray | None:
+        if not could_be_photo_id(photo_id):
+            return None
         records = self._retrieve([int(photo_id)], vectors=True)
         return vector_of(records[0]) if records else None
 

@@ -37,6 +37,16 @@ class SearchFilter:
         return bool(self.not_before or self.not_after or self.on_this_day)
 
 
+# Every store gives ids out from 1 up and keeps them in SQLite's signed 64-bit INTEGER.
+MAX_PHOTO_ID = 2**63 - 1
+
+
+def could_be_photo_id(photo_id: int) -> bool:
+    """False for an integer no photo can have. Lookups answer "not indexed" for it, as for
+    any unknown id, rather than letting the database's integer overflow."""
+    return 1 <= photo_id <= MAX_PHOTO_ID
+
+
 @dataclass(frozen=True)
 class Photo:
     id: int  # stable integer id of the indexed photo

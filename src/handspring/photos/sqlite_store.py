@@ -25,6 +25,7 @@ from handspring.photos.records import (
     Photo,
     PhotoRecord,
     SearchFilter,
+    could_be_photo_id,
     day_index,
     timestamp,
 )
@@ -109,6 +110,8 @@ class SqliteStore:
     # ------------------------------------------------------------ reading
 
     def get(self, photo_id: int) -> Photo | None:
+        if not could_be_photo_id(photo_id):
+            return None
         with self._lock:
             row = self._db.execute(
                 f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE id = ?", (int(photo_id),)
@@ -123,6 +126,8 @@ class SqliteStore:
         return _photo(row) if row else None
 
     def vector(self, photo_id: int) -> np.ndarray | None:
+        if not could_be_photo_id(photo_id):
+            return None
         with self._lock:
             row = self._db.execute(
                 "SELECT vector FROM photos WHERE id = ?", (int(photo_id),)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 import click
 
 from handspring.photos.cli import DB_HELP
+from handspring.server.config import is_loopback
 
 DEFAULT_PORT = 8080
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -21,13 +21,19 @@ def default_thumbnail_cache() -> Path:
     return Path(root) / "handspring" / "thumbnails"
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+def _keys_given(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    # click reads an empty variable as unset, which would turn authentication off unsaid.
+    variable = param.envvar if isinstance(param.envvar, str) else None
+    if not value and variable and os.environ.get(variable, "unset").strip() == "":
+        raise click.BadParameter(
+            f"{variable} is empty, which would turn authentication off: give a key, or leave "
+            "it unset",
+            ctx=ctx,
+            param=param,
+        )
+    return value
 
 
 @click.command("serve")
@@ -39,6 +45,7 @@ def is_loopback(host: str) -> bool:
     "api_keys",
     multiple=True,
     envvar="HANDSPRING_PHOTOS_API_KEY",
+    callback=_keys_given,
     help="Require 'Authorization: Bearer <key>' on the API (repeatable; or set "
     "$HANDSPRING_PHOTOS_API_KEY, which keeps the key out of the process list).",
 )

@@ -73,8 +73,9 @@ class SearchRequest(ApiModel):
         description="text in any language; rclip-style terms with weights and +/- "
         "(e.g. `beach + 2:sunset - people`); indexed photos by id",
     )
-    limit: int = Field(20, ge=1, le=MAX_LIMIT)
-    offset: int = Field(0, ge=0, le=MAX_OFFSET)
+    # Strict: lax mode would read `true` as 1. (SimilarQuery's come as query strings.)
+    limit: int = Field(20, ge=1, le=MAX_LIMIT, strict=True)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, strict=True)
     filter: FilterFields = Field(default_factory=FilterFields)
 
     @field_validator("query")

@@ -138,9 +138,7 @@ def open_image(source: ImageInput, item: str, max_pixels: int | None) -> Image.I
     except UnidentifiedImageError as exc:
         raise ImageError(item, _unknown_format_reason(fp)) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(
-            item, "too large: over Pillow's decompression-bomb limit", str(exc)
-        ) from exc
+        raise ImageError(item, too_large_for_pillow(exc, max_pixels), str(exc)) from exc
     except FileNotFoundError as exc:
         raise ImageError(item, "file not found") from exc
     except IsADirectoryError as exc:
@@ -166,6 +164,39 @@ def _unknown_format_reason(fp: str | io.BytesIO) -> str:
     if all(32 <= byte < 127 or byte in b"\t\n\r" for byte in head):
         return f"not an image: looks like a text file (starts with {head[:24]!r})"
     return "not an image, or in a format Pillow cannot read"
+
+
+def too_large_for_pillow(
+    exc: Image.DecompressionBombError | Image.DecompressionBombWarning, max_pixels: int | None
+) -> str:
+    """The reason for an image Pillow refused from its header size: that size, and the
+    lowest limit it is over (ours when it is the lower, as `check_pixels` words it)."""
+    pillow = Image.MAX_IMAGE_PIXELS or 0
+    if isinstance(exc, Image.DecompressionBombError):
+        pillow *= 2  # Pillow warns past its limit and refuses past twice that
+    if max_pixels is not None and max_pixels < pillow:
+        limit = f"the limit of {max_pixels:,} pixels"
+    else:
+        limit = f"Pillow's decompression-bomb limit of {pillow:,} pixels"
+    size = _size_pillow_checked(exc)
+    if size is None:
+        return f"too large: over {limit}"
+    w, h = size
+    return f"too large: {w}x{h} = {w * h:,} pixels is over {limit}"
+
+
+def _size_pillow_checked(exc: BaseException) -> tuple[int, int] | None:
+    # Pillow's message gives only a pixel count; the (w, h) it checked is a local of the
+    # check that raised, which is in the traceback.
+    traceback = exc.__traceback__
+    while traceback is not None:
+        frame = traceback.tb_frame
+        if frame.f_code.co_name == "_decompression_bomb_check":
+            size = frame.f_locals.get("size")
+            if isinstance(size, tuple) and len(size) == 2 and all(isinstance(n, int) for n in size):
+                return size
+        traceback = traceback.tb_next
+    return None
 
 
 def check_pixels(size: tuple[int, ...], item: str, max_pixels: int | None) -> None:

@@ -88,7 +88,10 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def on_http(request: Request, exc: HTTPException) -> Response:
-        return error_response(request.url.path, exc.status_code, str(exc.detail))
+        # Starlette's headers (a 405's `Allow`) belong to the answer in every contract.
+        return error_response(
+            request.url.path, exc.status_code, str(exc.detail), headers=exc.headers
+        )
 
     @app.exception_handler(TimeoutError)
     async def on_timeout(request: Request, exc: TimeoutError) -> Response:

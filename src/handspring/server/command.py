@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,22 @@ def _option(*decls: str, env: str | None = None, **kwargs: Any) -> Callable:
     """A flag whose environment variable is HANDSPRING_<NAME> (its first spelling)."""
     env = env or "HANDSPRING_" + decls[0].lstrip("-").split("/")[0].replace("-", "_").upper()
     return click.option(*decls, envvar=env, show_envvar=True, show_default=True, **kwargs)
+
+
+def _key_given(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The key, refusing an empty one: it would turn authentication off without a word."""
+    where = "--api-key"
+    if value is None and isinstance(param.envvar, str):
+        # click reads an empty variable as unset: look at it ourselves.
+        value, where = os.environ.get(param.envvar), param.envvar
+    if value is not None and not value.strip():
+        raise click.BadParameter(
+            f"{where} is empty, which would turn authentication off: give a key, or leave "
+            "--api-key and HANDSPRING_API_KEY unset",
+            ctx=ctx,
+            param=param,
+        )
+    return value
 
 
 @click.command()
@@ -41,7 +58,16 @@ def _option(*decls: str, env: str | None = None, **kwargs: Any) -> Callable:
 @_option(
     "--api-key",
     default=None,
-    help="Require 'Authorization: Bearer KEY' (health routes stay public).",
+    callback=_key_given,
+    help="Require 'Authorization: Bearer KEY' (health routes stay public). Needed beyond "
+    "loopback unless --allow-unauthenticated-remote.",
+)
+@_option(
+    "--allow-unauthenticated-remote",
+    is_flag=True,
+    default=False,
+    help="Allow a --host beyond loopback with no API key (anyone who can reach the port "
+    "can then use the server).",
 )
 @_option("--preload/--lazy", default=False, help="Load every model at start, or on first use.")
 @_option(
@@ -145,7 +171,6 @@ def config_from_options(opts: dict[str, Any]) -> ServerConfig:
     values = {name: value for name, value in opts.items() if name in fields}
     models = [m for value in opts["models"] for m in value.split()]
     values["models"] = tuple(ModelSpec.parse(m, opts["precision"]) for m in models)
-    values["api_key"] = opts["api_key"] or None
     formats = opts["image_formats"].split(",")
     values["image_formats"] = tuple(f.strip().upper() for f in formats if f.strip())
     return ServerConfig(**values)

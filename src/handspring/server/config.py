@@ -3,12 +3,23 @@ environment variables (see `handspring.server.command`)."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from handspring.preprocess.decode import DEFAULT_MAX_PIXELS
 
 # Pillow's format names; HEIF needs pillow-heif, registered when it is installed.
 DEFAULT_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv6 with or without brackets) is loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     api_key: str | None = None
+    # Listening beyond loopback with no key is refused unless this says it is meant.
+    allow_unauthenticated_remote: bool = False
     preload: bool = False  # load every model at start-up rather than on first use
     idle_unload_s: float = 0.0  # 0: never unload
     threads: int | None = None  # ONNX Runtime threads per session
@@ -74,3 +87,20 @@ class ServerConfig:
         for default in (self.default_text_model, self.default_image_model):
             if default is not None and default not in names:
                 raise ValueError(f"default model {default!r} is not one of {names}")
+        self._check_auth()
+
+    def _check_auth(self) -> None:
+        key = self.api_key
+        if key is not None and (not key.strip() or key != key.strip()):
+            # An empty key would mean "no key"; spaces around one could never be sent.
+            raise ValueError(
+                "the API key (--api-key or HANDSPRING_API_KEY) is empty or has spaces around "
+                "it: give a real key, or leave both unset"
+            )
+        if key is None and not is_loopback(self.host) and not self.allow_unauthenticated_remote:
+            raise ValueError(
+                f"--host {self.host} is reachable from other machines, and no API key is set: "
+                "give --api-key (or HANDSPRING_API_KEY), or --allow-unauthenticated-remote "
+                "(HANDSPRING_ALLOW_UNAUTHENTICATED_REMOTE=1) if anyone who can reach the port "
+                "may really use the server"
+            )

@@ -8,6 +8,7 @@ path belongs to, so an OpenAI client sees `{"error": {...}}`, TEI `{"error",
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
 
 from starlette.responses import JSONResponse
@@ -84,7 +85,14 @@ def error_body(contract: Contract, status: int, message: str, param: str | None)
     return {"error": message}
 
 
-def error_response(path: str, status: int, message: str, param: str | None = None) -> JSONResponse:
+def error_response(
+    path: str,
+    status: int,
+    message: str,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The error in `path`'s contract shape; `headers` are kept (a 405's `Allow`...)."""
     contract = contract_of(path)
     # The original photo-search server answered every bad query with 400, and Weaviate's
     # containers answer bad input with 500; limits keep their own statuses everywhere.
@@ -92,5 +100,7 @@ def error_response(path: str, status: int, message: str, param: str | None = Non
         status = 400
     if contract is Contract.WEAVIATE and status in (400, 404, 422):
         status = 500
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(error_body(contract, status, message, param), status, headers=headers)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+from handspring.preprocess.decode import too_large_for_pillow
 from handspring.server.config import ServerConfig
 from handspring.server.errors import RequestError
 
@@ -47,8 +48,11 @@ _MEDIA = {"image": "image", "audio": "audio"}
 def parse_item(text: str, item: str, *, urls_allowed: bool, modality: str = "image") -> ItemRef:
     """A request's string for one non-text item: base64, a data URL, or an http(s) URL."""
     noun = "an image" if modality == "image" else f"{modality} data"
-    if not isinstance(text, str) or not text:
-        raise RequestError(422, f"{item}: expected {noun} as base64, a data URL or a URL")
+    expected = f"expected {noun} as base64, a data URL or a URL"
+    if not isinstance(text, str):
+        raise RequestError(422, f"{item}: {expected}")
+    if not text.strip():
+        raise RequestError(422, f"{item}: the input is empty ({expected})")
     if text.startswith("data:"):
         match = _DATA_URL.match(text)
         if match is None or not match.group("b64"):
@@ -98,12 +102,17 @@ def _b64(text: str, item: str, modality: str) -> bytes:
             422, f"{item}: not valid base64 (and not a data URL or an http(s) URL)"
         ) from None
     if not data:
-        raise RequestError(422, f"{item}: the {modality} is empty")
+        raise empty_input(item)
     return data
 
 
+def empty_input(item: str) -> RequestError:
+    """Zero bytes: said as such, not as a decoder's "not an image"."""
+    return RequestError(422, f"{item}: the input is empty (0 bytes)")
+
+
 def check_image(data: bytes, item: str, config: ServerConfig) -> None:
-    check_format(data, item, config.image_formats)
+    check_format(data, item, config.image_formats, config.max_pixels)
 
 
 def check_audio(data: bytes, item: str, config: ServerConfig) -> None:
@@ -124,15 +133,17 @@ BYTE_CHECKS: dict[str, Callable[[bytes, str, ServerConfig], None]] = {
 }
 
 
-def check_format(data: bytes, item: str, allowed: tuple[str, ...]) -> None:
+def check_format(
+    data: bytes, item: str, allowed: tuple[str, ...], max_pixels: int | None = None
+) -> None:
     """Refuse formats the server does not take, from the header, before decoding."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 fmt = image.format or "unknown"
-    except Image.DecompressionBombError:
-        raise RequestError(422, f"{item}: too large: over the decoder's pixel limit") from None
+    except Image.DecompressionBombError as exc:
+        raise RequestError(422, f"{item}: {too_large_for_pillow(exc, max_pixels)}") from None
     except UnidentifiedImageError:
         raise RequestError(
             422, f"{item}: not an image, or in a format that is not supported"

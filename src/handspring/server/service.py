@@ -22,7 +22,7 @@ from handspring.errors import InputError
 from handspring.server.batcher import Batcher, Overloaded
 from handspring.server.config import ModelSpec, ServerConfig
 from handspring.server.errors import RequestError
-from handspring.server.item_inputs import BYTE_CHECKS, ItemRef
+from handspring.server.item_inputs import BYTE_CHECKS, ItemRef, empty_input
 from handspring.server.model_pool import LoadedModel, ModelPool
 from handspring.towers.base import Tower
 
@@ -81,8 +81,12 @@ class EmbeddingService:
         dimensions: int | None = None,
         truncate: bool | None = None,
         prompt_name: str | None = None,
+        empty_ok: bool = False,
     ) -> TextResult:
-        """`normalize=None` keeps the model's own choice (a Normalize module)."""
+        """`normalize=None` keeps the model's own choice (a Normalize module). With
+        `empty_ok`, no texts get no rows (of the width asked for) rather than a 422."""
+        if not texts and empty_ok:
+            return await self._no_texts(spec, dimensions)
         self._check_count(len(texts), param)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
@@ -119,6 +123,14 @@ class EmbeddingService:
         if normalize is None:
             normalize = tower.default_normalize
         return TextResult(spec.name, postprocess(vectors, normalize, dimensions), tokens)
+
+    async def _no_texts(self, spec: ModelSpec, dimensions: int | None) -> TextResult:
+        async with self._deadline(), self.pool.lease(spec) as loaded:
+            dim = _tower(loaded, "text").dim
+        width = _check_dimensions(dim, dimensions) or dim
+        return TextResult(
+            spec.name, np.zeros((0, width), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        )
 
     # ------------------------------------------------- images, sounds, arrays
 
@@ -178,6 +190,8 @@ class EmbeddingService:
                 data = await self._fetcher.fetch(ref.url or "")
             except UrlFetchError as exc:
                 raise RequestError(exc.status, f"{ref.item}: {exc}") from None
+        if not data:  # an empty upload
+            raise empty_input(ref.item)
         if (check := BYTE_CHECKS.get(tower.modality)) is not None:
             check(data, ref.item, self.config)
         loop = asyncio.get_running_loop()

@@ -38,7 +38,12 @@ _NEVER_ALLOWED: tuple[IPNetwork, ...] = (
     ipaddress.ip_network("100.100.100.200/32"),  # Alibaba Cloud metadata
     ipaddress.ip_network("fd00:ec2::254/128"),  # AWS metadata over IPv6
 )
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# IPv6 ranges that carry an IPv4 address: packets to them end up at that IPv4 host.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: IPv4 in the last 32 bits
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # RFC 4291, deprecated: ::a.b.c.d
+# Where these carry their IPv4 address cannot be told from the address alone.
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215; the prefix length is local
+_TEREDO = ipaddress.ip_network("2001::/32")  # RFC 4380
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 
 
@@ -60,6 +65,14 @@ class AddressPolicy:
     image host, but not loopback. `extra_allowed` admits exact networks (e.g. "127.0.0.2/32").
     Link-local (169.254/16, fe80::/10), multicast, unspecified and cloud metadata addresses
     are refused whatever the settings.
+
+    An IPv6 address that carries an IPv4 one is judged by that IPv4 address too: mapped
+    (::ffff:a.b.c.d), NAT64 (64:ff9b::a.b.c.d), 6to4 (2002:AABB:CCDD::) and the deprecated
+    IPv4-compatible form (::a.b.c.d, refused in any case). Teredo (2001::/32) and the NAT64
+    local-use prefix (64:ff9b:1::/48) are refused outright, whatever the settings: a Teredo
+    address reaches its client through a relay over IPv4 (the client's address is stored
+    inverted in the last 32 bits), and where a local-use NAT64 address carries its IPv4
+    address depends on the network's prefix length, so neither can be checked here.
     """
 
     allow_private: bool = False
@@ -77,6 +90,8 @@ class AddressPolicy:
             raise UrlFetchError(f"address {address} is refused: {reason}")
 
     def _refusal(self, address: IPAddress) -> str | None:
+        if (tunnel := _unchecked_tunnel(address)) is not None:
+            return tunnel
         embedded = _embedded_ipv4(address)
         if embedded is not None:
             inner = self._refusal(embedded)
@@ -84,6 +99,8 @@ class AddressPolicy:
                 return f"{inner} (it embeds {embedded})"
             if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
                 return None  # a mapped address is its IPv4 address and nothing else
+            if address in _IPV4_COMPATIBLE:
+                return f"deprecated IPv4-compatible IPv6 address (it embeds {embedded})"
         if address.is_link_local:
             return "link-local, where cloud metadata services live"
         if address.is_multicast:
@@ -104,11 +121,27 @@ class AddressPolicy:
         return "private network" if address.is_private else "not globally routable"
 
 
-def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one carries (mapped, NAT64, 6to4): it is where packets end up."""
+def _unchecked_tunnel(address: IPAddress) -> str | None:
+    """Why an IPv6 address whose IPv4 destination cannot be checked is refused, if it is one."""
     if not isinstance(address, ipaddress.IPv6Address):
         return None
-    if address in _NAT64:
+    if address in _TEREDO:
+        client = ipaddress.IPv4Address(~int(address) & 0xFFFFFFFF)  # stored inverted
+        return f"Teredo (2001::/32) reaches its client {client} through a relay, unchecked"
+    if address in _NAT64_LOCAL:
+        return (
+            "NAT64 local-use prefix (64:ff9b:1::/48): where it carries an IPv4 address is "
+            "the network's choice, so that address cannot be checked"
+        )
+    return None
+
+
+def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, NAT64, 6to4, IPv4-compatible): it is
+    where packets end up."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):  # not ::, ::1
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address.ipv4_mapped or address.sixtofour
 

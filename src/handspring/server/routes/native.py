@@ -10,6 +10,7 @@ import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field
 
+from handspring.server.body_fields import Dimensions, NonEmptyStrings
 from handspring.server.errors import ERROR_RESPONSES, RequestError
 from handspring.server.item_inputs import ItemRef, parse_item_or_error
 from handspring.server.service import ItemResult
@@ -19,31 +20,31 @@ router = APIRouter(prefix="/api", tags=["Handspring"], responses=ERROR_RESPONSES
 
 
 class TextsRequest(BaseModel):
-    texts: list[str]
+    texts: NonEmptyStrings
     model: str | None = None
     normalize: bool = True
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: Dimensions | None = None
     truncate: bool | None = None
     prompt_name: str | None = None
 
 
 class ImagesRequest(BaseModel):
-    images: list[str] = Field(description="base64, data URLs, or http(s) URLs when enabled")
+    images: NonEmptyStrings = Field(description="base64, data URLs, or http(s) URLs when enabled")
     model: str | None = None
     normalize: bool = True
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: Dimensions | None = None
 
 
 class ItemsRequest(BaseModel):
     modality: str = Field(description="text, image, audio, depth, thermal, imu: what the model has")
-    inputs: list[str] = Field(
+    inputs: NonEmptyStrings = Field(
         description="texts; or base64 / data URLs (http(s) URLs when enabled) of image or "
         "sound files; for depth and thermal, of .npy arrays or image files; for IMU, of .npy "
         "arrays or CSV"
     )
     model: str | None = None
     normalize: bool = True
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: Dimensions | None = None
 
 
 @router.post("/embed")
@@ -83,12 +84,12 @@ async def embed_texts(body: TextsRequest, request: Request) -> dict:
 
 
 class AudioRequest(BaseModel):
-    audio: list[str] = Field(
+    audio: NonEmptyStrings = Field(
         description="WAV, FLAC, OGG or MP3 files as base64 or data URLs (http(s) URLs when enabled)"
     )
     model: str | None = None
     normalize: bool = True
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: Dimensions | None = None
 
 
 @router.post("/embed/images")

@@ -4,12 +4,19 @@ through the same route as data URLs or base64, chosen by `modality` as infinity 
 from __future__ import annotations
 
 import base64
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from handspring.server.body_fields import (
+    Dimensions,
+    NonEmptyStrings,
+    NotEmpty,
+    TokenIdLists,
+    TokenIds,
+)
 from handspring.server.errors import ERROR_RESPONSES, RequestError
 from handspring.server.item_inputs import parse_item
 from handspring.server.state import ServerState
@@ -18,10 +25,11 @@ router = APIRouter(tags=["OpenAI"], responses=ERROR_RESPONSES)
 
 
 class EmbeddingRequest(BaseModel):
-    input: str | list[str] | list[int] | list[list[int]]
+    # OpenAI refuses an empty list too.
+    input: Annotated[str | NonEmptyStrings | TokenIds | TokenIdLists, NotEmpty]
     model: str | None = None
     encoding_format: Literal["float", "base64"] | None = None
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: Dimensions | None = None
     user: str | None = None
     modality: str = Field(
         default="text", description="text, image, audio, ...: any modality the model has"

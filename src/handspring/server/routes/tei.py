@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from handspring import __version__
+from handspring.server.body_fields import Dimensions, NonEmptyStrings, NotEmpty
 from handspring.server.errors import ERROR_RESPONSES
 from handspring.server.state import ServerState
 
@@ -13,10 +16,10 @@ router = APIRouter(tags=["TEI"], responses=ERROR_RESPONSES)
 
 
 class EmbedRequest(BaseModel):
-    inputs: str | list[str]
+    inputs: Annotated[str | NonEmptyStrings, NotEmpty]  # TEI refuses an empty batch too
     truncate: bool | None = None  # None: the server's setting
     normalize: bool = True
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: Dimensions | None = None
     prompt_name: str | None = None
 
 

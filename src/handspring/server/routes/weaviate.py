@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
+from handspring.server.body_fields import Dimensions
 from handspring.server.errors import ERROR_RESPONSES, RequestError
 from handspring.server.item_inputs import parse_item
 from handspring.server.state import ServerState
@@ -90,7 +91,7 @@ async def vectorize(body: VectorizeRequest, request: Request) -> dict:
 class VectorsConfig(BaseModel):
     pooling_strategy: str | None = None  # the model's own pooling is used; see the README
     task_type: str | None = None  # a prompt name, for models that have prompts
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: Dimensions | None = None
 
 
 class VectorsRequest(BaseModel):
@@ -114,6 +115,7 @@ async def vectors(body: VectorsRequest, request: Request) -> dict:
         normalize=None,
         dimensions=body.config.dimensions,
         prompt_name=prompt,
+        empty_ok=batch,  # as /vectorize: an empty list gets an empty list
     )
     dim = int(result.vectors.shape[1])
     if batch:
