@@ -20,11 +20,11 @@ import numpy as np
 from handspring.embedder import Model
 from handspring.errors import CheckpointError
 from handspring.graph.layers import Precision
-from handspring.loaders.options import LoadOptions
+from handspring.loaders.options import LoadOptions, tower_precision
 from handspring.models import imagebind as ib
 from handspring.preprocess.image import ImageTransform
 from handspring.preprocess.text import ClipTokenizer
-from handspring.registry import check_int8_gate, resolve_alias
+from handspring.registry import resolve_alias
 from handspring.runtime.graph_cache import tensors_fingerprint
 from handspring.runtime.session import TowerSession, built_session
 from handspring.towers.arrays import ArrayTower
@@ -76,7 +76,7 @@ def load_imagebind(name: str, root: Path, modalities: Sequence[str], options: Lo
             modality,
             ignored=ib.IGNORED_KEYS,
         )
-    precisions = {m: _precision(name, m, options) for m in modalities}
+    precisions = {m: tower_precision(name, m, options) for m in modalities}
     with ThreadPoolExecutor(max_workers=min(len(modalities), 3)) as pool:
         futures = {
             m: pool.submit(_compiled, config, m, tensors, files, precisions[m], options)
@@ -105,12 +105,6 @@ def _config(root: Path) -> ib.ImageBindConfig:
         return ib.ImageBindConfig.from_json(read_json(path))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(str(path), f"not an ImageBind config: {exc}") from exc
-
-
-def _precision(name: str, modality: str, options: LoadOptions) -> Precision:
-    if options.precision.int8:
-        check_int8_gate(name, modality)
-    return options.precision
 
 
 def _compiled(

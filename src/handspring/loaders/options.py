@@ -19,3 +19,12 @@ class LoadOptions:
     spinning: bool = True
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
+
+
+def tower_precision(name: str, modality: str, options: LoadOptions) -> Precision:
+    """The precision a tower is built at: int8 only where its registry gate allows it."""
+    if options.precision.int8:
+        from handspring.registry import check_int8_gate
+
+        check_int8_gate(name, modality)
+    return options.precision

@@ -13,10 +13,9 @@ from tokenizers import Tokenizer
 
 from handspring.embedder import Model
 from handspring.errors import CheckpointError, TokenizerError
-from handspring.loaders.options import LoadOptions
+from handspring.loaders.options import LoadOptions, tower_precision
 from handspring.models.bert import EncoderConfig, encoder_weight_shapes, is_ignored_key
 from handspring.models.sentence_head import build_sentence_graph
-from handspring.registry import check_int8_gate
 from handspring.runtime.session import built_session
 from handspring.towers.sentence_text import SentenceTextTower
 from handspring.weights.checkpoint import check_weights, weight_paths
@@ -38,9 +37,7 @@ _KEY_PREFIXES = ("", "bert.", "roberta.", "distilbert.", "mpnet.")
 def load_sentence(
     name: str, folder: Path, modalities: Sequence[str], options: LoadOptions
 ) -> Model:
-    precision = options.precision
-    if precision.int8:
-        check_int8_gate(name, "text")
+    precision = tower_precision(name, "text", options)
     spec = read_sentence_model(folder)
     encoder_folder = spec.transformer_folder
     config_path = encoder_folder / "config.json"

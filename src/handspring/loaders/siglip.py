@@ -15,11 +15,11 @@ import numpy as np
 from handspring.embedder import Model
 from handspring.errors import CheckpointError
 from handspring.graph.layers import Precision
-from handspring.loaders.options import LoadOptions
+from handspring.loaders.options import LoadOptions, tower_precision
 from handspring.models import siglip
 from handspring.preprocess.image import ImageTransform
 from handspring.preprocess.siglip_text import SiglipTokenizer, siglip_tokenizer
-from handspring.registry import check_int8_gate, resolve_alias
+from handspring.registry import resolve_alias
 from handspring.runtime.session import TowerSession, built_session
 from handspring.towers.base import Tower
 from handspring.towers.image import ImageTower
@@ -54,7 +54,7 @@ def load_siglip(name: str, root: Path, modalities: Sequence[str], options: LoadO
             modality,
             ignored=siglip.IGNORED_KEYS,
         )
-    precisions = {m: _precision(name, m, options) for m in modalities}
+    precisions = {m: tower_precision(name, m, options) for m in modalities}
     # Towers and the tokenizer start in parallel: ORT releases the GIL while it loads.
     with ThreadPoolExecutor(max_workers=len(modalities) + 1) as pool:
         futures = {
@@ -108,12 +108,6 @@ def _shapes(config: siglip.SiglipConfig, modality: str) -> dict[str, tuple[int, 
     if modality == "image":
         return siglip.vision_weight_shapes(config)
     return siglip.text_weight_shapes(config)
-
-
-def _precision(name: str, modality: str, options: LoadOptions) -> Precision:
-    if options.precision.int8:
-        check_int8_gate(name, modality)
-    return options.precision
 
 
 def _compiled(

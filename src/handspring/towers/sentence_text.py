@@ -16,10 +16,8 @@ from handspring.models.bert import INPUT_NAMES, EncoderConfig
 from handspring.models.sentence_head import POOLING_MASK
 from handspring.runtime.session import TowerSession
 from handspring.towers.base import Options
-from handspring.towers.text import TextTokens, TextTower, pad_rows
+from handspring.towers.text import PROMPT_OPTIONS, TextTokens, TextTower, pad_rows
 from handspring.weights.sentence_transformers import SentenceModel
-
-_OPTIONS = ("prompt_name", "prompt")
 
 
 class SentenceTextTower(TextTower):
@@ -47,7 +45,7 @@ class SentenceTextTower(TextTower):
         return int(self.tokenizer.truncation["max_length"])  # type: ignore[index]
 
     def check_options(self, options: Options) -> None:
-        unknown = [k for k in options if k not in _OPTIONS]
+        unknown = [k for k in options if k not in PROMPT_OPTIONS]
         if unknown:
             raise ValueError(f"text inputs take no option {unknown[0]!r}")
         self.prompt(options)

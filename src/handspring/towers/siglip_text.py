@@ -16,9 +16,6 @@ from handspring.runtime.session import TowerSession
 from handspring.towers.base import Options
 from handspring.towers.text import TextTokens, TextTower
 
-# Options every text tower accepts, meaning "no prompt" when empty.
-NO_PROMPT = ("prompt_name", "prompt")
-
 
 class SiglipTextTower(TextTower):
     sort_window = 1
@@ -30,13 +27,6 @@ class SiglipTextTower(TextTower):
     @property
     def max_tokens(self) -> int:
         return self.tokenizer.context_length
-
-    def check_options(self, options: Options) -> None:
-        if name := options.get("prompt_name"):
-            raise ValueError(f"no prompt named {name!r} (this model has none)")
-        if options.get("prompt"):
-            raise ValueError("this model takes no prompt")
-        super().check_options({k: v for k, v in options.items() if k not in NO_PROMPT})
 
     def tokenize(self, texts: Sequence[str], options: Options) -> list[TextTokens]:
         encoded = self.tokenizer.encode(texts)

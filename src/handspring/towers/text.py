@@ -19,6 +19,9 @@ from handspring.preprocess.text import ClipTokenizer
 from handspring.runtime.session import TowerSession
 from handspring.towers.base import Options, Tower
 
+# Options every text tower accepts, meaning "no prompt" when empty.
+PROMPT_OPTIONS = ("prompt_name", "prompt")
+
 
 @dataclass(frozen=True)
 class TextTokens:
@@ -52,6 +55,15 @@ class TextTower(Tower):
     @abstractmethod
     def tokenize(self, texts: Sequence[str], options: Options) -> list[TextTokens]:
         """Every text of `texts` (all strings) as model input."""
+
+    def check_options(self, options: Options) -> None:
+        """Text towers take `prompt_name` and `prompt`; this one has no prompts (the
+        sentence-transformers tower overrides this), so only empty ones pass."""
+        if name := options.get("prompt_name"):
+            raise ValueError(f"no prompt named {name!r} (this model has none)")
+        if options.get("prompt"):
+            raise ValueError("this model takes no prompt")
+        super().check_options({k: v for k, v in options.items() if k not in PROMPT_OPTIONS})
 
     def prepare(self, item: Any, name: str, options: Options) -> TextTokens:
         result = self.prepare_batch([item], [name], options)[0]
@@ -106,13 +118,6 @@ class ClipTextTower(TextTower):
     def max_tokens(self) -> int:
         return self.tokenizer.context_length
 
-    def check_options(self, options: Options) -> None:
-        if name := options.get("prompt_name"):
-            raise ValueError(f"no prompt named {name!r} (this model has none)")
-        if options.get("prompt"):
-            raise ValueError("this model takes no prompt")
-        super().check_options({k: v for k, v in options.items() if k not in _NO_PROMPT})
-
     def tokenize(self, texts: Sequence[str], options: Options) -> list[TextTokens]:
         batch = self.tokenizer.encode(texts)
         return [
@@ -137,7 +142,3 @@ class ClipTextTower(TextTower):
         ids = pad_rows([t.ids for t in batch], self.max_tokens, self.tokenizer.pad_id)
         dtype = np.int32 if "int32" in graph_input.type else np.int64
         return self.session.run(None, {graph_input.name: ids.astype(dtype)})[0]
-
-
-# Options every text tower accepts, meaning "no prompt" when empty.
-_NO_PROMPT = ("prompt_name", "prompt")
