@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,9 @@ def reference_file(package: str, relative: str) -> Path:
 
 
 def imagebind_bpe_file() -> Path:
-    return reference_file("imagebind", "bpe/bpe_simple_vocab_16e6.txt.gz")
+    from tests.support.imagebind_reference import imagebind_package_folder
+
+    return imagebind_package_folder() / "bpe" / "bpe_simple_vocab_16e6.txt.gz"
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +52,10 @@ def imagebind_tokenizer() -> Any:
     The package's `__init__` imports pytorchvideo (not installable); a bare package
     module registered first lets the submodule import on its own.
     """
+    from tests.support.imagebind_reference import register_bare_package
+
     bpe = imagebind_bpe_file()
-    if "imagebind" not in sys.modules:
-        package = types.ModuleType("imagebind")
-        package.__path__ = [str(bpe.parents[1])]
-        sys.modules["imagebind"] = package
+    register_bare_package()
     module = importlib.import_module("imagebind.models.multimodal_preprocessors")
     return module.SimpleTokenizer(bpe_path=str(bpe), context_length=CONTEXT)
 

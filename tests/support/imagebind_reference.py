@@ -47,17 +47,34 @@ TINY = ImageBindConfig(
 _NOISE = 0.05
 
 
+def imagebind_package_folder() -> Path:
+    """The installed package's folder, found without running its `__init__`."""
+    registered = sys.modules.get("imagebind")
+    if registered is not None and getattr(registered, "__path__", None):
+        return Path(next(iter(registered.__path__)))
+    spec = importlib.util.find_spec("imagebind")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "imagebind-unofficial is not installed: pip install --no-deps imagebind-unofficial"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def register_bare_package() -> None:
+    """`imagebind` in sys.modules as a package whose `__init__` never ran, with a real spec
+    (so later `find_spec` calls and submodule imports work as for any package)."""
+    if "imagebind" in sys.modules:
+        return
+    spec = importlib.util.find_spec("imagebind")
+    if spec is None or not spec.submodule_search_locations:
+        imagebind_package_folder()  # raises, saying how to install it
+        return
+    sys.modules["imagebind"] = importlib.util.module_from_spec(spec)
+
+
 def imagebind_model_module() -> types.ModuleType:
     """`imagebind.models.imagebind_model`, imported without the package's `__init__`."""
-    if "imagebind.models.imagebind_model" in sys.modules:
-        return sys.modules["imagebind.models.imagebind_model"]
-    spec = importlib.util.find_spec("imagebind")
-    if spec is None or spec.submodule_search_locations is None:
-        raise ImportError("imagebind-unofficial is not installed")
-    if "imagebind" not in sys.modules:
-        package = types.ModuleType("imagebind")
-        package.__path__ = list(spec.submodule_search_locations)
-        sys.modules["imagebind"] = package
+    register_bare_package()
     return importlib.import_module("imagebind.models.imagebind_model")
 
 
