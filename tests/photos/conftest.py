@@ -20,9 +20,9 @@ from PIL import Image
 import handspring
 from handspring.embedder import Model
 from handspring.photos.auth import AuthConfig
-from handspring.photos.indexer import Indexer, IndexOptions
+from handspring.photos.indexer import Indexer, IndexOptions, IndexReport
 from handspring.photos.search import QueryModels, Searcher
-from handspring.photos.store import PhotoStore, open_store
+from handspring.photos.store import PhotoStore, WritableStore, open_store
 from handspring.photos.web import create_app
 from tests.support.checkpoints import TINY, write_sentence_transformers_clip
 from tests.support.images import photo_array
@@ -61,6 +61,31 @@ def index_options(models: PhotoModels, **changes: object) -> IndexOptions:
     """Index options for the test models (fp32, small commits)."""
     options = IndexOptions(image_model=str(models.image), precision="fp32", commit_every=4)
     return replace(options, **changes)
+
+
+@pytest.fixture(params=["sqlite", "qdrant"])
+def empty_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WritableStore]:
+    """A new, empty index in each store: SQLite, and Qdrant's embedded mode."""
+    url = (
+        f"sqlite://{tmp_path / 'i.db'}"
+        if request.param == "sqlite"
+        else f"qdrant://{tmp_path / 'q'}"
+    )
+    opened = open_store(url)
+    yield opened
+    opened.close()
+
+
+def run_index(
+    store: WritableStore,
+    models: PhotoModels,
+    model: Model | None,
+    roots: list[Path],
+    **changes: object,
+) -> IndexReport:
+    """One indexing run over `roots` with index_options(models, **changes)."""
+    indexer = Indexer(store, index_options(models, **changes), model=model)
+    return indexer.run([str(r) for r in roots])
 
 
 @dataclass(frozen=True)

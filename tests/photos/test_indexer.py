@@ -10,17 +10,16 @@ import hashlib
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from handspring.embedder import Model
-from handspring.photos.indexer import Indexer, IndexReport
+from handspring.photos.indexer import Indexer
 from handspring.photos.scan import scan_roots
 from handspring.photos.store import StoreError, WritableStore, open_store
-from tests.photos.conftest import PhotoModels, index_options
+from tests.photos.conftest import PhotoModels, index_options, run_index
 from tests.support.photo_library import (
     Library,
     age,
@@ -32,16 +31,9 @@ from tests.support.photo_library import (
 )
 
 
-@pytest.fixture(params=["sqlite", "qdrant"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WritableStore]:
-    url = (
-        f"sqlite://{tmp_path / 'i.db'}"
-        if request.param == "sqlite"
-        else f"qdrant://{tmp_path / 'q'}"
-    )
-    opened = open_store(url)
-    yield opened
-    opened.close()
+@pytest.fixture
+def store(empty_store: WritableStore) -> WritableStore:
+    return empty_store
 
 
 @pytest.fixture
@@ -49,11 +41,7 @@ def library(tmp_path: Path) -> Library:
     return build_library(tmp_path / "photos")
 
 
-def _run(
-    store: WritableStore, models: PhotoModels, model: Model | None, roots: list[Path], **opts
-) -> IndexReport:
-    indexer = Indexer(store, index_options(models, **opts), model=model)
-    return indexer.run([str(r) for r in roots])
+_run = run_index
 
 
 def _embedding(model: Model, path: Path) -> np.ndarray:

@@ -18,6 +18,9 @@ from handspring.photos.records import SearchFilter
 from handspring.photos.scan import DEFAULT_EXCLUDES, ScanOptions
 from handspring.photos.store import DEFAULT_STORE_ENV, default_store_url, open_store
 
+EXIT_ROOT_REFUSED = 1  # a root missing, empty or unreadable: nothing deleted under it
+EXIT_DELETIONS_HELD = 3  # deletions need --allow-deletions (2 is click's usage error)
+
 DB_HELP = (
     "The index: a file path or sqlite:///abs/path.db (SQLite, the default), "
     "qdrant:///abs/folder (Qdrant, embedded) or qdrant+http(s)://host:port. "
@@ -65,6 +68,27 @@ def photos() -> None:
     is_flag=True,
     help="Delete the photos of a root that is now empty (refused by default: unmounted?).",
 )
+@click.option(
+    "--allow-deletions",
+    is_flag=True,
+    help="Apply the deletions held back for confirmation: a root losing more than "
+    "--max-deleted-share or --max-deleted of its photos, or a folder (or a symlinked "
+    "folder's target) that is missing or unreadable.",
+)
+@click.option(
+    "--max-deleted-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.5,
+    show_default=True,
+    help="Share of a root's indexed photos a run may delete without --allow-deletions.",
+)
+@click.option(
+    "--max-deleted",
+    type=click.IntRange(0),
+    default=1000,
+    show_default=True,
+    help="Photos per root a run may delete without --allow-deletions (the smaller limit wins).",
+)
 @click.option("--retry-errors", is_flag=True, help="Read files that failed before again.")
 @click.option("--commit-every", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--progress/--no-progress", default=None, help="Default: when stderr is a terminal.")
@@ -80,12 +104,23 @@ def index(
     include_hidden: bool,
     follow_external_links: bool,
     allow_empty_root: bool,
+    allow_deletions: bool,
+    max_deleted_share: float,
+    max_deleted: int,
     retry_errors: bool,
     commit_every: int,
     progress: bool | None,
 ) -> None:
     """Index the photos under ROOTS, incrementally: new and changed files are
-    embedded, moved ones keep their vectors, deleted ones leave the index."""
+    embedded, moved ones keep their vectors, deleted ones leave the index.
+
+    \b
+    Exit status:
+      0  done
+      1  a root is missing, empty or unreadable: nothing deleted under it
+      3  deletions held back (a root shrank past the limits, or a folder vanished):
+         everything else was indexed; run again with --allow-deletions to apply them
+    1 wins when both apply."""
     from handspring.photos.indexer import DEFAULT_IMAGE_MODEL, Indexer, IndexOptions
 
     excludes = frozenset(exclude) | (frozenset() if no_default_excludes else DEFAULT_EXCLUDES)
@@ -97,6 +132,9 @@ def index(
             batch_size=batch_size,
             commit_every=commit_every,
             allow_empty_root=allow_empty_root,
+            allow_deletions=allow_deletions,
+            max_deleted_share=max_deleted_share,
+            max_deleted=max_deleted,
             retry_errors=retry_errors,
             threads=threads,
             scan=ScanOptions(
@@ -116,7 +154,9 @@ def index(
             raise click.ClickException(str(exc)) from exc
     click.echo(format_index_report(report), err=True)
     if report.refused_roots or report.scan.missing_roots:
-        sys.exit(1)
+        sys.exit(EXIT_ROOT_REFUSED)
+    if report.held:
+        sys.exit(EXIT_DELETIONS_HELD)
 
 
 def _parse_day(value: str | None) -> datetime.date | None:

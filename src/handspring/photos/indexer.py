@@ -7,8 +7,9 @@
   renamed: that row takes the new path and keeps its id and vector.
 - Files that cannot be read are recorded with the reason, and retried only when
   they change (or with `retry_errors`).
-- Rows of vanished files are deleted last, and never under a root that is missing
-  or suddenly empty, nor under a folder that could not be listed.
+- A symlink whose target is gone is recorded as unreadable, like a broken file.
+- Rows of vanished files are deleted last; losses that look like a mount or a link
+  gone wrong are held back for confirmation (see photos/deletions.py).
 
 Files are read and hashed on a thread pool while the model decodes (JPEG draft
 mode) and embeds earlier ones in batches. Writes are committed every
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import os
 import sys
 import time
 from collections import deque
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from handspring.embedder import Model
+from handspring.photos.deletions import DeletionPolicy, HeldDeletions, plan_deletions
 from handspring.photos.metadata import enable_heif, read_metadata
 from handspring.photos.records import IndexedFile, ModelInfo, PhotoRecord
 from handspring.photos.scan import (
@@ -57,10 +60,22 @@ class IndexOptions:
     commit_every: int = 64
     commit_seconds: float = 5.0
     allow_empty_root: bool = False
+    allow_deletions: bool = False  # apply deletions the policy would hold back
+    max_deleted_share: float = 0.5
+    max_deleted: int = 1000
     retry_errors: bool = False
     read_workers: int = 2
     threads: int | None = None
     scan: ScanOptions = field(default_factory=ScanOptions)
+
+    @property
+    def deletion_policy(self) -> DeletionPolicy:
+        return DeletionPolicy(
+            allow_empty_root=self.allow_empty_root,
+            allow_deletions=self.allow_deletions,
+            max_deleted_share=self.max_deleted_share,
+            max_deleted=self.max_deleted,
+        )
 
 
 @dataclass
@@ -76,6 +91,8 @@ class IndexReport:
     vanished: int = 0  # gone between the scan and the read
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) this run
     refused_roots: list[tuple[str, str]] = field(default_factory=list)  # (root, why)
+    held: list[HeldDeletions] = field(default_factory=list)  # kept until allow_deletions
+    held_files: int = 0  # rows those hold back, each counted once
     seconds: float = 0.0
 
     @property
@@ -165,11 +182,13 @@ class Indexer:
         start = time.perf_counter()
         enable_heif()
         self._check_model_name()
+        policy = self.options.deletion_policy  # a bad threshold fails before any work
         report = IndexReport(scan=scan)
         present = [r for r in scan.roots if r not in scan.missing_roots]
         known = {f.path: f for f in self.store.files_under(present)}
         seen = {f.path for f in scan.files}
-        gone = {p: f for p, f in known.items() if p not in seen}
+        broken = self._broken_links(scan, known)
+        gone = {p: f for p, f in known.items() if p not in seen and p not in broken}
         self._gone_by_hash, self._moved_ids = {}, set()
         for f in gone.values():
             if f.has_vector:
@@ -181,15 +200,42 @@ class Indexer:
                 report.unchanged += 1
                 continue
             work.append((scanned, old))
-        if work and self.store.model() is None:
+        if (work or broken) and self.store.model() is None:
             self.model()  # a new index records its model before its first photo
         try:
+            self._record_broken_links(broken, known, report)
             self._process(work, report)
-            self._delete_gone(scan, known, gone, report)
+            self._delete_gone(scan, known, gone, policy, report)
         finally:
             self.store.commit()
         report.seconds = time.perf_counter() - start
         return report
+
+    def _broken_links(self, scan: ScanReport, known: dict[str, IndexedFile]) -> dict[str, str]:
+        """Symlinks leading nowhere that stand for a photo file: path -> reason."""
+        suffixes = self.options.scan.suffixes
+        return {
+            path: reason
+            for path, reason in scan.broken_links
+            if path in known or os.path.splitext(path)[1].lower() in suffixes
+        }
+
+    def _record_broken_links(
+        self, broken: dict[str, str], known: dict[str, IndexedFile], report: IndexReport
+    ) -> None:
+        for path, reason in broken.items():
+            old = known.get(path)
+            if old is not None and old.error == reason:
+                report.unchanged += 1
+                continue
+            try:
+                mtime_ns = os.lstat(path).st_mtime_ns
+            except OSError:
+                mtime_ns = 0
+            # An impossible size, so the file is read again once the link leads somewhere.
+            self.store.put(PhotoRecord(path, -1, mtime_ns, "", error=reason), None)
+            report.failed.append((path, reason))
+            self._maybe_commit()
 
     def _unchanged(self, old: IndexedFile, scanned: ScannedFile) -> bool:
         if self.options.retry_errors and old.error is not None:
@@ -317,35 +363,19 @@ class Indexer:
         scan: ScanReport,
         known: dict[str, IndexedFile],
         gone: dict[str, IndexedFile],
+        policy: DeletionPolicy,
         report: IndexReport,
     ) -> None:
-        blocked = [folder.rstrip("/") + "/" for folder, _ in scan.unreadable]
         for root in scan.missing_roots:
             if next(iter(self.store.files_under([root])), None) is not None:
                 report.refused_roots.append((root, "missing (unmounted?): nothing deleted"))
-        for root in scan.roots:
-            if root in scan.missing_roots:
-                continue
-            prefix = root.rstrip("/") + "/"
-            if (
-                not self.options.allow_empty_root
-                and scan.files_under(root) == 0
-                and any(p.startswith(prefix) for p in known)
-            ):
-                why = (
-                    "is empty but the index holds photos under it: nothing deleted "
-                    "(--allow-empty-root to delete them)"
-                )
-                report.refused_roots.append((root, why))
-                blocked.append(prefix)
-        doomed = [
-            f.id
-            for path, f in gone.items()
-            if f.id not in self._moved_ids and not any(path.startswith(b) for b in blocked)
-        ]
-        if doomed:
-            self.store.delete(doomed)
-            report.deleted = len(doomed)
+        candidates = (f for f in gone.values() if f.id not in self._moved_ids)
+        plan = plan_deletions(scan, known, candidates, policy)
+        report.refused_roots += plan.refused_roots
+        report.held, report.held_files = plan.held, plan.held_files
+        if plan.delete:
+            self.store.delete(plan.delete)
+            report.deleted = len(plan.delete)
 
 
 def _prepare(scanned: ScannedFile, known: IndexedFile | None) -> _Prepared:

@@ -72,8 +72,21 @@ def format_index_report(report: IndexReport) -> str:
         lines.append(f"  missing root: {root}")
     for root, why in report.refused_roots:
         lines.append(f"  refused to delete under {root}: {why}")
+    if report.held:
+        lines.append(
+            f"  deletions held back: {report.held_files} indexed files would be deleted and "
+            "were kept; if they really are gone, run again with --allow-deletions"
+        )
+        for held in report.held:
+            lines.append(f"    {held.under}: {held.why} ({held.files} indexed files)")
     for folder, reason in scan.unreadable:
         lines.append(f"  cannot list {folder}: {reason} (its photos are kept)")
+    recorded = {path for path, _ in report.failed}
+    links = [(path, why) for path, why in scan.broken_links if path not in recorded]
+    for path, reason in links[:_LISTED_ERRORS]:
+        lines.append(f"  unreadable link {path}: {reason}")
+    if len(links) > _LISTED_ERRORS:
+        lines.append(f"  ... and {len(links) - _LISTED_ERRORS} more links that lead nowhere")
     if scan.external_links:
         lines.append(
             f"  {len(scan.external_links)} links leave the roots and were not followed "

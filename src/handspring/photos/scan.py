@@ -6,8 +6,8 @@
 - One file reached by several paths (links, hard links) is listed once: by
   its first path in walk order that is not a symlink, if it has one.
 - Hidden files and folders, and excluded folder names, are skipped.
-- Folders that cannot be listed are reported, so the indexer never takes
-  their photos for deleted.
+- Folders that cannot be listed, and symlinks whose target is gone, are
+  reported, so the indexer never takes their photos for deleted.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class ScanReport:
     external_links: list[str] = field(default_factory=list)  # skipped: target outside the roots
     repeated_folders: list[str] = field(default_factory=list)  # already walked: loops, aliases
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (folder, reason)
+    broken_links: list[tuple[str, str]] = field(default_factory=list)  # (link, reason)
     seconds: float = 0.0
 
     def files_under(self, root: str) -> int:
@@ -139,8 +140,11 @@ class _Walker:
             return None
         if self._skipped_name(entry.name, is_dir):
             return None
-        if is_link and (not os.path.exists(entry.path) or self._external(entry.path)):
-            return None  # dangling, or leaving the roots
+        if is_link and not os.path.exists(entry.path):
+            self.report.broken_links.append((entry.path, broken_link_reason(entry.path)))
+            return None
+        if is_link and self._external(entry.path):
+            return None
         if is_dir:
             return entry.path
         if os.path.splitext(entry.name)[1].lower() not in self.options.suffixes:
@@ -161,6 +165,21 @@ class _Walker:
             self.report.files[position] = found
             self.seen_files[key] = (position, False)
         return None
+
+
+def broken_link_reason(path: str) -> str:
+    """Why a symlink leads nowhere, naming its target."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return f"symlink target is missing (-> {target})"
+    except OSError as exc:
+        return f"symlink target cannot be reached: {exc.strerror or exc} (-> {target})"
+    return f"symlink target was missing during the scan (-> {target})"
 
 
 class FileChangedError(OSError):
