@@ -22,6 +22,7 @@ from handspring.server.middleware import Observed, RequestGate
 from handspring.server.model_pool import ModelPool
 from handspring.server.routes import native, openai, photo_search, tei, weaviate
 from handspring.server.service import EmbeddingService
+from handspring.server.shutdown import Draining, RefusedWhileDraining
 from handspring.server.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -103,11 +104,13 @@ def create_app(config: ServerConfig) -> FastAPI:
         log.exception("unexpected error on %s", request.url.path)
         return error_response(request.url.path, 500, f"internal error: {type(exc).__name__}")
 
-    return _wrap(app, config, metrics)
+    return _wrap(app, config, metrics, state.draining)
 
 
-def _wrap(app: FastAPI, config: ServerConfig, metrics: Metrics) -> FastAPI:
-    # Outermost first: observe everything, including what the gate refuses.
+def _wrap(app: FastAPI, config: ServerConfig, metrics: Metrics, draining: Draining) -> FastAPI:
+    # Each middleware added wraps the ones before it: Observed, outermost, sees everything,
+    # including what the drain and the gate refuse.
     app.add_middleware(RequestGate, api_key=config.api_key, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(RefusedWhileDraining, draining=draining)
     app.add_middleware(Observed, metrics=metrics)
     return app

@@ -145,22 +145,25 @@ def serve(**opts: Any) -> None:
 
     from handspring.server import logs
     from handspring.server.app import create_app
+    from handspring.server.shutdown import GracefulServer
 
     logs.configure(opts["log_level"], json_lines=opts["log_format"] == "json")
     try:
         config = config_from_options(opts)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    server = uvicorn.Server(
+    app = create_app(config)
+    server = GracefulServer(
         uvicorn.Config(
-            create_app(config),
+            app,
             host=config.host,
             port=config.port,
             log_config=None,
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=opts["graceful_timeout"],
-        )
+        ),
+        app.state.handspring.draining,
     )
     server.run()
 

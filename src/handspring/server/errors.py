@@ -41,7 +41,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     413: {"description": "Body or batch over the limit"},
     422: {"description": "Invalid input; the message names the item and the reason"},
     429: {"description": "Queue full: retry later"},
-    503: {"description": "A model could not be loaded"},
+    503: {"description": "A model could not be loaded, or the server is shutting down"},
     504: {"description": "The request took longer than the server's timeout"},
 }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
@@ -11,6 +11,7 @@ from handspring.server.config import ModelSpec, ServerConfig
 from handspring.server.metrics import Metrics
 from handspring.server.model_pool import ModelPool
 from handspring.server.service import EmbeddingService
+from handspring.server.shutdown import Draining
 
 
 @dataclass
@@ -20,6 +21,7 @@ class ServerState:
     pool: ModelPool
     service: EmbeddingService
     version: str = __version__
+    draining: Draining = field(default_factory=Draining)
 
     @staticmethod
     def of(request: Request) -> ServerState:
