@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from handspring.embedder import Model
-from handspring.loaders.options import LoadOptions
+from handspring.loaders.options import LoadOptions, log_ready
 from handspring.models.clip import build_text_graph, build_vision_graph
 from handspring.preprocess.image import ImageTransform
 from handspring.preprocess.text import ClipTokenizer
@@ -25,8 +24,6 @@ from handspring.weights.checkpoint import ClipCheckpoint, Modality, load_clip_ch
 if TYPE_CHECKING:
     import onnx
 
-log = logging.getLogger("handspring")
-
 MODALITIES: tuple[Modality, ...] = ("image", "text")
 
 
@@ -39,14 +36,7 @@ def load_clip(name: str, root: Path, modalities: Sequence[str], options: LoadOpt
         tokenizer_future = pool.submit(_tokenizer, checkpoint) if "text" in modalities else None
         compiled = {m: f.result() for m, f in futures.items()}
         tokenizer = tokenizer_future.result() if tokenizer_future else None
-    for modality, tower in compiled.items():
-        log.info(
-            "%s %s tower ready in %.2f s (%s)",
-            checkpoint.name,
-            modality,
-            tower.seconds,
-            "built" if tower.built else "cached graph",
-        )
+    log_ready(checkpoint.name, compiled)
     dim = _dim(checkpoint, compiled)
     towers: dict[str, Tower] = {}
     if "image" in compiled:

@@ -20,7 +20,7 @@ import numpy as np
 from handspring.embedder import Model
 from handspring.errors import CheckpointError
 from handspring.graph.layers import Precision
-from handspring.loaders.options import LoadOptions, tower_precision
+from handspring.loaders.options import LoadOptions, log_ready, tower_precision
 from handspring.models import imagebind as ib
 from handspring.preprocess.image import ImageTransform
 from handspring.preprocess.text import ClipTokenizer
@@ -83,14 +83,7 @@ def load_imagebind(name: str, root: Path, modalities: Sequence[str], options: Lo
             for m in modalities
         }
         compiled = {m: f.result() for m, f in futures.items()}
-    for modality, tower in compiled.items():
-        log.info(
-            "%s %s tower ready in %.2f s (%s)",
-            name,
-            modality,
-            tower.seconds,
-            "built" if tower.built else "cached graph",
-        )
+    log_ready(name, compiled)
     dim = config.out_embed_dim
     towers = {m: _tower(m, compiled[m], dim, config, options) for m in modalities}
     scales = _logit_scales(tensors) if "text" in modalities else {}

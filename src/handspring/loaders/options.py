@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from handspring.graph.layers import Precision
+from handspring.runtime.session import TowerSession
 from handspring.towers.image import DecodeOptions
+
+log = logging.getLogger("handspring")
 
 # Longer sounds are refused from their header, before they are decoded.
 DEFAULT_MAX_AUDIO_SECONDS = 600.0
@@ -28,3 +33,9 @@ def tower_precision(name: str, modality: str, options: LoadOptions) -> Precision
 
         check_int8_gate(name, modality)
     return options.precision
+
+
+def log_ready(name: str, compiled: Mapping[str, TowerSession]) -> None:
+    for modality, tower in compiled.items():
+        how = "built" if tower.built else "cached graph"
+        log.info("%s %s tower ready in %.2f s (%s)", name, modality, tower.seconds, how)

@@ -3,7 +3,6 @@ with one text tower: encoder, pooling and Dense layers in one graph."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -25,8 +24,6 @@ from handspring.weights.sentence_transformers import SentenceModel, read_sentenc
 
 if TYPE_CHECKING:
     import onnx
-
-log = logging.getLogger("handspring")
 
 MODALITIES = ("text",)
 

@@ -3,7 +3,6 @@ resolution) as a `Model` with an image and a text tower, scored zero-shot by a s
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -15,7 +14,7 @@ import numpy as np
 from handspring.embedder import Model
 from handspring.errors import CheckpointError
 from handspring.graph.layers import Precision
-from handspring.loaders.options import LoadOptions, tower_precision
+from handspring.loaders.options import LoadOptions, log_ready, tower_precision
 from handspring.models import siglip
 from handspring.preprocess.image import ImageTransform
 from handspring.preprocess.siglip_text import SiglipTokenizer, siglip_tokenizer
@@ -32,8 +31,6 @@ from handspring.weights.siglip_files import fetch_siglip
 
 if TYPE_CHECKING:
     import onnx
-
-log = logging.getLogger("handspring")
 
 PREFIXES = {"image": siglip.VISION_PREFIXES, "text": siglip.TEXT_PREFIXES}
 
@@ -68,14 +65,7 @@ def load_siglip(name: str, root: Path, modalities: Sequence[str], options: LoadO
         )
         compiled = {m: f.result() for m, f in futures.items()}
         tokenizer = tokenizer_future.result() if tokenizer_future else None
-    for modality, tower in compiled.items():
-        log.info(
-            "%s %s tower ready in %.2f s (%s)",
-            name,
-            modality,
-            tower.seconds,
-            "built" if tower.built else "cached graph",
-        )
+    log_ready(name, compiled)
     towers = {m: _tower(m, compiled[m], config, root, tokenizer, options) for m in modalities}
     scale, bias = _zero_shot(tensors)
     return Model(
