@@ -83,8 +83,8 @@ class ClipConfig:
     def from_hf(cls, config: Mapping[str, Any]) -> ClipConfig:
         """From a transformers `config.json` (model_type "clip")."""
         return cls(
-            vision=_subconfig(VisionConfig, config.get("vision_config") or {}),
-            text=_subconfig(TextConfig, config.get("text_config") or {}),
+            vision=subconfig(VisionConfig, config.get("vision_config") or {}),
+            text=subconfig(TextConfig, config.get("text_config") or {}),
             projection_dim=int(config.get("projection_dim", 512)),
         )
 
@@ -129,7 +129,7 @@ class ClipConfig:
         )
 
 
-def _subconfig(cls: type, raw: Mapping[str, Any]) -> Any:
+def subconfig(cls: type, raw: Mapping[str, Any]) -> Any:
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in raw.items() if k in names and v is not None})
 
@@ -182,7 +182,7 @@ VISION_PREFIX = "vision_model."
 TEXT_PREFIX = "text_model."
 
 
-def _layer_shapes(prefix: str, width: int, mlp: int) -> dict[str, tuple[int, ...]]:
+def layer_shapes(prefix: str, width: int, mlp: int) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
         shapes[f"{prefix}self_attn.{proj}.weight"] = (width, width)
@@ -215,7 +215,7 @@ def vision_weight_shapes(cfg: ClipConfig) -> dict[str, tuple[int, ...]]:
         "visual_projection.weight": (cfg.projection_dim, d),
     }
     for i in range(v.num_hidden_layers):
-        shapes |= _layer_shapes(f"vision_model.encoder.layers.{i}.", d, v.intermediate_size)
+        shapes |= layer_shapes(f"vision_model.encoder.layers.{i}.", d, v.intermediate_size)
     return shapes
 
 
@@ -229,7 +229,7 @@ def text_weight_shapes(cfg: ClipConfig) -> dict[str, tuple[int, ...]]:
         "text_projection.weight": (cfg.projection_dim, d),
     }
     for i in range(t.num_hidden_layers):
-        shapes |= _layer_shapes(f"text_model.encoder.layers.{i}.", d, t.intermediate_size)
+        shapes |= layer_shapes(f"text_model.encoder.layers.{i}.", d, t.intermediate_size)
     return shapes
 
 

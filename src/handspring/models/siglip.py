@@ -20,7 +20,7 @@ Exactness notes:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,7 +37,9 @@ from handspring.graph.layers import (
     split_heads,
     table_lookup,
 )
-from handspring.models.clip import encoder_layer
+
+# SigLIP's encoder blocks are CLIP's, key for key.
+from handspring.models.clip import encoder_layer, layer_shapes, subconfig
 
 if TYPE_CHECKING:
     import onnx
@@ -98,8 +100,8 @@ class SiglipConfig:
         for key in ("image_size", "patch_size"):
             vision_raw[key] = _square(vision_raw.get(key), key)
         cfg = cls(
-            vision=_subconfig(SiglipVisionConfig, vision_raw),
-            text=_subconfig(SiglipTextConfig, config.get("text_config") or {}),
+            vision=subconfig(SiglipVisionConfig, vision_raw),
+            text=subconfig(SiglipTextConfig, config.get("text_config") or {}),
         )
         if not cfg.vision.vision_use_head:
             raise ValueError("vision_use_head=false: the image tower has no pooling head")
@@ -121,11 +123,6 @@ def _square(value: Any, key: str) -> Any:
             raise ValueError(f"non-square {key} {value} not supported")
         return value[0]
     return value
-
-
-def _subconfig(cls: type, raw: Mapping[str, Any]) -> Any:
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in raw.items() if k in names and v is not None})
 
 
 # ------------------------------------------------------------- weight shapes
@@ -153,17 +150,6 @@ def _norm_shapes(key: str, width: int) -> dict[str, tuple[int, ...]]:
     return {f"{key}.weight": (width,), f"{key}.bias": (width,)}
 
 
-def _layer_shapes(prefix: str, width: int, mlp: int) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {}
-    for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-        shapes |= _linear_shapes(f"{prefix}self_attn.{proj}", width, width)
-    shapes |= _norm_shapes(f"{prefix}layer_norm1", width)
-    shapes |= _norm_shapes(f"{prefix}layer_norm2", width)
-    shapes |= _linear_shapes(f"{prefix}mlp.fc1", mlp, width)
-    shapes |= _linear_shapes(f"{prefix}mlp.fc2", width, mlp)
-    return shapes
-
-
 def vision_weight_shapes(cfg: SiglipConfig) -> dict[str, tuple[int, ...]]:
     v, d = cfg.vision, cfg.vision.hidden_size
     head = "vision_model.head."
@@ -186,7 +172,7 @@ def vision_weight_shapes(cfg: SiglipConfig) -> dict[str, tuple[int, ...]]:
     shapes |= _linear_shapes(f"{head}mlp.fc1", v.intermediate_size, d)
     shapes |= _linear_shapes(f"{head}mlp.fc2", d, v.intermediate_size)
     for i in range(v.num_hidden_layers):
-        shapes |= _layer_shapes(f"vision_model.encoder.layers.{i}.", d, v.intermediate_size)
+        shapes |= layer_shapes(f"vision_model.encoder.layers.{i}.", d, v.intermediate_size)
     return shapes
 
 
@@ -199,7 +185,7 @@ def text_weight_shapes(cfg: SiglipConfig) -> dict[str, tuple[int, ...]]:
     shapes |= _norm_shapes("text_model.final_layer_norm", d)
     shapes |= _linear_shapes("text_model.head", t.output_size, d)
     for i in range(t.num_hidden_layers):
-        shapes |= _layer_shapes(f"text_model.encoder.layers.{i}.", d, t.intermediate_size)
+        shapes |= layer_shapes(f"text_model.encoder.layers.{i}.", d, t.intermediate_size)
     return shapes
 
 
