@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 import handspring
+from handspring.catalog import describe_size
 from handspring.cli import main
 from handspring.embedder import Model
 from handspring.registry import FAMILIES, KNOWN_MODELS
@@ -32,7 +33,9 @@ EXACT = 1e-6
 COMMAND = Path(sys.executable).parent / "handspring"  # the installed console script
 
 # `handspring models` output, pinned so a change of format is a conscious one.
-MODELS_COLUMNS = ["alias", "repo id", "modalities", "dim", "licence", "cached"]
+MODELS_COLUMNS = [
+    "alias", "repo id", "modalities", "dim", "licence", "download", "int8", "cached"
+]  # fmt: skip
 
 
 def run(
@@ -296,9 +299,18 @@ def test_models_table_lists_every_alias(tmp_path: Path) -> None:
         row = next(line for line in table if line.startswith(known.alias + " "))
         modalities = ",".join(FAMILIES[known.family].modalities)
         licence = known.licence or "-"
-        assert row.split() == [known.alias, known.repo_id, modalities, str(known.dim), licence, "-"]
-    # Aligned: every column starts where its header does (the dim column ends there).
-    starts = [table[0].index(name) for name in MODELS_COLUMNS[1:] if name != "dim"]
+        cells = re.split(r"\s{2,}", row.strip())
+        assert cells[:5] == [known.alias, known.repo_id, modalities, str(known.dim), licence]
+        assert cells[5] == describe_size(known.download_mb * 10**6)
+        assert cells[7] == "-"  # nothing cached
+        gates = [g for g in map(known.gate, FAMILIES[known.family].modalities) if g]
+        if gates:
+            assert float(cells[6].split(":")[1]) == min(g.min_cosine for g in gates)
+        else:
+            assert cells[6] == "-"
+    # Aligned: left-aligned columns start where their header does, right-aligned ones end there.
+    right = {"dim", "download", "cached"}
+    starts = [table[0].index(name) for name in MODELS_COLUMNS[1:] if name not in right]
     for line in table[1:]:
         for start in starts:
             assert line[start - 2 : start] == "  " and line[start] != " ", (line, start)

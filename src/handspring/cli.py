@@ -12,7 +12,7 @@ from typing import ClassVar
 import click
 import numpy as np
 
-from handspring.registry import DEFAULT_CLIP, FAMILIES, KNOWN_MODELS
+from handspring.registry import DEFAULT_CLIP
 
 IMAGE_SUFFIXES = {
     ".jpg",
@@ -248,17 +248,6 @@ def embed(
         sys.exit(1)
 
 
-def _hub_cache_repos() -> dict[str, int]:
-    """repo id -> bytes on disk, for models in the Hugging Face cache."""
-    try:
-        from huggingface_hub import scan_cache_dir
-
-        info = scan_cache_dir()
-    except Exception:  # no cache folder yet, or an unreadable one: nothing cached
-        return {}
-    return {repo.repo_id: repo.size_on_disk for repo in info.repos if repo.repo_type == "model"}
-
-
 def _graph_cache() -> list[tuple[str, int]]:
     from handspring.runtime.graph_cache import cache_root
 
@@ -272,32 +261,34 @@ def _graph_cache() -> list[tuple[str, int]]:
     ]
 
 
+MODELS_HEADER = ("alias", "repo id", "modalities", "dim", "licence", "download", "int8", "cached")
+RIGHT_ALIGNED = {"dim", "download", "cached"}
+
+
+def _int8_cell(gates: dict[str, float], modalities: tuple[str, ...]) -> str:
+    """The lowest measured int8-vs-fp32 cosine, over all towers or the ones named."""
+    if not gates:
+        return "-"
+    towers = "all" if len(gates) == len(modalities) else ",".join(gates)
+    return f"{towers}:{min(gates.values()):g}"
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json: bool) -> None:
-    """Known model aliases, which are in the Hugging Face cache, and built graphs."""
-    cached = _hub_cache_repos()
+    """The model catalog: modalities, dimension, licence, download size, int8 gate, and what
+    is in the Hugging Face cache; then the built graphs."""
+    from handspring.catalog import catalog, describe_size, hub_cache_repos
+
+    cached = hub_cache_repos()
+    entries = catalog(cached)
     graphs = _graph_cache()
-    rows = [
-        {
-            "alias": m.alias,
-            "repo_id": m.repo_id,
-            "family": m.family,
-            "modalities": list(FAMILIES[m.family].modalities),
-            "layout": m.layout,
-            "dim": m.dim,
-            "image_size": m.image_size,
-            "licence": m.licence or None,
-            "cached_bytes": cached.get(m.repo_id),
-        }
-        for m in KNOWN_MODELS
-    ]
-    others = sorted(set(cached) - {m.repo_id for m in KNOWN_MODELS})
+    others = sorted(set(cached) - {e.known.repo_id for e in entries})
     if as_json:
         click.echo(
             json.dumps(
                 {
-                    "known": rows,
+                    "known": [e.as_json() for e in entries],
                     "other_cached": others,
                     "graphs": [{"key": k, "bytes": b} for k, b in graphs],
                 },
@@ -305,30 +296,72 @@ def models(as_json: bool) -> None:
             )
         )
         return
-    table = [("alias", "repo id", "modalities", "dim", "licence", "cached")]
-    for row in rows:
-        size = row["cached_bytes"]
+    table = [MODELS_HEADER]
+    for e in entries:
+        k = e.known
         table.append(
             (
-                str(row["alias"]),
-                str(row["repo_id"]),
-                ",".join(row["modalities"]),  # type: ignore[arg-type]
-                str(row["dim"]),
-                str(row["licence"] or "-"),
-                f"{size / 2**20:.0f} MiB" if size is not None else "-",
+                k.alias,
+                k.repo_id,
+                ",".join(e.modalities),
+                str(k.dim),
+                k.licence or "-",
+                describe_size(k.download_mb * 10**6),
+                _int8_cell(e.int8_gates(), e.modalities),
+                f"{e.cached_bytes / 2**20:.0f} MiB" if e.cached_bytes is not None else "-",
             )
         )
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    widths = [max(len(r[i]) for r in table) for i in range(len(MODELS_HEADER))]
     for r in table:
         cells = [
-            c.rjust(w) if i == 3 else c.ljust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            c.rjust(w) if name in RIGHT_ALIGNED else c.ljust(w)
+            for name, c, w in zip(MODELS_HEADER, r, widths, strict=True)
         ]
         click.echo("  ".join(cells).rstrip())
+    click.echo(
+        "\nint8: the lowest int8-vs-fp32 cosine measured, over all towers or those named; "
+        "'-': never measured (int8 loads with a warning). download: approximate."
+    )
+    for e in entries:
+        if e.known.pairs_with:
+            click.echo(f"{e.known.alias}: text queries for {e.known.pairs_with}'s images")
     if others:
         click.echo("\nother models in the Hugging Face cache: " + ", ".join(others))
     total = sum(b for _, b in graphs)
     click.echo(f"\nbuilt graphs: {len(graphs)} ({total / 2**20:.0f} MiB) in the graph cache")
+
+
+@main.command()
+@click.argument("model")
+@click.option(
+    "--modalities",
+    default=None,
+    help="Comma-separated towers to fetch the files of (default: all the model has).",
+)
+def download(model: str, modalities: str | None) -> None:
+    """Fetch MODEL (an alias from `handspring models`, or a Hugging Face repo id) into the
+    Hugging Face cache: only the files it needs, with a progress bar. Run it where the hub can
+    be reached; `HF_HUB_OFFLINE=1` then loads it from the cache."""
+    from huggingface_hub.utils import enable_progress_bars
+
+    from handspring.catalog import describe_size, download, folder_bytes
+    from handspring.errors import CheckpointError
+    from handspring.registry import known_model
+
+    known = known_model(model)
+    if known is not None:
+        click.echo(
+            f"{known.alias}: {known.repo_id}, about {describe_size(known.download_mb * 10**6)}"
+            + (f", licence {known.licence}" if known.licence else ""),
+            err=True,
+        )
+    enable_progress_bars()
+    asked = [m.strip() for m in modalities.split(",") if m.strip()] if modalities else None
+    try:
+        folder = download(model, asked)
+    except (CheckpointError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{folder}  ({describe_size(folder_bytes(folder))} in the cache)")
 
 
 if __name__ == "__main__":

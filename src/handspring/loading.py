@@ -27,13 +27,9 @@ from handspring.runtime.session import precision_of
 from handspring.towers.image import DecodeOptions
 from handspring.weights import hub
 from handspring.weights.json_files import read_json
-from handspring.weights.sentence_transformers import packaged_minilm_folder
+from handspring.weights.sentence_transformers import fetch_sentence, packaged_minilm_folder
 
 log = logging.getLogger("handspring")
-
-# Files a sentence-transformers text model needs: configs, vocabularies and
-# safetensors (the repos also carry ONNX and OpenVINO exports we never read).
-SENTENCE_PATTERNS = ("*.json", "*.txt", "*.model", "model.safetensors", "*/model.safetensors")
 
 
 @dataclass(frozen=True)
@@ -58,7 +54,7 @@ def locate(model: str | Path) -> Located:
     root = hub.fetch(repo, hub.LAYOUT_PATTERNS)
     family = detect_family(root)
     if family.name == "sentence" and not hub.is_local(repo):
-        root = hub.fetch(repo, SENTENCE_PATTERNS)
+        root = fetch_sentence(repo)
     return Located(root, family)
 
 

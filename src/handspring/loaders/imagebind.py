@@ -64,7 +64,7 @@ def load_imagebind(name: str, root: Path, modalities: Sequence[str], options: Lo
         log.warning("%s: %s", name, LICENCE_NOTICE)
     repo = resolve_alias(name)
     if not hub.is_local(repo):
-        root = fetch_imagebind(repo)
+        root = fetch_imagebind(repo, modalities)
     config = _config(root)
     tensors, files = imagebind_weights(root)
     for modality in modalities:

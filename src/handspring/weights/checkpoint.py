@@ -92,7 +92,7 @@ def detect_layout(folder: Path) -> tuple[Layout, Path]:
     )
 
 
-def _file_patterns(layout: Layout, sub: str, modalities: Collection[Modality]) -> list[str]:
+def _file_patterns(layout: Layout, sub: str, modalities: Collection[str]) -> list[str]:
     prefix = f"{sub}/" if sub else ""
     if layout == "immich":
         files = ["config.json"]
@@ -179,18 +179,29 @@ TOWER_PREFIXES: dict[Modality, tuple[str, ...]] = {
 }
 
 
+def fetch_clip(model: str | Path, modalities: Collection[str]) -> Path:
+    """The folder with the files the asked towers need, found from the layout files and
+    downloaded (only those) when `model` is a repo id."""
+    return _fetch(model, modalities, None)
+
+
+def _fetch(model: str | Path, modalities: Collection[str], layout_root: Path | None) -> Path:
+    root = layout_root or hub.fetch(model, hub.LAYOUT_PATTERNS)
+    if hub.is_local(model):
+        return root
+    layout, folder = detect_layout(root)
+    sub = folder.relative_to(root).as_posix() if folder != root else ""
+    return hub.fetch(model, _file_patterns(layout, sub, modalities))
+
+
 def load_clip_checkpoint(
     model: str | Path, modalities: Collection[Modality], layout_root: Path | None = None
 ) -> ClipCheckpoint:
     """Resolve `model` (folder or repo id), fetch only what `modalities` need,
     and check the asked towers' weights against the config. `layout_root`:
     the folder of `hub.LAYOUT_PATTERNS` files, when the caller fetched them already."""
-    root = layout_root or hub.fetch(model, hub.LAYOUT_PATTERNS)
+    root = _fetch(model, modalities, layout_root)
     layout, folder = detect_layout(root)
-    sub = folder.relative_to(root).as_posix() if folder != root else ""
-    if not hub.is_local(model):
-        root = hub.fetch(model, _file_patterns(layout, sub, modalities))
-        folder = root / sub if sub else root
     name = str(model)
     if layout == "immich":
         return _immich(name, folder, modalities)

@@ -38,15 +38,26 @@ def fetch(model: str | Path, patterns: Sequence[str], revision: str | None = Non
     # Imported here: huggingface_hub costs ~0.1 s to import and a cached graph
     # plus a local folder never needs it.
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=list(patterns))
     except LocalEntryNotFoundError as exc:
         raise CheckpointError(
             repo_id,
-            "not in the Hugging Face cache and the hub cannot be reached "
-            "(HF_HUB_OFFLINE is set, or no network): download it once online, or pass a local folder",
+            "not in the Hugging Face cache and the hub cannot be reached (HF_HUB_OFFLINE is "
+            f"set, or no network): run `handspring download {repo_id}` where the hub can be "
+            "reached (it fetches only the files needed), or pass a local folder",
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise CheckpointError(
+            repo_id,
+            "no such model repo on the hub (or a private or gated one: log in first with "
+            "`hf auth login`)",
         ) from exc
     except HfHubHTTPError as exc:
         raise CheckpointError(repo_id, f"hub request failed: {exc}") from exc

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +32,10 @@ def is_imagebind_folder(root: Path) -> bool:
     return False
 
 
-def fetch_imagebind(repo: str) -> Path:
+def fetch_imagebind(repo: str, modalities: Collection[str] = ()) -> Path:
     """A hub repo's config and weights: safetensors when it has them, else the pickle,
-    never both (each is 4.8 GB for imagebind_huge)."""
+    never both (each is 4.8 GB for imagebind_huge). Every tower is in the one file, so
+    `modalities` changes nothing."""
     root = hub.fetch(repo, ("config.json", *SAFETENSORS_PATTERNS))
     if any(root.glob("*.safetensors")):
         return root

@@ -9,11 +9,23 @@ give wrong vectors.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from handspring.errors import CheckpointError
+from handspring.weights import hub
 from handspring.weights.json_files import read_json
+
+# Files a sentence-transformers text model needs: configs, vocabularies and
+# safetensors (the repos also carry ONNX and OpenVINO exports we never read).
+SENTENCE_PATTERNS = ("*.json", "*.txt", "*.model", "model.safetensors", "*/model.safetensors")
+
+
+def fetch_sentence(repo: str, modalities: Collection[str] = ("text",)) -> Path:
+    """A sentence-transformers repo's modules, tokenizer and safetensors."""
+    return hub.fetch(repo, SENTENCE_PATTERNS)
+
 
 # Legacy boolean keys, in the order sentence-transformers concatenates their outputs.
 _LEGACY_POOLING_KEYS = {
