@@ -82,7 +82,12 @@ def _compiled(checkpoint: ClipCheckpoint, modality: Modality, options: LoadOptio
 
 def _image_transform(checkpoint: ClipCheckpoint) -> ImageTransform:
     kind, raw = checkpoint.preprocess
-    return ImageTransform.from_hf(raw) if kind == "hf" else ImageTransform.from_open_clip(raw)
+    readers = {
+        "hf": ImageTransform.from_hf,
+        "open_clip": ImageTransform.from_open_clip,
+        "immich": ImageTransform.from_immich,
+    }
+    return readers[kind](raw)
 
 
 def _context_length(checkpoint: ClipCheckpoint) -> int:

@@ -37,7 +37,7 @@ _RESAMPLE = {
     for name in ("nearest", "lanczos", "bilinear", "bicubic", "box", "hamming")
 }
 _RESAMPLE_NAMES = {int(code): name for name, code in _RESAMPLE.items()}
-_CONVENTIONS = ("transformers", "torchvision")
+_CONVENTIONS = ("transformers", "torchvision", "immich")
 
 # A 1 x 100000 image resized to a shortest side of 224 would take 15 GB. Past the decoding limit
 # only the part that survives the crop is resized: same geometry, within an 8-bit level.
@@ -50,8 +50,10 @@ class ImageTransform:
 
     Beyond the transformers fields: `scale_to` (h, w) scales by one rounded ratio so the image
     covers that box, or fits inside it with `scale_longest` (open_clip's ResizeKeepRatio); `fill`
-    pads a crop larger than the image; `convention` picks the crop rounding of "transformers" or
-    "torchvision" (open_clip).
+    pads a crop larger than the image; `convention` picks the crop rounding of "transformers",
+    "torchvision" (open_clip) or "immich" (Immich's ML service: the long side resized to
+    `int((long / short) * N)`, which can be one pixel off `int(N * long / short)`, and the
+    crop offset floored, as transformers does).
     """
 
     shortest_edge: int | None
@@ -134,6 +136,23 @@ class ImageTransform:
         # A non-square target goes through ResizeKeepRatio, which open_clip leaves at bicubic.
         return cls(None, None, (h, w), resample="bicubic", scale_to=(h, w), **common)
 
+    @classmethod
+    def from_immich(cls, cfg: Mapping[str, Any]) -> ImageTransform:
+        """As Immich's ML service preprocesses an Immich-layout folder (visual/
+        preprocess_cfg.json): the shortest side resized and a centre crop, with its
+        rounding, whatever `resize_mode` says (see README "Immich")."""
+        size = cfg.get("size") or 224
+        edge = size if isinstance(size, int) else size[0]
+        return cls(
+            edge,
+            None,
+            (edge, edge),
+            mean=cfg.get("mean") or OPENAI_CLIP_MEAN,
+            std=cfg.get("std") or OPENAI_CLIP_STD,
+            resample=str(cfg.get("interpolation") or "bicubic").lower(),
+            convention="immich",
+        )
+
     @property
     def output_size(self) -> tuple[int, int]:
         """(h, w) of every output."""
@@ -169,7 +188,10 @@ class ImageTransform:
         w, h = size
         if self.shortest_edge is not None:
             short, long = (w, h) if w <= h else (h, w)
-            new_long = int(self.shortest_edge * long / short)
+            if self.convention == "immich":
+                new_long = int((long / short) * self.shortest_edge)
+            else:
+                new_long = int(self.shortest_edge * long / short)
             return (self.shortest_edge, new_long) if w <= h else (new_long, self.shortest_edge)
         if self.resize_to is not None:
             return self.resize_to[1], self.resize_to[0]
@@ -202,12 +224,12 @@ class ImageTransform:
         plan = []
         for n, c in zip(shape, self.crop_size, strict=True):
             if n >= c:
-                start = (n - c) // 2 if self.convention == "transformers" else round((n - c) / 2)
+                start = (n - c) // 2 if self.convention != "torchvision" else round((n - c) / 2)
                 plan.append((start, 0, c))
             else:
                 pad = c - n
                 plan.append(
-                    (0, (pad + 1) // 2 if self.convention == "transformers" else pad // 2, n)
+                    (0, (pad + 1) // 2 if self.convention != "torchvision" else pad // 2, n)
                 )
         return plan
 

@@ -20,7 +20,7 @@ from handspring.server.errors import RequestError, error_response
 from handspring.server.metrics import Metrics
 from handspring.server.middleware import Observed, RequestGate
 from handspring.server.model_pool import ModelPool
-from handspring.server.routes import native, openai, photo_search, tei, weaviate
+from handspring.server.routes import immich, native, openai, photo_search, tei, weaviate
 from handspring.server.service import EmbeddingService
 from handspring.server.shutdown import Draining, RefusedWhileDraining
 from handspring.server.state import ServerState
@@ -66,7 +66,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.handspring = state
-    for module in (openai, weaviate, tei, photo_search, native):
+    for module in (openai, weaviate, tei, photo_search, native, immich):
         app.include_router(module.router)
 
     @app.get("/metrics", tags=["Operations"], include_in_schema=False)

@@ -3,7 +3,7 @@
 Handlers raise `RequestError`; the app renders it in the shape of the contract the
 path belongs to, so an OpenAI client sees `{"error": {...}}`, TEI `{"error",
 "error_type"}`, Weaviate `{"error"}` and the original photo-search server
-`{"message"}`.
+`{"message"}`, Immich's ML service `{"detail"}`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ class Contract(Enum):
     WEAVIATE = "weaviate"
     TEI = "tei"
     PHOTO_SEARCH = "photo-search"
+    IMMICH = "immich"
     NATIVE = "native"
 
 
@@ -48,6 +49,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 _WEAVIATE_PATHS = ("/vectorize", "/meta", "/vectors", "/.well-known/")
 _TEI_PATHS = ("/embed", "/info", "/health")
 _PHOTO_SEARCH_PATHS = ("/v1/embed", "/_health")
+_IMMICH_PATHS = ("/", "/ping", "/predict")
 
 
 def contract_of(path: str) -> Contract:
@@ -59,6 +61,8 @@ def contract_of(path: str) -> Contract:
         return Contract.WEAVIATE
     if path in _TEI_PATHS:
         return Contract.TEI
+    if path in _IMMICH_PATHS:
+        return Contract.IMMICH
     return Contract.NATIVE
 
 
@@ -82,6 +86,8 @@ def error_body(contract: Contract, status: int, message: str, param: str | None)
         return {"error": message, "error_type": _TEI_TYPES.get(status, "Backend")}
     if contract is Contract.PHOTO_SEARCH:
         return {"message": message}
+    if contract is Contract.IMMICH:  # FastAPI's HTTPException body, which Immich's is
+        return {"detail": message}
     return {"error": message}
 
 

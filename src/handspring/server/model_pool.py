@@ -71,9 +71,8 @@ class ModelPool:
         3. else the first model that embeds them.
         When every model's modalities are known and none embeds them, 422 names them."""
         if requested:
-            for spec in self.specs.values():
-                if requested in _names_of(spec):
-                    return spec
+            if (spec := self.named(requested)) is not None:
+                return spec
             known = ", ".join(self.specs)
             raise RequestError(
                 404, f"model {requested!r} is not served here (served: {known})", param="model"
@@ -98,6 +97,21 @@ class ModelPool:
             )
         # Some model's files could not be found: its load answers for it (503).
         return next(iter(self.specs.values()))
+
+    def named(self, requested: str) -> ModelSpec | None:
+        """The served model a request names (by name, source, alias or repo id), if any."""
+        return next((s for s in self.specs.values() if requested in _names_of(s)), None)
+
+    async def adopt(self, spec: ModelSpec) -> ModelSpec:
+        """Serve one more model from now on (a contract that names models the operator did
+        not list, as Immich does): found without loading, like the configured ones."""
+        if (known := self.specs.get(spec.name)) is not None:
+            return known
+        located = await asyncio.to_thread(locate, spec.source)
+        self._serves[spec.name] = located.family.serves_by_default
+        self._embeds[spec.name] = located.family.modalities
+        log.info("serving %s=%s, named by a request", spec.name, spec.source)
+        return self.specs.setdefault(spec.name, spec)
 
     def _configured_defaults(self, modalities: set[str]) -> list[str]:
         configured: list[str] = []

@@ -30,6 +30,9 @@ from handspring.weights.safetensors_io import TensorSource, shard_paths
 
 Layout = Literal["transformers", "sentence-transformers", "open_clip", "immich"]
 Modality = Literal["image", "text"]
+# Whose image preprocessing a checkpoint's config describes: transformers' processor,
+# open_clip's transform, or Immich's ML service (for folders it exported).
+PreprocessKind = Literal["hf", "open_clip", "immich"]
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -53,7 +56,7 @@ class ClipCheckpoint:
     onnx_files: dict[Modality, Path] = field(default_factory=dict)
     tokenizer_folder: Path | None = None
     text_cleaning: Literal["hf", "open_clip"] = "hf"
-    preprocess: tuple[Literal["hf", "open_clip"], dict[str, Any]] = ("hf", {})
+    preprocess: tuple[PreprocessKind, dict[str, Any]] = ("hf", {})
 
     @property
     def logit_scale(self) -> float:
@@ -227,7 +230,7 @@ def load_clip_checkpoint(
                 key=renamed.unmapped[0],
             )
         tensors: Mapping[str, np.ndarray] = renamed
-        preprocess: tuple[Literal["hf", "open_clip"], dict[str, Any]] = (
+        preprocess: tuple[PreprocessKind, dict[str, Any]] = (
             "open_clip",
             {"size": config.vision.image_size, **raw.get("preprocess_cfg", {})},
         )
@@ -321,5 +324,6 @@ def _immich(name: str, folder: Path, modalities: Collection[Modality]) -> ClipCh
         # Immich runs its tokenizer.json through `tokenizers` as it is, which
         # is what the "hf" pipeline reproduces.
         text_cleaning="hf",
-        preprocess=("open_clip", preprocess),
+        # As Immich's ML service does, so vectors match a library Immich indexed.
+        preprocess=("immich", preprocess),
     )
