@@ -1,23 +1,33 @@
 """CLIP checkpoints (transformers, sentence-transformers, OpenAI/OpenCLIP, Immich) as a
-`Model` with an image and a text tower."""
+`Model` with an image and a text tower.
+
+Immich folders run as Immich's ML service runs them: images converted to RGB without
+compositing transparency, shortest side resized and centre-cropped (see
+`immich_image_transform`); texts of SigLIP exports cleaned and tokenized as Immich does
+(`immich_tokenizer`), padded to the context length, scored zero-shot by a sigmoid. The
+learned scale and bias of that sigmoid are not in Immich's export, so `classify` refuses
+such a model (its embeddings, and so search, are exact).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from handspring.embedder import Model
 from handspring.loaders.options import LoadOptions, log_ready
 from handspring.models.clip import build_text_graph, build_vision_graph
 from handspring.preprocess.image import ImageTransform
+from handspring.preprocess.siglip_text import SiglipTokenizer, immich_tokenizer
 from handspring.preprocess.text import ClipTokenizer
 from handspring.registry import resolve_alias
 from handspring.runtime.session import TowerSession, built_session, exported_session
 from handspring.towers.base import Tower
 from handspring.towers.image import ImageTower
+from handspring.towers.siglip_text import SiglipTextTower
 from handspring.towers.text import ClipTextTower
 from handspring.weights.checkpoint import ClipCheckpoint, Modality, load_clip_checkpoint
 
@@ -40,14 +50,11 @@ def load_clip(name: str, root: Path, modalities: Sequence[str], options: LoadOpt
     dim = _dim(checkpoint, compiled)
     towers: dict[str, Tower] = {}
     if "image" in compiled:
-        towers["image"] = ImageTower(
-            compiled["image"], dim, _image_transform(checkpoint), options.decode
-        )
+        towers["image"] = _image_tower(checkpoint, compiled["image"], dim, options)
     if "text" in compiled:
-        assert tokenizer is not None
-        towers["text"] = ClipTextTower(
-            compiled["text"], dim, tokenizer, fixed_length=checkpoint.layout == "immich"
-        )
+        towers["text"] = _text_tower(checkpoint, compiled["text"], dim, tokenizer)
+    if checkpoint.immich_siglip:
+        return Model(checkpoint.name, dim, towers, family="clip", zero_shot="sigmoid")
     return Model(
         checkpoint.name,
         dim,
@@ -55,6 +62,34 @@ def load_clip(name: str, root: Path, modalities: Sequence[str], options: LoadOpt
         family="clip",
         logit_scales={"image": checkpoint.logit_scale},
     )
+
+
+def _image_tower(
+    checkpoint: ClipCheckpoint, compiled: TowerSession, dim: int, options: LoadOptions
+) -> ImageTower:
+    immich = checkpoint.layout == "immich"
+    tower = ImageTower(
+        compiled,
+        dim,
+        _image_transform(checkpoint),
+        options.decode,
+        composite_alpha=not immich,  # Immich's `convert("RGB")` drops transparency
+    )
+    if compiled.session.get_inputs()[0].shape[0] == 1:  # newer Immich exports: one image
+        tower.run_rows = 1
+    return tower
+
+
+def _text_tower(
+    checkpoint: ClipCheckpoint,
+    compiled: TowerSession,
+    dim: int,
+    tokenizer: ClipTokenizer | SiglipTokenizer | None,
+) -> Tower:
+    if isinstance(tokenizer, SiglipTokenizer):
+        return SiglipTextTower(compiled, dim, tokenizer)
+    assert tokenizer is not None
+    return ClipTextTower(compiled, dim, tokenizer, fixed_length=checkpoint.layout == "immich")
 
 
 def _compiled(checkpoint: ClipCheckpoint, modality: Modality, options: LoadOptions) -> TowerSession:
@@ -67,7 +102,7 @@ def _compiled(checkpoint: ClipCheckpoint, modality: Modality, options: LoadOptio
         "family": "clip",
         "tower": modality,
         "precision": precision.tag,
-        "config": asdict(config.vision if modality == "image" else config.text),
+        "config": dataclasses.asdict(config.vision if modality == "image" else config.text),
         "projection_dim": config.projection_dim,
     }
 
@@ -85,9 +120,30 @@ def _image_transform(checkpoint: ClipCheckpoint) -> ImageTransform:
     readers = {
         "hf": ImageTransform.from_hf,
         "open_clip": ImageTransform.from_open_clip,
-        "immich": ImageTransform.from_immich,
+        "immich": immich_image_transform,
     }
     return readers[kind](raw)
+
+
+def immich_image_transform(
+    preprocess_cfg: Mapping[str, Any], honour_resize_mode: bool = False
+) -> ImageTransform:
+    """Immich's image preprocessing of an Immich folder (visual/preprocess_cfg.json).
+
+    By default the shortest side is resized and centre-cropped whatever `resize_mode` says:
+    the Immich releases that built most existing libraries did so for every model,
+    SigLIP's too. Newer releases honour `resize_mode` ("squash" for SigLIP exports, a
+    resize to the square without crop); `honour_resize_mode=True` does as they do.
+    """
+    transform = ImageTransform.from_immich(preprocess_cfg)
+    mode = preprocess_cfg.get("resize_mode") or "shortest"
+    if not honour_resize_mode or mode == "shortest":
+        return transform
+    if mode != "squash":
+        raise ValueError(f"resize_mode {mode!r}: Immich reads only 'shortest' and 'squash'")
+    return dataclasses.replace(
+        transform, shortest_edge=None, resize_to=transform.crop_size, crop_size=None
+    )
 
 
 def _context_length(checkpoint: ClipCheckpoint) -> int:
@@ -96,7 +152,14 @@ def _context_length(checkpoint: ClipCheckpoint) -> int:
     return int(checkpoint.raw_config.get("text_cfg", {}).get("context_length", 77))
 
 
-def _tokenizer(checkpoint: ClipCheckpoint) -> ClipTokenizer:
+def _tokenizer(checkpoint: ClipCheckpoint) -> ClipTokenizer | SiglipTokenizer:
+    if checkpoint.immich_siglip:
+        assert checkpoint.tokenizer_folder is not None
+        text_cfg = checkpoint.raw_config.get("text_cfg", {})
+        clean = (text_cfg.get("tokenizer_kwargs") or {}).get("clean")
+        return immich_tokenizer(
+            checkpoint.tokenizer_folder, _context_length(checkpoint), clean == "canonicalize"
+        )
     if checkpoint.tokenizer_folder is None:  # open_clip's built-in vocabulary, as it uses it
         return ClipTokenizer.from_clip_vocab(
             context_length=_context_length(checkpoint), cleaning="open_clip"

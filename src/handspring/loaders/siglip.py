@@ -1,11 +1,13 @@
-"""SigLIP checkpoints (transformers `SiglipModel` folders: SigLIP, and SigLIP 2 at fixed
-resolution) as a `Model` with an image and a text tower, scored zero-shot by a sigmoid."""
+"""SigLIP checkpoints as a `Model` with an image and a text tower, scored zero-shot by a
+sigmoid: transformers `SiglipModel` folders (SigLIP, and SigLIP 2 at fixed resolution) and
+open_clip SigLIP folders (a timm image trunk; timm/ViT-B-16-SigLIP and the like), each with
+its own reference's image preprocessing and tokenizer."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +19,11 @@ from handspring.graph.layers import Precision
 from handspring.loaders.options import LoadOptions, log_ready, tower_precision
 from handspring.models import siglip
 from handspring.preprocess.image import ImageTransform
-from handspring.preprocess.siglip_text import SiglipTokenizer, siglip_tokenizer
+from handspring.preprocess.siglip_text import (
+    SiglipTokenizer,
+    open_clip_siglip_tokenizer,
+    siglip_tokenizer,
+)
 from handspring.registry import resolve_alias
 from handspring.runtime.session import TowerSession, built_session
 from handspring.towers.base import Tower
@@ -26,8 +32,15 @@ from handspring.towers.siglip_text import SiglipTextTower
 from handspring.weights import hub
 from handspring.weights.checkpoint import check_weights, weight_paths
 from handspring.weights.json_files import read_json
+from handspring.weights.open_clip_siglip_names import OpenClipSiglipSource, open_clip_siglip_names
 from handspring.weights.safetensors_io import TensorSource
-from handspring.weights.siglip_files import fetch_siglip
+from handspring.weights.siglip_files import (
+    OPEN_CLIP_CONFIG,
+    TEXT_PATTERNS,
+    Layout,
+    fetch_siglip,
+    siglip_layout,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -35,13 +48,22 @@ if TYPE_CHECKING:
 PREFIXES = {"image": siglip.VISION_PREFIXES, "text": siglip.TEXT_PREFIXES}
 
 
+@dataclass(frozen=True)
+class SiglipCheckpoint:
+    root: Path
+    layout: Layout
+    config: siglip.SiglipConfig
+    tensors: Mapping[str, np.ndarray]  # under transformers' names
+    paths: list[Path]
+    open_clip_cfg: dict[str, Any] = field(default_factory=dict)  # open_clip_config.json
+
+
 def load_siglip(name: str, root: Path, modalities: Sequence[str], options: LoadOptions) -> Model:
     repo = resolve_alias(name)
     if not hub.is_local(repo):
         root = fetch_siglip(repo, modalities)
-    config = _config(root / "config.json")
-    paths = weight_paths(root, "transformers")
-    tensors = TensorSource.open(paths)
+    checkpoint = read_checkpoint(root)
+    config, tensors, paths = checkpoint.config, checkpoint.tensors, checkpoint.paths
     for modality in modalities:
         check_weights(
             tensors,
@@ -58,15 +80,11 @@ def load_siglip(name: str, root: Path, modalities: Sequence[str], options: LoadO
             m: pool.submit(_compiled, config, m, tensors, paths, precisions[m], options)
             for m in modalities
         }
-        tokenizer_future = (
-            pool.submit(siglip_tokenizer, root, config.text.max_position_embeddings)
-            if "text" in modalities
-            else None
-        )
+        tokenizer_future = pool.submit(_tokenizer, checkpoint) if "text" in modalities else None
         compiled = {m: f.result() for m, f in futures.items()}
         tokenizer = tokenizer_future.result() if tokenizer_future else None
     log_ready(name, compiled)
-    towers = {m: _tower(m, compiled[m], config, root, tokenizer, options) for m in modalities}
+    towers = {m: _tower(m, compiled[m], checkpoint, tokenizer, options) for m in modalities}
     scale, bias = _zero_shot(tensors)
     return Model(
         name,
@@ -77,6 +95,37 @@ def load_siglip(name: str, root: Path, modalities: Sequence[str], options: LoadO
         logit_biases={"image": bias} if bias is not None else {},
         zero_shot="sigmoid",
     )
+
+
+def read_checkpoint(root: Path) -> SiglipCheckpoint:
+    """A SigLIP folder's config, and its weights under transformers' names."""
+    if siglip_layout(root) == "open_clip":
+        return _open_clip_checkpoint(root)
+    config = _config(root / "config.json")
+    paths = weight_paths(root, "transformers")
+    return SiglipCheckpoint(root, "transformers", config, TensorSource.open(paths), paths)
+
+
+def _open_clip_checkpoint(root: Path) -> SiglipCheckpoint:
+    path = root / OPEN_CLIP_CONFIG
+    raw = read_json(path)
+    try:
+        config = siglip.SiglipConfig.from_open_clip(raw.get("model_cfg", raw))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(str(path), f"unsupported open_clip SigLIP config: {exc}") from exc
+    paths = weight_paths(root, "open_clip")
+    source = TensorSource.open(paths)
+    names = open_clip_siglip_names(config.vision.num_hidden_layers, config.text.num_hidden_layers)
+    tensors = OpenClipSiglipSource(source, names)
+    if tensors.unmapped:
+        raise CheckpointError(
+            source.describe(),
+            f"{len(tensors.unmapped)} tensors have no place in an open_clip SigLIP "
+            f"of this config ({config.vision.num_hidden_layers} image blocks, "
+            f"{config.text.num_hidden_layers} text blocks)",
+            key=tensors.unmapped[0],
+        )
+    return SiglipCheckpoint(root, "open_clip", config, tensors, paths, raw)
 
 
 def _config(path: Path) -> siglip.SiglipConfig:
@@ -122,6 +171,12 @@ def _compiled(
     return built_session(paths, graph_options, build, options.threads, options.spinning)
 
 
+def _image_transform(checkpoint: SiglipCheckpoint) -> ImageTransform:
+    if checkpoint.layout == "open_clip":
+        return _open_clip_image_transform(checkpoint)
+    return image_transform(checkpoint.root, checkpoint.config)
+
+
 def image_transform(root: Path, config: siglip.SiglipConfig) -> ImageTransform:
     """SiglipImageProcessor: squash to the square size (no crop), rescale, mean = std = 0.5
     unless preprocessor_config.json says otherwise."""
@@ -140,18 +195,52 @@ def image_transform(root: Path, config: siglip.SiglipConfig) -> ImageTransform:
         raise CheckpointError(str(path), f"unsupported image preprocessing: {exc}") from exc
 
 
+def _open_clip_image_transform(checkpoint: SiglipCheckpoint) -> ImageTransform:
+    """open_clip's eval transform from open_clip_config.json's preprocess_cfg (SigLIP's:
+    squash, bicubic, mean = std = 0.5), at the image tower's size as open_clip sets it."""
+    preprocess = dict(checkpoint.open_clip_cfg.get("preprocess_cfg") or {})
+    preprocess["size"] = checkpoint.config.vision.image_size
+    try:
+        return ImageTransform.from_open_clip(preprocess)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            str(checkpoint.root / OPEN_CLIP_CONFIG), f"unsupported preprocess_cfg: {exc}"
+        ) from exc
+
+
+def _tokenizer(checkpoint: SiglipCheckpoint) -> SiglipTokenizer:
+    context = checkpoint.config.text.max_position_embeddings
+    if checkpoint.layout != "open_clip":
+        return siglip_tokenizer(checkpoint.root, context)
+    model_cfg = checkpoint.open_clip_cfg.get("model_cfg", checkpoint.open_clip_cfg)
+    text_cfg = model_cfg.get("text_cfg") or {}
+    return open_clip_siglip_tokenizer(
+        _tokenizer_folder(checkpoint.root, text_cfg), context, text_cfg
+    )
+
+
+def _tokenizer_folder(root: Path, text_cfg: Mapping[str, Any]) -> Path:
+    """The folder's own tokenizer files, or those of the repo its config names
+    (`hf_tokenizer_name`), from the hub cache, when the folder has none."""
+    named = str(text_cfg.get("hf_tokenizer_name") or "")
+    has_files = any((root / name).is_file() for name in ("tokenizer.json", "spiece.model"))
+    if has_files or not named:
+        return root
+    return hub.fetch(named, TEXT_PATTERNS)
+
+
 def _tower(
     modality: str,
     compiled: TowerSession,
-    config: siglip.SiglipConfig,
-    root: Path,
+    checkpoint: SiglipCheckpoint,
     tokenizer: SiglipTokenizer | None,
     options: LoadOptions,
 ) -> Tower:
+    dim = checkpoint.config.dim
     if modality == "image":
-        return ImageTower(compiled, config.dim, image_transform(root, config), options.decode)
+        return ImageTower(compiled, dim, _image_transform(checkpoint), options.decode)
     assert tokenizer is not None
-    return SiglipTextTower(compiled, config.dim, tokenizer)
+    return SiglipTextTower(compiled, dim, tokenizer)
 
 
 def _zero_shot(tensors: Mapping[str, np.ndarray]) -> tuple[float | None, float | None]:

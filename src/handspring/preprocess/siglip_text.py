@@ -15,14 +15,27 @@ length, 64, as SigLIP was trained and as its processor is called: padding="max_l
   `GemmaTokenizer` (their tokenizer_config says so), which in transformers 5 drops the
   lowercasing that their tokenizer.json holds; we keep it, as Siglip2Tokenizer and
   transformers 4 do.
+- open_clip SigLIP folders (timm/ViT-B-16-SigLIP ...): open_clip's HFTokenizer cleans the
+  text in Python (`tokenizer_kwargs.clean`: "canonicalize" for SigLIP, i.e. ftfy, HTML
+  unescaping, "_" to space, ASCII punctuation removed, lowercase, whitespace collapsed),
+  then runs the folder's tokenizer as AutoTokenizer loads it, padded to the context length.
+  Their T5-style tokenizer.json runs as it is (`TokenizerJson`): on cleaned text it gives
+  transformers 5's ids, and transformers 4's, which read the file as it is.
+- Immich's SigLIP exports: Immich collapses whitespace (and for "canonicalize" configs
+  removes ASCII punctuation and lowercases, without ftfy and without turning "_" into a
+  space), then runs textual/tokenizer.json as it is, padded with tokenizer_config.json's
+  pad token.
 """
 
 from __future__ import annotations
 
+import html
+import logging
 import re
 import string
+import unicodedata
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +51,8 @@ from handspring.preprocess.hf_special_tokens import (
     named_tokens,
     read_tokenizer_config,
 )
+
+log = logging.getLogger(__name__)
 
 SPIECE_MODEL = "spiece.model"
 TOKENIZER_JSON = "tokenizer.json"
@@ -295,9 +310,13 @@ class GemmaTokenizer(SiglipTokenizer):
         return processors.TemplateProcessing(single=single, special_tokens=special)
 
     def encode(self, texts: Sequence[str]) -> SiglipEncoding:
-        encodings = self._backend.encode_batch(list(texts))
-        rows = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
-        return SiglipEncoding(rows, np.array([bool(e.overflowing) for e in encodings]))
+        return _encode(self._backend, texts)
+
+
+def _encode(backend: Tokenizer, texts: Sequence[str]) -> SiglipEncoding:
+    encodings = backend.encode_batch(list(texts))
+    rows = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+    return SiglipEncoding(rows, np.array([bool(e.overflowing) for e in encodings]))
 
 
 def _token_id(backend: Tokenizer, token: str, folder: Path) -> int:
@@ -305,3 +324,132 @@ def _token_id(backend: Tokenizer, token: str, folder: Path) -> int:
     if token_id is None:
         raise TokenizerError(f"{folder}: special token {token!r} is not in the vocabulary")
     return token_id
+
+
+# ------------------------------------------------------- a tokenizer.json as it is
+
+
+class TokenizerJson(SiglipTokenizer):
+    """A tokenizer.json run as it is, cut to the context length and padded on the right
+    with `pad_token`."""
+
+    padding_side = "right"
+
+    def __init__(
+        self, path: Path, pad_token: str, context_length: int, truncation_side: str = "right"
+    ) -> None:
+        folder = path.parent
+        if not path.is_file():
+            raise TokenizerError(f"{folder}: {path.name} not found")
+        try:
+            backend = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises bare Exception for bad files
+            raise TokenizerError(f"{folder}: {path.name} unusable ({exc})") from exc
+        backend.no_padding()  # rows are padded by `pad`, to the context length
+        backend.enable_truncation(max_length=context_length, direction=truncation_side)
+        self._backend = backend
+        self.context_length = context_length
+        self.pad_id = _token_id(backend, pad_token, folder)
+
+    def encode(self, texts: Sequence[str]) -> SiglipEncoding:
+        return _encode(self._backend, texts)
+
+
+class CleanedTokenizer(SiglipTokenizer):
+    """Another tokenizer, on texts cleaned first (as open_clip and Immich clean in Python)."""
+
+    def __init__(self, inner: SiglipTokenizer, clean: Callable[[str], str]) -> None:
+        self.inner = inner
+        self.clean = clean
+        self.context_length = inner.context_length
+        self.pad_id = inner.pad_id
+        self.padding_side = inner.padding_side
+
+    def encode(self, texts: Sequence[str]) -> SiglipEncoding:
+        return self.inner.encode([self.clean(text) for text in texts])
+
+
+def _pad_token(config: TokenizerConfig, default: str | None, folder: Path) -> str:
+    token = _content(config.config.get("pad_token")) or _content(
+        config.special_map.get("pad_token")
+    )
+    if token := token or default:
+        return token
+    raise TokenizerError(f"{folder}: tokenizer_config.json names no pad_token")
+
+
+# --------------------------------------------------------------------- open_clip
+
+
+def _basic_clean() -> Callable[[str], str]:
+    """open_clip's `basic_clean`: ftfy, HTML unescaped twice, stripped. ftfy is not a
+    dependency of ours; without it the text is composed to NFC (as ftfy does) and texts
+    ftfy would repair further (curly quotes, fullwidth forms, mojibake) differ."""
+    try:
+        import ftfy
+    except ImportError:
+        log.warning("ftfy is not installed: open_clip text cleaning is approximated")
+        return lambda text: html.unescape(html.unescape(unicodedata.normalize("NFC", text))).strip()
+    return lambda text: html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+
+
+def open_clip_canonicalize(text: str) -> str:
+    """open_clip's `canonicalize_text` (big_vision's, with "_" read as a space)."""
+    text = text.replace("_", " ").translate(_PUNCTUATION).lower()
+    return " ".join(text.split())
+
+
+def open_clip_cleaner(kind: str) -> Callable[[str], str]:
+    """open_clip's HFTokenizer cleaning named by `tokenizer_kwargs.clean`."""
+    basic = _basic_clean()
+    if kind == "canonicalize":
+        return lambda text: open_clip_canonicalize(basic(text))
+    if kind == "lower":
+        return lambda text: " ".join(basic(text).split()).lower()
+    if kind == "whitespace":
+        return lambda text: " ".join(basic(text).split())
+    raise TokenizerError(
+        f"tokenizer_kwargs.clean={kind!r} is not one of open_clip's cleanings "
+        "(canonicalize, lower, whitespace)"
+    )
+
+
+def open_clip_siglip_tokenizer(
+    folder: Path, context_length: int, text_cfg: Mapping[str, Any]
+) -> SiglipTokenizer:
+    """The tokenizer open_clip's `get_tokenizer("local-dir:<folder>")` makes for a SigLIP
+    config: AutoTokenizer on the folder's files, after open_clip's cleaning."""
+    config = read_tokenizer_config(folder)
+    kind = str(config.config.get("tokenizer_class") or "")
+    inner: SiglipTokenizer
+    if kind in SENTENCEPIECE_CLASSES + GEMMA_CLASSES:
+        inner = siglip_tokenizer(folder, context_length)
+    elif (folder / TOKENIZER_JSON).is_file():
+        # T5Tokenizer's own default pad token, when the files name none.
+        pad = _pad_token(config, "<pad>" if kind.startswith("T5") else None, folder)
+        side = str(config.config.get("truncation_side", "right"))
+        inner = TokenizerJson(folder / TOKENIZER_JSON, pad, context_length, side)
+    else:
+        raise TokenizerError(
+            f"{folder}: no {TOKENIZER_JSON}, and tokenizer_class {kind!r} is not "
+            f"one read from {SPIECE_MODEL} here"
+        )
+    clean = str((text_cfg.get("tokenizer_kwargs") or {}).get("clean", "whitespace"))
+    return CleanedTokenizer(inner, open_clip_cleaner(clean))
+
+
+# ------------------------------------------------------------------------ Immich
+
+
+def immich_cleaner(canonicalize: bool) -> Callable[[str], str]:
+    """Immich's `clean_text`."""
+    if canonicalize:
+        return lambda text: " ".join(text.split()).translate(_PUNCTUATION).lower()
+    return lambda text: " ".join(text.split())
+
+
+def immich_tokenizer(folder: Path, context_length: int, canonicalize: bool) -> SiglipTokenizer:
+    """Immich's OpenClipTextualEncoder tokenization of an Immich-layout `textual/` folder."""
+    pad = _pad_token(read_tokenizer_config(folder), None, folder)
+    inner = TokenizerJson(folder / TOKENIZER_JSON, pad, context_length)
+    return CleanedTokenizer(inner, immich_cleaner(canonicalize))

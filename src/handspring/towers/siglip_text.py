@@ -3,6 +3,9 @@
 SigLIP reads a text at its last position and has no attention mask, so the padding is
 part of the input the model was trained on: every row is padded to the context length
 (64), never just to the longest of its batch, and sorting by length gains nothing.
+
+The graph is ours (`input_ids`, int64) or an Immich export (`text`, int32, and in newer
+exports a batch of exactly one row).
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ class SiglipTextTower(TextTower):
     def __init__(self, compiled: TowerSession, dim: int, tokenizer: SiglipTokenizer) -> None:
         super().__init__(compiled, dim)
         self.tokenizer = tokenizer
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        self.input_dtype = np.int32 if "int32" in graph_input.type else np.int64
+        if graph_input.shape[0] == 1:  # exported for one text at a time
+            self.run_rows = 1
 
     @property
     def max_tokens(self) -> int:
@@ -36,5 +44,5 @@ class SiglipTextTower(TextTower):
         ]
 
     def run(self, batch: Sequence[TextTokens]) -> np.ndarray:
-        ids = self.tokenizer.pad([t.ids for t in batch])  # [N, context]
-        return self.run_chunked({"input_ids": ids})  # [N, P]
+        ids = self.tokenizer.pad([t.ids for t in batch]).astype(self.input_dtype, copy=False)
+        return self.run_chunked({self.input_name: ids})  # [N, context] -> [N, P]

@@ -4,7 +4,8 @@
 - sentence-transformers: `modules.json` naming a CLIPModel module whose
   folder (`0_CLIPModel/`) is a transformers checkpoint.
 - OpenAI/OpenCLIP naming: `open_clip_config.json` + `open_clip_model.safetensors`.
-- Immich: pre-exported `visual/model.onnx`, `textual/model.onnx`.
+- Immich: pre-exported `visual/model.onnx`, `textual/model.onnx`; CLIP, and SigLIP
+  (its `config.json`, open_clip's model config, sets `init_logit_bias`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ class ClipCheckpoint:
     tokenizer_folder: Path | None = None
     text_cleaning: Literal["hf", "open_clip"] = "hf"
     preprocess: tuple[PreprocessKind, dict[str, Any]] = ("hf", {})
+
+    @property
+    def immich_siglip(self) -> bool:
+        """An Immich export of a model trained with the sigmoid loss (SigLIP, NLLB-SigLIP):
+        its text graph reads every position of a row padded to the context length, and its
+        learned zero-shot scale and bias are not in the export."""
+        return self.layout == "immich" and "init_logit_bias" in self.raw_config
 
     @property
     def logit_scale(self) -> float:
@@ -321,8 +329,8 @@ def _immich(name: str, folder: Path, modalities: Collection[Modality]) -> ClipCh
         tensors=None,
         onnx_files=onnx_files,
         tokenizer_folder=_tokenizer_folder(folder / "textual") if "text" in modalities else None,
-        # Immich runs its tokenizer.json through `tokenizers` as it is, which
-        # is what the "hf" pipeline reproduces.
+        # Immich runs its tokenizer.json through `tokenizers` as it is, which for CLIP's
+        # is what the "hf" pipeline reproduces (SigLIP's: see loaders/clip.py).
         text_cleaning="hf",
         # As Immich's ML service does, so vectors match a library Immich indexed.
         preprocess=("immich", preprocess),
