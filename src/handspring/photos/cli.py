@@ -90,8 +90,20 @@ def photos() -> None:
     help="Photos per root a run may delete without --allow-deletions (the smaller limit wins).",
 )
 @click.option("--retry-errors", is_flag=True, help="Read files that failed before again.")
-@click.option("--commit-every", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--progress/--no-progress", default=None, help="Default: when stderr is a terminal.")
+@click.option(
+    "--commit-every",
+    type=click.IntRange(1),
+    default=64,
+    show_default=True,
+    help="Photos per commit once a run is under way (its first commits come after 1, 2, "
+    "4, ... photos, so a run killed early keeps its first photos).",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Photos saved, rate and time left. Default: a progress bar when stderr is a "
+    "terminal, else a line every 10 s.",
+)
 def index(
     roots: tuple[str, ...],
     db: str | None,
@@ -121,6 +133,7 @@ def index(
       3  deletions held back (a root shrank past the limits, or a folder vanished):
          everything else was indexed; run again with --allow-deletions to apply them
     1 wins when both apply."""
+    from handspring.photos.index_progress import progress_for
     from handspring.photos.indexer import DEFAULT_IMAGE_MODEL, Indexer, IndexOptions
 
     excludes = frozenset(exclude) | (frozenset() if no_default_excludes else DEFAULT_EXCLUDES)
@@ -143,8 +156,7 @@ def index(
                 follow_external_links=follow_external_links,
             ),
         )
-        show = sys.stderr.isatty() if progress is None else progress
-        indexer = Indexer(store, options, progress=show)
+        indexer = Indexer(store, options, progress=progress_for(sys.stderr, progress))
         try:
             report = indexer.run(roots)
         except KeyboardInterrupt:

@@ -14,42 +14,36 @@
 Files are read and hashed on a thread pool while the model decodes (JPEG draft
 mode) and embeds earlier ones in batches. Writes are committed every
 `commit_every` photos or `commit_seconds`, so a killed run loses at most that
-much work, and the next run picks it up: paths are unique, nothing doubles.
+much work, and the next run picks it up: paths are unique, nothing doubles. A
+run starts with small batches and commits (see photos/pacing.py), so even a run
+killed within seconds keeps its first photos.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import os
-import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from handspring.embedder import Model
 from handspring.photos.deletions import DeletionPolicy, HeldDeletions, plan_deletions
-from handspring.photos.metadata import enable_heif, read_metadata
+from handspring.photos.index_progress import IndexProgress, NoProgress, ProgressBar
+from handspring.photos.metadata import enable_heif
+from handspring.photos.pacing import CommitPace, embed_in_growing_batches
+from handspring.photos.reading import Prepared, read_ahead
 from handspring.photos.records import IndexedFile, ModelInfo, PhotoRecord
-from handspring.photos.scan import (
-    FileChangedError,
-    ScannedFile,
-    ScanOptions,
-    ScanReport,
-    read_stable,
-    scan_roots,
-)
+from handspring.photos.scan import ScannedFile, ScanOptions, ScanReport, scan_roots
 from handspring.photos.store import StoreError, WritableStore
 
 log = logging.getLogger("handspring.photos")
 
 DEFAULT_IMAGE_MODEL = "st-clip-vit-b-32"
-RACY_NS = 2_000_000_000  # files modified this close to their reading are checked again
 
 
 @dataclass(frozen=True)
@@ -102,32 +96,24 @@ class IndexReport:
         )
 
 
-@dataclass
-class _Prepared:
-    """A file read and hashed, ready to settle."""
-
-    scanned: ScannedFile
-    known: IndexedFile | None
-    data: bytes = b""
-    record: PhotoRecord | None = None
-    problem: str | None = None  # could not read it at all
-    vanished: bool = False
-
-
 class Indexer:
     def __init__(
         self,
         store: WritableStore,
         options: IndexOptions = IndexOptions(),
         model: Model | None = None,
-        progress: bool = False,
+        progress: bool | IndexProgress = False,
     ) -> None:
+        """`progress`: what to show while indexing (photos/index_progress.py); True is
+        a progress bar on stderr."""
         self.store = store
         self.options = options
         self._model = model
-        self.progress = progress
-        self._since_commit = 0
-        self._last_commit = time.monotonic()
+        if isinstance(progress, bool):
+            progress = ProgressBar() if progress else NoProgress()
+        self.progress: IndexProgress = progress
+        self._pace = CommitPace(options.commit_every, options.commit_seconds)
+        self._done = 0  # photos of this run's work settled (written, or found vanished)
         self._gone_by_hash: dict[str, list[IndexedFile]] = {}
         self._moved_ids: set[int] = set()
 
@@ -202,12 +188,19 @@ class Indexer:
             work.append((scanned, old))
         if (work or broken) and self.store.model() is None:
             self.model()  # a new index records its model before its first photo
+        self._pace = CommitPace(self.options.commit_every, self.options.commit_seconds)
+        self._done = 0
+        if work:
+            self.progress.start(len(scan.files), len(scan.files) - len(work))
         try:
             self._record_broken_links(broken, known, report)
             self._process(work, report)
             self._delete_gone(scan, known, gone, policy, report)
         finally:
-            self.store.commit()
+            try:
+                self._commit()
+            finally:
+                self.progress.close()
         report.seconds = time.perf_counter() - start
         return report
 
@@ -245,62 +238,38 @@ class Indexer:
     def _process(
         self, work: list[tuple[ScannedFile, IndexedFile | None]], report: IndexReport
     ) -> None:
-        from tqdm import tqdm
+        pending: deque[Prepared] = deque()
 
-        pending: deque[_Prepared] = deque()
-        with tqdm(
-            total=len(work),
-            unit="photos",
-            desc="indexing",
-            disable=not self.progress,
-            file=sys.stderr,
-            smoothing=0.1,
-        ) as bar:
-
-            def to_embed() -> Iterator[bytes]:
-                for prepared in self._prepared(work):
-                    if self._settle_without_model(prepared, report):
-                        bar.update(1)
-                        self._maybe_commit()
-                        continue
-                    pending.append(prepared)
-                    yield prepared.data
-
-            feed = to_embed()
-            first = next(feed, None)
-            if first is None:
-                return
-            model = self.model()
-            batches = model.iter_embed_images(
-                itertools.chain([first], feed), batch_size=self.options.batch_size
-            )
-            for part in batches:
-                failures = dict(zip(part.error_index, part.errors, strict=True))
-                for row in range(len(part)):
-                    prepared = pending.popleft()
-                    prepared.data = b""  # let the bytes go
-                    error = failures.get(row)
-                    reason = None if error is None else _reason(error)
-                    self._write_embedded(prepared, part.embeddings[row], reason, report)
-                    bar.update(1)
+        def to_embed() -> Iterator[bytes]:
+            reading = read_ahead(work, max(2, self.options.batch_size), self.options.read_workers)
+            for prepared in reading:
+                if self._settle_without_model(prepared, report):
+                    self._done += 1
                     self._maybe_commit()
+                    continue
+                pending.append(prepared)
+                yield prepared.data
 
-    def _prepared(self, work: list[tuple[ScannedFile, IndexedFile | None]]) -> Iterator[_Prepared]:
-        """Files read and hashed on a thread pool, in order, a bounded window ahead."""
-        window = max(2, self.options.batch_size)
-        with ThreadPoolExecutor(self.options.read_workers, thread_name_prefix="read") as pool:
-            futures: deque[Future[_Prepared]] = deque()
-            items = iter(work)
-            for scanned, old in itertools.islice(items, window):
-                futures.append(pool.submit(_prepare, scanned, old))
-            while futures:
-                done = futures.popleft().result()
-                nxt = next(items, None)
-                if nxt is not None:
-                    futures.append(pool.submit(_prepare, *nxt))
-                yield done
+        feed = to_embed()
+        first = next(feed, None)
+        if first is None:
+            return
+        model = self.model()
+        batches = embed_in_growing_batches(
+            model, itertools.chain([first], feed), self.options.batch_size
+        )
+        for part in batches:
+            failures = dict(zip(part.error_index, part.errors, strict=True))
+            for row in range(len(part)):
+                prepared = pending.popleft()
+                prepared.data = b""  # let the bytes go
+                error = failures.get(row)
+                reason = None if error is None else _reason(error)
+                self._write_embedded(prepared, part.embeddings[row], reason, report)
+                self._done += 1
+                self._maybe_commit()
 
-    def _settle_without_model(self, prepared: _Prepared, report: IndexReport) -> bool:
+    def _settle_without_model(self, prepared: Prepared, report: IndexReport) -> bool:
         """Write what needs no embedding; False if the file must be embedded."""
         if prepared.vanished:
             report.vanished += 1
@@ -335,7 +304,7 @@ class Indexer:
         return taken
 
     def _write_embedded(
-        self, prepared: _Prepared, vector: np.ndarray, reason: str | None, report: IndexReport
+        self, prepared: Prepared, vector: np.ndarray, reason: str | None, report: IndexReport
     ) -> None:
         record = prepared.record
         assert record is not None
@@ -350,13 +319,13 @@ class Indexer:
             report.updated += 1
 
     def _maybe_commit(self) -> None:
-        self._since_commit += 1
-        now = time.monotonic()
-        due = now - self._last_commit >= self.options.commit_seconds
-        if self._since_commit >= self.options.commit_every or due:
-            self.store.commit()
-            self._since_commit = 0
-            self._last_commit = now
+        if self._pace.wrote():
+            self._commit()
+
+    def _commit(self) -> None:
+        self.store.commit()
+        self._pace.committed()
+        self.progress.saved(self._done)
 
     def _delete_gone(
         self,
@@ -376,51 +345,6 @@ class Indexer:
         if plan.delete:
             self.store.delete(plan.delete)
             report.deleted = len(plan.delete)
-
-
-def _prepare(scanned: ScannedFile, known: IndexedFile | None) -> _Prepared:
-    """Read, hash and describe one file (runs on the reading pool)."""
-    path = scanned.path
-    started_ns = time.time_ns()
-    try:
-        data, info = read_stable(path)
-    except FileNotFoundError:
-        return _Prepared(scanned, known, vanished=True)
-    except FileChangedError:
-        # Recorded with an impossible size, so the next run reads it again.
-        reason = "kept changing while being read; it is read again on the next run"
-        record = PhotoRecord(path, -1, scanned.mtime_ns, "", error=reason)
-        return _Prepared(scanned, known, record=record, problem=reason)
-    except OSError as exc:
-        reason = f"cannot read the file ({exc.strerror or exc})"
-        record = PhotoRecord(path, scanned.size, scanned.mtime_ns, "", error=reason)
-        return _Prepared(scanned, known, record=record, problem=reason)
-    if not data:
-        reason = "empty file (0 bytes)"
-        record = PhotoRecord(
-            path, 0, info.st_mtime_ns, hashlib.sha256(b"").hexdigest(), error=reason
-        )
-        return _Prepared(scanned, known, record=record, problem=reason)
-    meta = read_metadata(data, path)
-    mtime_ns = info.st_mtime_ns
-    if mtime_ns >= started_ns - RACY_NS:
-        # git's "racy clean" rule: file times tick coarsely (milliseconds), so a write in
-        # the same tick as this read leaves size and mtime as they were read. A file that
-        # changed this recently is recorded 1 ns off: the next run hashes it again, and
-        # keeps its vector if the bytes are the same.
-        mtime_ns -= 1
-    record = PhotoRecord(
-        path=path,
-        size=info.st_size,
-        mtime_ns=mtime_ns,
-        sha256=hashlib.sha256(data).hexdigest(),
-        width=meta.width,
-        height=meta.height,
-        taken_at=meta.taken_at,
-        gps=meta.gps,
-        exif=meta.exif,
-    )
-    return _Prepared(scanned, known, data=data, record=record)
 
 
 def _reason(error: Exception) -> str:
