@@ -141,9 +141,31 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
         licence=APACHE, download_mb=1503,
     ),
     KnownModel(
+        "siglip2-base-patch16-naflex", "google/siglip2-base-patch16-naflex", "siglip",
+        "transformers", 768, 0,
+        "SigLIP 2 NaFlex: aspect kept, up to 256 patches of 16 (image_size 0: it varies)",
+        # tests/test_siglip2_naflex.py's full-size vision test: 8 images of several shapes;
+        # the text tower is siglip2-base-patch16-224's.
+        int8_gates=(
+            ("image", Int8Gate(0.99971, required_cosine=0.999)),
+            ("text", Int8Gate(0.9997, required_cosine=0.995)),
+        ),
+        licence=APACHE, download_mb=1503,
+    ),
+    KnownModel(
         "siglip2-so400m-patch14-384", "google/siglip2-so400m-patch14-384", "siglip",
         "transformers", 1152, 384, "SigLIP 2, shape-optimised 400M, fixed resolution",
         licence=APACHE, download_mb=4546,
+    ),
+    KnownModel(
+        "timm-vit-b-16-siglip", "timm/ViT-B-16-SigLIP", "siglip", "open_clip", 768, 224,
+        "open_clip's SigLIP (timm trunk), the weights Immich's ViT-B-16-SigLIP__webli exports",
+        licence=APACHE, download_mb=813,
+    ),
+    KnownModel(
+        "immich-vit-b-16-siglip", "immich-app/ViT-B-16-SigLIP__webli", "clip", "immich", 768,
+        224, "pre-exported ONNX as Immich runs it (shortest-side crop); no zero-shot scale",
+        licence=APACHE, download_mb=814,
     ),
     # ----------------------------------------------------------- ImageBind
     KnownModel(
@@ -259,7 +281,7 @@ FAMILIES: dict[str, Family] = {
         "handspring.weights.siglip_files:fetch_siglip",
         own_layout=True,
         detector="handspring.weights.siglip_files:is_siglip_folder",
-        layout_patterns=("config.json",),
+        layout_patterns=("config.json", "open_clip_config.json"),
     ),
 }
 

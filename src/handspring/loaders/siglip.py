@@ -62,6 +62,12 @@ def load_siglip(name: str, root: Path, modalities: Sequence[str], options: LoadO
     repo = resolve_alias(name)
     if not hub.is_local(repo):
         root = fetch_siglip(repo, modalities)
+    if (root / "config.json").is_file() and read_json(root / "config.json").get(
+        "model_type"
+    ) == "siglip2":  # SigLIP 2's variable-resolution (NaFlex) model: a graph of its own
+        from handspring.loaders.siglip2 import load_siglip2
+
+        return load_siglip2(name, root, modalities, options)
     checkpoint = read_checkpoint(root)
     config, tensors, paths = checkpoint.config, checkpoint.tensors, checkpoint.paths
     for modality in modalities:
@@ -134,8 +140,8 @@ def _config(path: Path) -> siglip.SiglipConfig:
     if model_type != "siglip":
         raise CheckpointError(
             str(path),
-            f"model_type {model_type!r}: only fixed-resolution SigLIP checkpoints "
-            "(model_type 'siglip', which SigLIP 2's fixed-resolution ones are) are supported",
+            f"model_type {model_type!r} is not a SigLIP model ('siglip', or 'siglip2' for "
+            "SigLIP 2's variable-resolution models)",
         )
     try:
         return siglip.SiglipConfig.from_hf(raw)
