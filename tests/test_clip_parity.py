@@ -186,6 +186,20 @@ def test_immich_onnx_folder_runs_as_exported(tmp_path: Path) -> None:
     assert np.abs(model.embed_texts(TEXTS, normalize=False) - ref_text).max() <= FP32_MAX_ABS
 
 
+def test_immich_graphs_of_one_item_per_run_take_batches(tmp_path: Path) -> None:
+    """Newer Immich exports fix the batch at 1: batches run row by row, same vectors."""
+    pytest.importorskip("open_clip")
+    from tests.support.immich import write_immich
+
+    dynamic = handspring.load(write_immich(tmp_path / "dynamic", seed=4))
+    fixed = handspring.load(write_immich(tmp_path / "fixed", seed=4, batch_of_one=True))
+    images = _images()
+    np.testing.assert_allclose(
+        fixed.embed_images(images).embeddings, dynamic.embed_images(images).embeddings, atol=1e-6
+    )
+    np.testing.assert_allclose(fixed.embed_texts(TEXTS), dynamic.embed_texts(TEXTS), atol=1e-6)
+
+
 def test_other_clip_shapes_load_without_new_code(tmp_path: Path) -> None:
     """ViT-L/14-336's shape family (patch 14, a 24x24 grid scaled down here),
     erf GELU instead of QuickGELU, other widths, head counts and a shorter context."""

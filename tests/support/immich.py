@@ -15,7 +15,10 @@ from handspring.models.clip import ClipConfig
 from tests.support.checkpoints import TINY, open_clip_model_cfg, write_open_clip
 
 
-def write_immich(folder: Path, cfg: ClipConfig = TINY, seed: int = 0) -> Path:
+def write_immich(
+    folder: Path, cfg: ClipConfig = TINY, seed: int = 0, batch_of_one: bool = False
+) -> Path:
+    """`batch_of_one`: graphs fixed at one item per run, as Immich's newer exports are."""
     import open_clip
     import torch
     from safetensors.torch import load_file
@@ -46,7 +49,9 @@ def write_immich(folder: Path, cfg: ClipConfig = TINY, seed: int = 0) -> Path:
             str(folder / "visual" / "model.onnx"),
             input_names=["image"],
             output_names=["embedding"],
-            dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}},
+            dynamic_axes=None
+            if batch_of_one
+            else {"image": {0: "batch"}, "embedding": {0: "batch"}},
             dynamo=False,
         )
         torch.onnx.export(
@@ -55,7 +60,9 @@ def write_immich(folder: Path, cfg: ClipConfig = TINY, seed: int = 0) -> Path:
             str(folder / "textual" / "model.onnx"),
             input_names=["text"],
             output_names=["embedding"],
-            dynamic_axes={"text": {0: "batch"}, "embedding": {0: "batch"}},
+            dynamic_axes=None
+            if batch_of_one
+            else {"text": {0: "batch"}, "embedding": {0: "batch"}},
             dynamo=False,
         )
     (folder / "config.json").write_text(json.dumps(model_cfg))

@@ -141,4 +141,6 @@ class ClipTextTower(TextTower):
         graph_input = self.session.get_inputs()[0]
         ids = pad_rows([t.ids for t in batch], self.max_tokens, self.tokenizer.pad_id)
         dtype = np.int32 if "int32" in graph_input.type else np.int64
-        return self.session.run(None, {graph_input.name: ids.astype(dtype)})[0]
+        if graph_input.shape[0] == 1:  # newer Immich exports take one text per run
+            self.run_rows = 1
+        return self.run_chunked({graph_input.name: ids.astype(dtype)})
