@@ -207,6 +207,22 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
         "sentence-transformers", 768, 0, "50+ languages (XLM-R)", licence=APACHE,
         download_mb=1112,
     ),
+    # M-CLIP (multilingual_clip, MIT): sizes from the parameter counts.
+    KnownModel(
+        "mclip-xlm-roberta-large-vit-b-32", "M-CLIP/XLM-Roberta-Large-Vit-B-32", "mclip",
+        "mclip", 512, 0, "text in 100 languages into OpenAI CLIP ViT-B/32's image space",
+        licence=MIT, download_mb=2260, pairs_with="openai/clip-vit-base-patch32",
+    ),
+    KnownModel(
+        "mclip-xlm-roberta-large-vit-l-14", "M-CLIP/XLM-Roberta-Large-Vit-L-14", "mclip",
+        "mclip", 768, 0, "text in 100 languages into OpenAI CLIP ViT-L/14's image space",
+        licence=MIT, download_mb=2260, pairs_with="openai/clip-vit-large-patch14",
+    ),
+    KnownModel(
+        "mclip-labse-vit-l-14", "M-CLIP/LABSE-Vit-L-14", "mclip", "mclip", 768, 0,
+        "text in 109 languages into OpenAI CLIP ViT-L/14's image space (LaBSE)",
+        licence=MIT, download_mb=1900, pairs_with="openai/clip-vit-large-patch14",
+    ),
     KnownModel(
         "st-clip-vit-b-32-multilingual", "sentence-transformers/clip-ViT-B-32-multilingual-v1",
         "sentence", "sentence-transformers", 512, 0,
@@ -282,6 +298,18 @@ FAMILIES: dict[str, Family] = {
         own_layout=True,
         detector="handspring.weights.siglip_files:is_siglip_folder",
         layout_patterns=("config.json", "open_clip_config.json"),
+    ),
+    # Multilingual text into a CLIP model's image space (M-CLIP: an encoder, a mean, a Linear).
+    "mclip": Family(
+        "mclip",
+        "M-CLIP text model",
+        ("text",),
+        ("text",),
+        "handspring.loaders.mclip:load_mclip",
+        "handspring.weights.mclip_files:fetch_mclip",
+        own_layout=True,
+        detector="handspring.weights.mclip_files:is_mclip_folder",
+        layout_patterns=("config.json",),
     ),
 }
 

@@ -35,10 +35,30 @@ def _siglip(tokenizer: str) -> Callable[[Path], tuple[Path, Path | None]]:
     return write
 
 
+def _naflex(folder: Path) -> tuple[Path, Path | None]:
+    from tests.support.siglip2_checkpoints import write_siglip2
+
+    return write_siglip2(folder), None
+
+
+def _clip_with_mclip_queries(folder: Path) -> tuple[Path, Path | None]:
+    """A CLIP image model, and M-CLIP text into its space (of the same width)."""
+    import dataclasses
+
+    from tests.support.checkpoints import TINY, write_hf_clip
+    from tests.support.mclip_checkpoints import IMAGE_DIM, write_mclip
+
+    pytest.importorskip("multilingual_clip")
+    clip = write_hf_clip(folder / "clip", dataclasses.replace(TINY, projection_dim=IMAGE_DIM))
+    return clip, write_mclip(folder / "mclip", seed=5).folder
+
+
 # name -> writer of (image model folder, paired text model folder or None: its own tower)
 FAMILIES: dict[str, Callable[[Path], tuple[Path, Path | None]]] = {
     "siglip": _siglip("spiece"),
     "siglip2": _siglip("gemma"),
+    "siglip2-naflex": _naflex,
+    "clip+mclip": _clip_with_mclip_queries,
 }
 
 

@@ -30,10 +30,17 @@ def _siglip(tokenizer: str) -> Callable[[Path], Path]:
     return write
 
 
+def _naflex(folder: Path) -> Path:
+    from tests.support.siglip2_checkpoints import write_siglip2
+
+    return write_siglip2(folder)
+
+
 # served name -> writer of the model folder
 FAMILIES: dict[str, Callable[[Path], Path]] = {
     "siglip": _siglip("spiece"),
     "siglip2": _siglip("gemma"),
+    "siglip2-naflex": _naflex,
 }
 
 

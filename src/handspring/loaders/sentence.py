@@ -78,7 +78,7 @@ def load_sentence(
 
     compiled = built_session(weight_files, graph_options, build, options.threads, options.spinning)
     dim = spec.dense[-1].out_features if spec.dense else cfg.hidden_size * len(spec.pooling.modes)
-    tokenizer = _tokenizer(encoder_folder, spec, cfg)
+    tokenizer = encoder_tokenizer(encoder_folder, spec, cfg)
     tower = SentenceTextTower(compiled, dim, spec, cfg, tokenizer)
     return Model(name, dim, {"text": tower}, family="sentence")
 
@@ -92,7 +92,9 @@ def _key_prefix(tensors: TensorSource, cfg: EncoderConfig, source: str) -> str:
     )
 
 
-def _tokenizer(folder: Path, spec: SentenceModel, cfg: EncoderConfig) -> Tokenizer:
+def encoder_tokenizer(folder: Path, spec: SentenceModel, cfg: EncoderConfig) -> Tokenizer:
+    """`folder`'s tokenizer.json as it is, cut at `spec.max_seq_length` (and at what the
+    encoder's position table holds), padded to the longest text of a batch."""
     path = folder / "tokenizer.json"
     if not path.is_file():
         raise TokenizerError(f"{folder}: no tokenizer.json")
