@@ -217,6 +217,48 @@ def siglip_reference(folder: Path, tower: str) -> Runner:
     return run_texts
 
 
+def siglip2_naflex_reference(folder: Path, tower: str) -> Runner:
+    """transformers' Siglip2VisionModel with its PIL processor (aspect kept, up to 256
+    patches), and Siglip2TextModel with the Gemma tokenizer padded to 64."""
+    import transformers
+    from transformers.models.siglip2.image_processing_pil_siglip2 import (
+        Siglip2ImageProcessorPil,
+    )
+
+    if tower == "image":
+        vision = transformers.Siglip2VisionModel.from_pretrained(folder).eval()
+        processor = Siglip2ImageProcessorPil.from_pretrained(folder)
+        return lambda jpegs: vision(**processor(_decoded(jpegs), return_tensors="pt")).pooler_output
+    text = transformers.Siglip2TextModel.from_pretrained(folder).eval()
+    tokenizer = transformers.Siglip2Tokenizer.from_pretrained(folder)
+
+    def run_texts(texts: Items) -> Any:
+        ids = tokenizer(
+            texts, padding="max_length", max_length=64, truncation=True, return_tensors="pt"
+        )["input_ids"]
+        return text(input_ids=ids).pooler_output
+
+    return run_texts
+
+
+def mclip_reference(folder: Path, tower: str) -> Runner:
+    """multilingual_clip's MultilingualCLIP.forward with its tokenizer call, as its README
+    runs it (the base encoder read from the folder's own copy: no hub)."""
+    import transformers
+    from multilingual_clip.Config_MCLIP import MCLIPConfig
+    from multilingual_clip.pt_multilingual_clip import MultilingualCLIP
+    from safetensors.torch import load_file
+
+    config = MCLIPConfig.from_pretrained(folder)
+    config.modelBase = str(folder / "reference-base")
+    model = MultilingualCLIP(config).eval()
+    state = load_file(folder / "model.safetensors")
+    state.pop("transformer.embeddings.position_ids", None)
+    model.load_state_dict(state)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    return lambda texts: model.forward(list(texts), tokenizer)
+
+
 # --------------------------------------------------------- checkpoint writers
 
 
@@ -237,6 +279,32 @@ def write_siglip2_base(folder: Path, seed: int) -> None:
 
     # google/siglip2-base-patch16-224: SigLIP's base towers with Gemma's 256k-token table.
     write_siglip(folder, "gemma", BASE_VISION, {"vocab_size": 256_000}, seed=seed)
+
+
+def write_siglip2_naflex_base(folder: Path, seed: int) -> None:
+    from tests.support.siglip2_checkpoints import BASE_MAX_PATCHES, write_siglip2
+
+    # google/siglip2-base-patch16-naflex: base towers, 256k Gemma table, 256 patches.
+    write_siglip2(folder, {}, {"vocab_size": 256_000}, BASE_MAX_PATCHES, seed=seed)
+
+
+def write_mclip_xlmr_large(folder: Path, seed: int) -> None:
+    """M-CLIP/XLM-Roberta-Large-Vit-B-32's architecture (the tokenizer's small vocabulary:
+    the 250k table would only add memory to both sides), with a copy of the base encoder
+    for the reference to load."""
+    import transformers
+
+    from handspring.weights.mclip_files import BASE_CONFIGS
+    from tests.support.mclip_checkpoints import write_mclip
+
+    sizes = {
+        k: v for k, v in BASE_CONFIGS["xlm-roberta-large"].items()
+        if k not in ("vocab_size", "model_type")
+    }  # fmt: skip
+    write_mclip(folder, "xlm-roberta", "safetensors", seed, sizes, image_dim=512)
+    fields = json.loads((folder / "config.json").read_text())
+    base = transformers.XLMRobertaModel(transformers.XLMRobertaConfig.from_dict(fields))
+    base.save_pretrained(folder / "reference-base")
 
 
 # ------------------------------------------------------------- Handspring side
@@ -312,8 +380,20 @@ FAMILIES: list[FamilySpec] = [
         reference=siglip_reference,
         towers={"image": PHOTOS, "text": PROMPTS},
     ),
-    # Extension point: SigLIP 2 NaFlex and M-CLIP go here, one FamilySpec each (a writer
-    # in tests/support, a reference function above; M-CLIP: towers={"text": ...} alone).
+    FamilySpec(
+        name="siglip2-naflex",
+        title="SigLIP 2 base/16 NaFlex (256 patches)",
+        write=write_siglip2_naflex_base,
+        reference=siglip2_naflex_reference,
+        towers={"image": PHOTOS, "text": PROMPTS},
+    ),
+    FamilySpec(
+        name="mclip",
+        title="M-CLIP XLM-R large",
+        write=write_mclip_xlmr_large,
+        reference=mclip_reference,
+        towers={"text": PROMPTS},
+    ),
 ]
 FAMILY_BY_NAME = {spec.name: spec for spec in FAMILIES}
 

@@ -59,6 +59,11 @@ def locate(model: str | Path) -> Located:
 
 
 def detect_family(root: Path) -> Family:
+    # Families with a detector first: a CrossEncoder or SparseEncoder folder has a
+    # modules.json too, which the sentence layout below would claim.
+    for family in FAMILIES.values():
+        if family.own_layout and family.function("detector")(root):
+            return family
     modules_path = root / "modules.json"
     if modules_path.is_file():
         modules = read_json(modules_path)
@@ -67,9 +72,6 @@ def detect_family(root: Path) -> Family:
         if any(str(m.get("type", "")).endswith("CLIPModel") for m in modules):
             return FAMILIES["clip"]
         return FAMILIES["sentence"]
-    for family in FAMILIES.values():
-        if family.own_layout and family.function("detector")(root):
-            return family
     return FAMILIES["clip"]  # the CLIP layouts name what is wrong when it is none of them
 
 

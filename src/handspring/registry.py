@@ -311,6 +311,30 @@ FAMILIES: dict[str, Family] = {
         detector="handspring.weights.mclip_files:is_mclip_folder",
         layout_patterns=("config.json",),
     ),
+    # Rerankers and text classifiers: a text or a (text, text) pair -> label scores.
+    "cross-encoder": Family(
+        "cross-encoder",
+        "cross-encoder (reranker or text classifier)",
+        ("text-pair",),
+        ("text-pair",),
+        "handspring.loaders.cross_encoder:load_cross_encoder",
+        "handspring.weights.encoder_tasks:fetch_cross_encoder",
+        own_layout=True,
+        detector="handspring.weights.encoder_tasks:is_cross_encoder_folder",
+        layout_patterns=("config.json", "modules.json"),
+    ),
+    # SPLADE: a text -> sparse term weights over the vocabulary.
+    "splade": Family(
+        "splade",
+        "SPLADE sparse model",
+        ("sparse",),
+        ("sparse",),
+        "handspring.loaders.splade:load_splade",
+        "handspring.weights.encoder_tasks:fetch_splade",
+        own_layout=True,
+        detector="handspring.weights.encoder_tasks:is_splade_folder",
+        layout_patterns=("config.json", "modules.json", "*/config.json"),
+    ),
 }
 
 DEFAULT_CLIP = "clip-vit-b-32"

@@ -82,7 +82,14 @@ def _body_property(spec: dict[str, Any], path: str, name: str) -> dict[str, Any]
 # Weaviate's containers answer it with an empty list; Handspring's own routes refuse one.
 EMPTY_LISTS = [
     ("/v1/embeddings", {"input": [], "model": "minilm"}, "input", 422),
-    ("/embed", {"inputs": []}, "inputs", 422),
+    ("/embed", {"inputs": []}, "inputs", 400),  # TEI: 400, error_type "Empty"
+    ("/embed_all", {"inputs": []}, "inputs", 400),
+    ("/embed_sparse", {"inputs": []}, "inputs", 400),
+    ("/rerank", {"query": "q", "texts": []}, "texts", 400),
+    ("/predict", {"inputs": []}, "inputs", 400),
+    ("/tokenize", {"inputs": []}, "inputs", 400),
+    ("/decode", {"ids": []}, "ids", 400),
+    ("/v1/rerank", {"query": "q", "documents": []}, "documents", 422),  # infinity
     ("/api/embed/texts", {"texts": []}, "texts", 422),
     ("/api/embed/images", {"images": []}, "images", 422),
     ("/api/embed/audio", {"audio": []}, "audio", 422),

@@ -112,9 +112,12 @@ def write_mclip(
     base: str = "xlm-roberta",
     weights: str = "pickle",
     seed: int = 0,
+    sizes: dict[str, Any] | None = None,
+    image_dim: int = IMAGE_DIM,
 ) -> MclipCheckpoint:
     """An M-CLIP folder: config.json, the weights ("pickle", "safetensors" or "both") and
-    the base's tokenizer files. `base` is "xlm-roberta" or "bert" (LaBSE's family)."""
+    the base's tokenizer files. `base` is "xlm-roberta" or "bert" (LaBSE's family); `sizes`
+    override the tiny encoder's (the bench writes XLM-R large's)."""
     import torch
     from multilingual_clip.Config_MCLIP import MCLIPConfig
     from multilingual_clip.pt_multilingual_clip import MultilingualCLIP
@@ -129,16 +132,17 @@ def write_mclip(
     folder.mkdir(parents=True)
     if base == "xlm-roberta":
         fields = TINY_XLM_ROBERTA | {"vocab_size": write_xlm_roberta_tokenizer(folder)}
+        fields |= sizes or {}
         base_config, base_model, model_base = XLMRobertaConfig, XLMRobertaModel, "xlm-roberta-large"
     else:
         write_minilm_tokenizer(folder)
-        fields = dict(TINY_BERT)
+        fields = dict(TINY_BERT) | (sizes or {})
         base_config, base_model, model_base = BertConfig, BertModel, "sentence-transformers/LaBSE"
     base_folder = folder.parent / f"{folder.name}-base"
     torch.manual_seed(seed)
     base_model(base_config(**fields)).save_pretrained(base_folder)
     size = fields["hidden_size"]
-    model = MultilingualCLIP(MCLIPConfig(str(base_folder), size, IMAGE_DIM)).eval()
+    model = MultilingualCLIP(MCLIPConfig(str(base_folder), size, image_dim)).eval()
     shutil.rmtree(base_folder)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -159,7 +163,7 @@ def write_mclip(
 
         save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     # The reference's config class writes config.json, naming the real base.
-    MCLIPConfig(model_base, size, IMAGE_DIM, **fields).save_pretrained(folder)
+    MCLIPConfig(model_base, size, image_dim, **fields).save_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     return MclipCheckpoint(folder, model, tokenizer, state)
 

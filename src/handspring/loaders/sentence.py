@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 from tokenizers import Tokenizer
 
 from handspring.embedder import Model
-from handspring.errors import CheckpointError, TokenizerError
+from handspring.errors import CheckpointError
 from handspring.loaders.options import LoadOptions, tower_precision
 from handspring.models.bert import EncoderConfig, encoder_weight_shapes, is_ignored_key
 from handspring.models.sentence_head import build_sentence_graph
 from handspring.runtime.session import built_session
+from handspring.towers.encoder_text import hf_encoder_tokenizer
 from handspring.towers.sentence_text import SentenceTextTower
 from handspring.weights.checkpoint import check_weights, weight_paths
 from handspring.weights.json_files import read_json
@@ -68,12 +69,14 @@ def load_sentence(
         "pooling": asdict(spec.pooling),
         "dense": [(d.in_features, d.out_features, d.bias, d.activation) for d in spec.dense],
         "precision": precision.tag,
+        # The last hidden state as a second output (TEI's /embed_all).
+        "outputs": ("embedding", "token_embeddings"),
     }
     weight_files = paths + [f.path for d in dense_sources for f in d.files]
 
     def build() -> onnx.ModelProto:
         return build_sentence_graph(
-            cfg, tensors, precision, spec.pooling, spec.dense, dense_sources, prefix
+            cfg, tensors, precision, spec.pooling, spec.dense, dense_sources, prefix, True
         )
 
     compiled = built_session(weight_files, graph_options, build, options.threads, options.spinning)
@@ -95,18 +98,4 @@ def _key_prefix(tensors: TensorSource, cfg: EncoderConfig, source: str) -> str:
 def encoder_tokenizer(folder: Path, spec: SentenceModel, cfg: EncoderConfig) -> Tokenizer:
     """`folder`'s tokenizer.json as it is, cut at `spec.max_seq_length` (and at what the
     encoder's position table holds), padded to the longest text of a batch."""
-    path = folder / "tokenizer.json"
-    if not path.is_file():
-        raise TokenizerError(f"{folder}: no tokenizer.json")
-    tokenizer = Tokenizer.from_file(str(path))
-    # RoBERTa positions start after padding_idx, so two positions are not usable.
-    usable = cfg.max_position_embeddings - (
-        cfg.position_padding_idx + 1 if cfg.roberta_positions else 0
-    )
-    tokenizer.enable_truncation(max_length=min(spec.max_seq_length or usable, usable))
-    padding = tokenizer.padding or {}
-    pad_id = padding.get("pad_id", cfg.pad_token_id)
-    pad_token = padding.get("pad_token") or tokenizer.id_to_token(pad_id) or "[PAD]"
-    tokenizer.no_padding()
-    tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)  # to the longest in the batch
-    return tokenizer
+    return hf_encoder_tokenizer(folder, cfg, spec.max_seq_length)

@@ -15,7 +15,7 @@ import numpy as np
 
 from handspring.graph.builder import FLOAT, INT64, Graph
 from handspring.graph.layers import Precision, linear
-from handspring.models.bert import INPUT_NAMES, EncoderConfig, encoder_tokens
+from handspring.models.bert import INPUT_NAMES, OUTPUT_NAME, EncoderConfig, encoder_tokens
 from handspring.weights.sentence_transformers import DenseLayer, Pooling
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ def dense_layers(
 
 
 POOLING_MASK = "pooling_mask"
+EMBEDDING_OUTPUT = "embedding"
 
 
 def build_sentence_graph(
@@ -100,9 +101,12 @@ def build_sentence_graph(
     layers: tuple[DenseLayer, ...] = (),
     dense_weights: list[Mapping[str, np.ndarray]] | None = None,
     prefix: str = "",
+    token_output: bool = False,
 ) -> onnx.ModelProto:
     """Encoder, pooling and Dense layers in one graph; output `embedding` [B, P]
-    (not normalised: the Normalize module and Matryoshka cuts run in numpy)."""
+    (not normalised: the Normalize module and Matryoshka cuts run in numpy). With
+    `token_output`, also the last hidden state, `token_embeddings` [B, T, D]: a graph
+    output costs nothing when a run does not ask for it."""
     g = Graph(f"sentence_{cfg.model_type.replace('-', '_')}")
     tokens = encoder_tokens(g, cfg, w, precision, prefix)  # [B, T, D]
     # Without include_prompt, pooling skips the prompt's tokens, which the
@@ -114,5 +118,7 @@ def build_sentence_graph(
     )
     x = pool(g, tokens, pool_mask, pooling)  # [B, D * modes]
     x = dense_layers(g, x, layers, dense_weights or [])  # [B, P]
-    g.output(x, "embedding", FLOAT, ["batch", None])
+    g.output(x, EMBEDDING_OUTPUT, FLOAT, ["batch", None])
+    if token_output:
+        g.output(tokens, OUTPUT_NAME, FLOAT, ["batch", "tokens", cfg.hidden_size])
     return g.to_model(f"{cfg.model_type} sentence embedding")

@@ -15,12 +15,29 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
 from handspring import __version__
+from handspring.server.admission import AdmissionController, AdmissionGate, floor_for
 from handspring.server.config import ServerConfig
-from handspring.server.errors import RequestError, error_response
+from handspring.server.errors import (
+    RequestError,
+    error_response,
+    validation_problem,
+    validation_status,
+)
 from handspring.server.metrics import Metrics
 from handspring.server.middleware import Observed, RequestGate
 from handspring.server.model_pool import ModelPool
-from handspring.server.routes import immich, native, openai, photo_search, tei, weaviate
+from handspring.server.routes import (
+    immich,
+    infinity,
+    native,
+    openai,
+    photo_search,
+    predict,
+    tei,
+    tei_scores,
+    tei_tokens,
+    weaviate,
+)
 from handspring.server.service import EmbeddingService
 from handspring.server.shutdown import Draining, RefusedWhileDraining
 from handspring.server.state import ServerState
@@ -66,7 +83,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.handspring = state
-    for module in (openai, weaviate, tei, photo_search, native, immich):
+    # routes.predict holds `POST /predict` for both TEI (JSON) and Immich (multipart).
+    routers = (openai, weaviate, tei, tei_scores, tei_tokens, predict, infinity, photo_search)
+    for module in (*routers, native, immich):
         app.include_router(module.router)
 
     @app.get("/metrics", tags=["Operations"], include_in_schema=False)
@@ -79,13 +98,9 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> Response:
-        problems = []
-        for error in exc.errors()[:5]:
-            where = ".".join(str(p) for p in error["loc"] if p != "body") or "body"
-            problems.append(f"{where}: {error['msg']}")
-        first = exc.errors()[0]["loc"] if exc.errors() else ()
-        param = str(first[1]) if len(first) > 1 else None
-        return error_response(request.url.path, 422, "; ".join(problems), param)
+        message, param = validation_problem(exc.errors())
+        status = validation_status(request.url.path, exc.errors())
+        return error_response(request.url.path, status, message, param)
 
     @app.exception_handler(HTTPException)
     async def on_http(request: Request, exc: HTTPException) -> Response:
@@ -109,7 +124,15 @@ def create_app(config: ServerConfig) -> FastAPI:
 
 def _wrap(app: FastAPI, config: ServerConfig, metrics: Metrics, draining: Draining) -> FastAPI:
     # Each middleware added wraps the ones before it: Observed, outermost, sees everything,
-    # including what the drain and the gate refuse.
+    # including what the drain and the gate refuse. Admission is inside the gate: a client
+    # without the key gets 401 whatever the load, so it neither learns the load nor holds
+    # a place in the backlog; nor does a body declared over the limit. Inside the drain: a
+    # server shutting down says 503, not "retry soon here".
+    if config.max_queue_ms > 0:
+        controller = AdmissionController(
+            budget_s=config.max_queue_ms / 1000, floor=floor_for(config.max_batch)
+        )
+        app.add_middleware(AdmissionGate, controller=controller, metrics=metrics)
     app.add_middleware(RequestGate, api_key=config.api_key, max_body_bytes=config.max_body_bytes)
     app.add_middleware(RefusedWhileDraining, draining=draining)
     app.add_middleware(Observed, metrics=metrics)

@@ -91,7 +91,19 @@ def _key_given(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @_option("--max-batch", type=int, default=32, help="Items per engine run.")
 @_option("--max-wait-ms", type=float, default=2.0, help="How long a batch waits to fill.")
 @_option(
-    "--max-queue", type=int, default=1024, help="Items queued per model and modality before 429."
+    "--max-queue-ms",
+    type=click.FloatRange(min=0),
+    default=1000.0,
+    help="Latency budget: while the requests already admitted are expected to take over "
+    "half of it (from the measured completion rate), new ones get 429 with Retry-After at "
+    "once, before their body is read. 0: off (only --max-queue limits).",
+)
+@_option(
+    "--max-queue",
+    type=int,
+    default=1024,
+    help="Hard cap: items queued per model and modality before 429 (checked after the "
+    "body is read).",
 )
 @_option("--max-body-bytes", type=int, default=20 * 1024 * 1024)
 @_option("--max-items", type=int, default=256, help="Inputs per request.")
@@ -131,6 +143,12 @@ def _key_given(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @_option("--url-timeout", "url_timeout_s", type=float, default=10.0)
 @_option("--default-text-model", default=None, help="Model name for contracts that name none.")
 @_option("--default-image-model", default=None)
+@_option(
+    "--default-rerank-model",
+    default=None,
+    help="Cross-encoder for TEI's /rerank and /predict and /v1/rerank when none is named.",
+)
+@_option("--default-sparse-model", default=None, help="SPLADE model for TEI's /embed_sparse.")
 @_option(
     "--graceful-timeout",
     type=float,

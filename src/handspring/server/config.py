@@ -60,6 +60,9 @@ class ServerConfig:
     max_batch: int = 32
     max_wait_ms: float = 2.0
     max_queue: int = 1024  # items waiting per model and modality; beyond it, 429
+    # Latency budget: work requests are refused (429, body unread) while the admitted
+    # backlog is expected to take over half of it. 0: off. See handspring.server.admission.
+    max_queue_ms: float = 1000.0
     # Limits.
     max_body_bytes: int = 20 * 1024 * 1024
     max_items: int = 256
@@ -77,6 +80,9 @@ class ServerConfig:
     # Which model answers requests that name none (TEI, Weaviate, photo-search...).
     default_text_model: str | None = None
     default_image_model: str | None = None
+    # ... and which cross-encoder (TEI /rerank, /predict; /v1/rerank) and SPLADE model.
+    default_rerank_model: str | None = None
+    default_sparse_model: str | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -84,7 +90,14 @@ class ServerConfig:
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be unique, got {names}")
-        for default in (self.default_text_model, self.default_image_model):
+        if self.max_queue_ms < 0:
+            raise ValueError(f"--max-queue-ms must be 0 (off) or more, got {self.max_queue_ms}")
+        for default in (
+            self.default_text_model,
+            self.default_image_model,
+            self.default_rerank_model,
+            self.default_sparse_model,
+        ):
             if default is not None and default not in names:
                 raise ValueError(f"default model {default!r} is not one of {names}")
         self._check_auth()

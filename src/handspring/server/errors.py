@@ -8,10 +8,13 @@ path belongs to, so an OpenAI client sees `{"error": {...}}`, TEI `{"error",
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import Enum
+from typing import Any
 
 from starlette.responses import JSONResponse
+
+from handspring.server.body_fields import NO_INPUTS
 
 
 class Contract(Enum):
@@ -47,13 +50,24 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 _WEAVIATE_PATHS = ("/vectorize", "/meta", "/vectors", "/.well-known/")
-_TEI_PATHS = ("/embed", "/info", "/health")
+_TEI_PATHS = (
+    "/embed",
+    "/embed_all",
+    "/embed_sparse",
+    "/rerank",
+    "/similarity",
+    "/tokenize",
+    "/decode",
+    "/info",
+    "/health",
+)
+# TEI's `/predict` shares its path with Immich's: routes.predict renders its own errors.
 _PHOTO_SEARCH_PATHS = ("/v1/embed", "/_health")
 _IMMICH_PATHS = ("/", "/ping", "/predict")
 
 
 def contract_of(path: str) -> Contract:
-    if path.startswith("/v1/embeddings") or path.startswith("/v1/models"):
+    if path.startswith(("/v1/embeddings", "/v1/models", "/v1/rerank")):
         return Contract.OPENAI
     if path in _PHOTO_SEARCH_PATHS:
         return Contract.PHOTO_SEARCH
@@ -72,7 +86,15 @@ _OPENAI_TYPES = {
     429: "rate_limit_error",
     504: "timeout_error",
 }
-_TEI_TYPES = {413: "Validation", 422: "Validation", 429: "Overloaded", 503: "Unhealthy"}
+# TEI's ErrorType per status (its 424 is a model that cannot do what the route asks).
+_TEI_TYPES = {
+    400: "Empty",
+    413: "Validation",
+    422: "Validation",
+    424: "Backend",
+    429: "Overloaded",
+    503: "Unhealthy",
+}
 
 
 def error_body(contract: Contract, status: int, message: str, param: str | None) -> object:
@@ -89,6 +111,23 @@ def error_body(contract: Contract, status: int, message: str, param: str | None)
     if contract is Contract.IMMICH:  # FastAPI's HTTPException body, which Immich's is
         return {"detail": message}
     return {"error": message}
+
+
+def validation_problem(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
+    """A request body's validation errors as one message (the first five, each naming its
+    field), and the first field."""
+    problems = []
+    for error in errors[:5]:
+        where = ".".join(str(p) for p in error["loc"] if p != "body") or "body"
+        problems.append(f"{where}: {error['msg']}")
+    first = errors[0]["loc"] if errors else ()
+    return "; ".join(problems), (str(first[1]) if len(first) > 1 else None)
+
+
+def validation_status(path: str, errors: Sequence[Mapping[str, Any]]) -> int:
+    """422, but TEI answers a body whose only fault is an empty list with 400 ("Empty")."""
+    empty = errors and all(e.get("msg") == NO_INPUTS for e in errors)
+    return 400 if empty and contract_of(path) is Contract.TEI else 422
 
 
 def error_response(

@@ -44,6 +44,29 @@ class Metrics:
         self.items = Counter(
             "handspring_embedded_items", "Items embedded", ["model", "modality"], registry=r
         )
+        # Load shedding (see handspring.server.admission).
+        self.shed = Counter(
+            "handspring_shed_requests",
+            "Work requests refused with 429 before their body was read: the admitted "
+            "backlog's expected wait was over its share of the --max-queue-ms budget",
+            ["contract"],
+            registry=r,
+        )
+        self.admitted = Gauge(
+            "handspring_admitted_requests",
+            "Work requests admitted and not yet answered",
+            registry=r,
+        )
+        self.completion_rate = Gauge(
+            "handspring_completion_rate",
+            "Work requests answered per second of busy time, over the last busy seconds",
+            registry=r,
+        )
+        self.admission_wait = Gauge(
+            "handspring_admission_wait_seconds",
+            "Expected wait of the admitted backlog: requests in flight / completion rate",
+            registry=r,
+        )
         self.model_load = Gauge(
             "handspring_model_load_seconds",
             "Time the last load of a model took",

@@ -64,7 +64,8 @@ class ModelPool:
         """The model a request names, or the default for a request whose items are of all
         these modalities (Weaviate's vectorize needs one model, one space, for all of them):
         1. the configured default (images: --default-image-model, texts:
-           --default-text-model) when it embeds them;
+           --default-text-model, pairs: --default-rerank-model, sparse:
+           --default-sparse-model) when it embeds them;
         2. else, of the models that serve them by default, the one that serves the fewest
            other modalities: a CLIP model before ImageBind for images, a sentence model
            before a CLIP text tower for texts (the first listed among equals);
@@ -119,6 +120,10 @@ class ModelPool:
             configured.append(self.config.default_image_model)
         if "text" in modalities and self.config.default_text_model:
             configured.append(self.config.default_text_model)
+        if "text-pair" in modalities and self.config.default_rerank_model:
+            configured.append(self.config.default_rerank_model)
+        if "sparse" in modalities and self.config.default_sparse_model:
+            configured.append(self.config.default_sparse_model)
         return configured
 
     # ------------------------------------------------------------ loading

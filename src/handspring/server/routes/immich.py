@@ -59,7 +59,7 @@ async def ping() -> str:
     return "pong"
 
 
-@router.post("/predict")
+# Served by routes.predict, which tells Immich's forms from TEI's JSON bodies on this path.
 async def predict(
     request: Request,
     entries: Annotated[str, Form(description='e.g. {"clip": {"visual": {"modelName": ...}}}')],

@@ -1,0 +1,126 @@
+"""`POST /predict`, which two contracts share: Immich's machine-learning service (a
+multipart or urlencoded form: `entries`, `image` or `text`) and TEI's sequence
+classification (a JSON body). The content type tells them apart.
+
+Errors are rendered here in the caller's contract, since the app's handlers know the path
+only (which is Immich's). A refusal before the body is read (key, size, load) comes in
+Immich's shape on this path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from handspring.server.body_fields import NO_INPUTS
+from handspring.server.errors import (
+    Contract,
+    RequestError,
+    error_body,
+    validation_problem,
+)
+from handspring.server.routes import immich
+from handspring.server.routes.tei import TEI_RESPONSES
+from handspring.server.routes.tei_scores import predict as tei_predict
+from handspring.server.state import ServerState
+from handspring.server.tei_bodies import PredictRequest
+
+_FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")  # Immich's
+_IMMICH_FORM = {
+    "type": "object",
+    "required": ["entries"],
+    "properties": {
+        "entries": {
+            "type": "string",
+            "description": 'e.g. {"clip": {"visual": {"modelName": "ViT-B-32__openai"}}}',
+        },
+        "image": {"type": "string", "format": "binary"},
+        "text": {"type": "string"},
+    },
+}
+
+
+def _inlined(schema: Any, defs: dict[str, Any]) -> Any:
+    """`schema` with its `$defs` references replaced by what they name."""
+    if isinstance(schema, dict):
+        if "$ref" in schema:
+            return _inlined(defs[schema["$ref"].rsplit("/", 1)[1]], defs)
+        return {k: _inlined(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inlined(v, defs) for v in schema]
+    return schema
+
+
+def _request_body() -> dict[str, Any]:
+    tei = PredictRequest.model_json_schema()
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _inlined(tei, tei.get("$defs", {}))},
+            "multipart/form-data": {"schema": _IMMICH_FORM},
+        },
+    }
+
+
+router = APIRouter(tags=["TEI", "Immich ML"])
+
+
+@router.post(
+    "/predict",
+    openapi_extra={"requestBody": _request_body()},
+    responses={
+        **TEI_RESPONSES,
+        200: {
+            "description": "TEI (JSON body): labels by decreasing score, a list per input "
+            'of a batch. Immich (form): {"clip": "[...]"} and, for images, their size.'
+        },
+    },
+)
+async def predict(request: Request) -> Response:
+    if await _is_form(request):
+        return await _immich(request)
+    try:
+        body = PredictRequest.model_validate_json(await request.body())
+        return JSONResponse(await tei_predict(body, ServerState.of(request)))
+    except ValidationError as exc:
+        message, _ = validation_problem(exc.errors(include_url=False))
+        empty = all(e["msg"] == NO_INPUTS for e in exc.errors())
+        return _tei_error(400 if empty else 422, message)
+    except RequestError as exc:
+        return _tei_error(exc.status, exc.message)
+    except TimeoutError:
+        limit = ServerState.of(request).config.request_timeout_s
+        return _tei_error(504, f"the request took over {limit:g} s")
+
+
+async def _is_form(request: Request) -> bool:
+    """Immich's multipart form, or a urlencoded one; but a JSON body sent as urlencoded
+    (`curl -d '{...}'` without a content type) is TEI's."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(_FORMS[0]):
+        return True
+    return content_type.startswith(_FORMS[1]) and not (await request.body()).lstrip().startswith(
+        b"{"
+    )
+
+
+def _tei_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(error_body(Contract.TEI, status, message, None), status_code=status)
+
+
+async def _immich(request: Request) -> Response:
+    """Immich's form, read as its route's parameters would be."""
+    async with request.form() as form:  # closes the uploaded parts' spool files
+        entries, image, text = form.get("entries"), form.get("image"), form.get("text")
+        if not isinstance(entries, str):
+            raise RequestError(422, "entries: Field required", param="entries")
+        if text is not None and not isinstance(text, str):
+            raise RequestError(422, "text: expected a form field, not a file", param="text")
+        if isinstance(image, str):
+            raise RequestError(422, "image: expected a file part", param="image")
+        data = await image.read() if isinstance(image, UploadFile) else None
+    return await immich.predict(request, entries, data, text)
