@@ -90,8 +90,8 @@ def index_worker(engine: str, checkpoint: str, photos: str, db: str) -> dict:
         seconds = time.perf_counter() - start
     else:
         import handspring
-        from handspring.photos.indexer import Indexer, IndexOptions
-        from handspring.photos.store import open_store
+        from handspring.photos.indexing.indexer import Indexer, IndexOptions
+        from handspring.photos.stores.store import open_store
 
         start = time.perf_counter()
         model = handspring.load(
@@ -121,8 +121,8 @@ def index_worker(engine: str, checkpoint: str, photos: str, db: str) -> dict:
 def search_worker(count: int, queries: int, db: str) -> dict:
     import numpy as np
 
-    from handspring.photos.records import ModelInfo, PhotoRecord, SearchFilter
-    from handspring.photos.store import open_store
+    from handspring.photos.stores.records import ModelInfo, PhotoRecord, SearchFilter
+    from handspring.photos.stores.store import open_store
 
     dim, chunk = 512, 20_000
     first_day = datetime.datetime(2000, 1, 1, 12)

@@ -88,7 +88,7 @@ def run_to_the_end(command: list[str], env: dict[str, str], log: Path) -> float:
 def indexed(url: str, library: Path) -> tuple[dict[str, int], int]:
     """What the store holds under the library: path -> id (the first of any path seen
     twice), and how many rows repeat a path."""
-    from handspring.photos.store import open_store
+    from handspring.photos.stores.store import open_store
 
     store = open_store(url, read_only=True)
     try:

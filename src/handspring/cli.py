@@ -72,7 +72,7 @@ def _serve_command() -> click.Command:
 
 def _photos_group() -> click.Command:
     from handspring.photos.cli import photos
-    from handspring.photos.web_cli import serve
+    from handspring.photos.web.command import serve
 
     photos.add_command(serve)
     return photos

@@ -19,11 +19,11 @@ from PIL import Image
 
 import handspring
 from handspring.embedder import Model
-from handspring.photos.auth import AuthConfig
-from handspring.photos.indexer import Indexer, IndexOptions, IndexReport
-from handspring.photos.search import QueryModels, Searcher
-from handspring.photos.store import PhotoStore, WritableStore, open_store
-from handspring.photos.web import create_app
+from handspring.photos.indexing.indexer import Indexer, IndexOptions, IndexReport
+from handspring.photos.search.searcher import QueryModels, Searcher
+from handspring.photos.stores.store import PhotoStore, WritableStore, open_store
+from handspring.photos.web.app import create_app
+from handspring.photos.web.auth import AuthConfig
 from tests.support.checkpoints import TINY, write_sentence_transformers_clip
 from tests.support.images import photo_array
 from tests.support.live_server import running

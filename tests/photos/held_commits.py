@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from handspring.photos.cli import photos
-from handspring.photos.indexer import Indexer
+from handspring.photos.indexing.indexer import Indexer
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from handspring.photos.cli import photos
-from handspring.photos.indexer import Indexer
+from handspring.photos.indexing.indexer import Indexer
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from handspring.photos.auth import (
+from handspring.photos.web.auth import (
     AuthConfig,
     AuthError,
     AuthUnavailable,

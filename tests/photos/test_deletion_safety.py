@@ -13,9 +13,9 @@ from click.testing import CliRunner, Result
 
 from handspring.embedder import Model
 from handspring.photos.cli import EXIT_DELETIONS_HELD, EXIT_ROOT_REFUSED, photos
-from handspring.photos.deletions import DeletionPolicy
-from handspring.photos.scan import ScanOptions
-from handspring.photos.store import WritableStore
+from handspring.photos.scanning.deletions import DeletionPolicy
+from handspring.photos.scanning.scan import ScanOptions
+from handspring.photos.stores.store import WritableStore
 from tests.photos.conftest import PhotoModels, run_index
 from tests.support.photo_library import age, write_photo
 

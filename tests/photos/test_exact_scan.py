@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from handspring.photos.exact_scan import Int8Scan, quantize_rows
+from handspring.photos.search.exact_scan import Int8Scan, quantize_rows
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

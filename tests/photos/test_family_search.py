@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 import handspring
 from handspring.photos.cli import photos
-from handspring.photos.store import open_store
+from handspring.photos.stores.store import open_store
 from tests.support.photo_library import write_photo
 
 PHOTOS = 6

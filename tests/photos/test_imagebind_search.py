@@ -18,9 +18,9 @@ from click.testing import CliRunner, Result
 import handspring
 from handspring.embedder import Model
 from handspring.photos.cli import photos
-from handspring.photos.search import QueryModels, Searcher
-from handspring.photos.store import open_store
-from handspring.photos.web import create_app
+from handspring.photos.search.searcher import QueryModels, Searcher
+from handspring.photos.stores.store import open_store
+from handspring.photos.web.app import create_app
 from tests.photos.conftest import IndexedLibrary
 from tests.support.file_opens import watch_opens
 from tests.support.live_server import running

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from handspring.embedder import Model
-from handspring.photos.index_progress import ProgressBar, ProgressLines
-from handspring.photos.indexer import Indexer
-from handspring.photos.pacing import CommitPace, embed_in_growing_batches, growing
-from handspring.photos.sqlite_store import SqliteStore
+from handspring.photos.indexing.index_progress import ProgressBar, ProgressLines
+from handspring.photos.indexing.indexer import Indexer
+from handspring.photos.indexing.pacing import CommitPace, embed_in_growing_batches, growing
+from handspring.photos.stores.sqlite_store import SqliteStore
 from tests.photos.conftest import PhotoModels, index_options
 from tests.support.photo_library import age, encoded_photo, write_photo
 

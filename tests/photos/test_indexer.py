@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from handspring.embedder import Model
-from handspring.photos.indexer import Indexer
-from handspring.photos.scan import scan_roots
-from handspring.photos.store import StoreError, WritableStore, open_store
+from handspring.photos.indexing.indexer import Indexer
+from handspring.photos.scanning.scan import scan_roots
+from handspring.photos.stores.store import StoreError, WritableStore, open_store
 from tests.photos.conftest import PhotoModels, index_options, run_index
 from tests.support.photo_library import (
     Library,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from handspring.photos.store import open_store
+from handspring.photos.stores.store import open_store
 from tests.photos.conftest import PhotoModels
 from tests.photos.test_kill_resume import ROOT, _check_complete, _wait_until
 from tests.support.photo_library import age, write_photo

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from handspring.photos.store import open_store
+from handspring.photos.stores.store import open_store
 from tests.photos.conftest import PhotoModels
 from tests.support.photo_library import age, write_photo
 

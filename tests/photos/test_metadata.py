@@ -11,8 +11,13 @@ import pytest
 from PIL import ExifTags
 from PIL.TiffImagePlugin import IFDRational
 
-from handspring.photos.filename_dates import date_from_file_name
-from handspring.photos.metadata import MAX_BINARY_BYTES, enable_heif, parse_exif_date, read_metadata
+from handspring.photos.scanning.filename_dates import date_from_file_name
+from handspring.photos.scanning.metadata import (
+    MAX_BINARY_BYTES,
+    enable_heif,
+    parse_exif_date,
+    read_metadata,
+)
 from tests.support.photo_library import encoded_photo, exif_block, write_photo
 
 D = datetime.datetime

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from handspring.photos.scan import (
+from handspring.photos.scanning.scan import (
     FileChangedError,
     ScanOptions,
     ScanReport,

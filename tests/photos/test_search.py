@@ -14,9 +14,8 @@ import pytest
 import handspring
 from handspring.embedder import Model
 from handspring.errors import ImageError
-from handspring.photos.indexer import Indexer
-from handspring.photos.records import SearchFilter
-from handspring.photos.search import (
+from handspring.photos.indexing.indexer import Indexer
+from handspring.photos.search.searcher import (
     QueryError,
     QueryModels,
     QueryTerm,
@@ -24,7 +23,8 @@ from handspring.photos.search import (
     default_text_model,
     parse_query,
 )
-from handspring.photos.store import WritableStore, open_store
+from handspring.photos.stores.records import SearchFilter
+from handspring.photos.stores.store import WritableStore, open_store
 from tests.photos.conftest import IndexedLibrary, index_options
 from tests.support.checkpoints import TINY
 from tests.support.photo_library import write_photo

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handspring.photos.records import MAX_PHOTO_ID, SearchFilter, date_bounds
-from handspring.photos.store import StoreError, WritableStore, open_store
+from handspring.photos.stores.records import MAX_PHOTO_ID, SearchFilter, date_bounds
+from handspring.photos.stores.store import StoreError, WritableStore, open_store
 from tests.support.photo_records import DIM, TEST_MODEL, record, unit_vector
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from handspring.errors import ImageError
-from handspring.photos.thumbnails import (
+from handspring.photos.web.thumbnails import (
     THUMBNAIL_SIZES,
     ThumbnailCache,
     bucket_size,

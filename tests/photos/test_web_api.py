@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 
 from handspring.embedder import Model
-from handspring.photos.indexer import Indexer
-from handspring.photos.search import QueryModels, Searcher
-from handspring.photos.store import open_store
-from handspring.photos.web import create_app
+from handspring.photos.indexing.indexer import Indexer
+from handspring.photos.search.searcher import QueryModels, Searcher
+from handspring.photos.stores.store import open_store
+from handspring.photos.web.app import create_app
 from tests.photos.conftest import (
     PhotoModels,
     WebLibrary,

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from handspring.photos.web_cli import is_loopback, serve
+from handspring.photos.web.command import is_loopback, serve
 from tests.photos.conftest import WebLibrary, assert_ranked
 from tests.support.live_server import free_port
 
@@ -28,7 +28,7 @@ def served(
     port = free_port()
     logs = tmp_path_factory.mktemp("serve") / "stderr.txt"
     command = [
-        sys.executable, "-m", "handspring.photos.web_cli",
+        sys.executable, "-m", "handspring.photos.web.command",
         "--db", f"sqlite://{web_library.db}",
         "--port", str(port),
         "--text-model", str(web_library.models.text),

@@ -15,7 +15,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from handspring.photos.auth import AuthConfig
+from handspring.photos.web.auth import AuthConfig
 from tests.photos.conftest import WebLibrary, assert_ranked, serve_library
 from tests.support.browser import (
     chromium,

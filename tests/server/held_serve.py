@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from handspring.server.command import serve
-from handspring.server.model_pool import ModelPool
+from handspring.server.engine.model_pool import ModelPool
 from tests.support.gates import Run, hold_while_exists
 
 

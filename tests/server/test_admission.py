@@ -24,7 +24,10 @@ from click.testing import CliRunner
 from fastapi import FastAPI
 
 import handspring
-from handspring.server.admission import (
+from handspring.server.app import create_app
+from handspring.server.command import serve
+from handspring.server.config import ModelSpec, ServerConfig
+from handspring.server.guards.admission import (
     ADMIT_SHARE,
     MAX_RETRY_AFTER_S,
     MAX_SAMPLES,
@@ -32,9 +35,6 @@ from handspring.server.admission import (
     AdmissionGate,
     floor_for,
 )
-from handspring.server.app import create_app
-from handspring.server.command import serve
-from handspring.server.config import ModelSpec, ServerConfig
 from tests.server.images import png_b64
 from tests.server.metrics_text import metric_value
 from tests.support.gates import EngineGate, wait_until
@@ -268,7 +268,9 @@ def _admitted(url: str) -> float:
 
 
 def _app(models: tuple[ModelSpec, ...]) -> FastAPI:
-    config = ServerConfig(models=models, max_batch=FLOOR, max_queue_ms=TINY_BUDGET_MS, api_key=KEY)
+    config = ServerConfig(
+        models=models, max_batch=FLOOR, max_queue_ms=TINY_BUDGET_MS, api_keys=(KEY,)
+    )
     return create_app(config)
 
 

@@ -195,12 +195,12 @@ def test_the_pod_listens_outside_with_the_secrets_key_or_the_configs_opt_out(
     opt_out = serve_variable("allow_unauthenticated_remote")
     (key,) = [e for e in server["env"] if e["name"] == serve_variable("api_key")]
     assert key["valueFrom"]["secretKeyRef"]["optional"] is True  # so the opt-out is needed
-    assert config().host == "0.0.0.0" and config().api_key is None
+    assert config().host == "0.0.0.0" and config().api_keys == ()
     monkeypatch.setenv(key["name"], "from-the-secret")
-    assert config().api_key == "from-the-secret"
+    assert config().api_keys == ("from-the-secret",)
     # Without the ConfigMap's opt-out, only a pod with a key starts.
     monkeypatch.delenv(opt_out)
-    assert config().api_key == "from-the-secret"
+    assert config().api_keys == ("from-the-secret",)
     monkeypatch.delenv(key["name"])
     with pytest.raises(ValueError, match="reachable from other machines"):
         config()
@@ -358,10 +358,10 @@ def test_the_image_starts_only_with_a_key_or_the_opt_out(monkeypatch: pytest.Mon
         config()
     # The two ways the Dockerfile's own comment gives.
     monkeypatch.setenv(serve_variable("api_key"), "k")
-    assert config().api_key == "k"
+    assert config().api_keys == ("k",)
     monkeypatch.delenv(serve_variable("api_key"))
     monkeypatch.setenv(serve_variable("allow_unauthenticated_remote"), "1")
-    assert config().host == "0.0.0.0" and config().api_key is None
+    assert config().host == "0.0.0.0" and config().api_keys == ()
     text = DOCKERFILE.read_text()
     assert "HANDSPRING_API_KEY=" in text and "HANDSPRING_ALLOW_UNAUTHENTICATED_REMOTE=1" in text
 
@@ -399,7 +399,9 @@ def keyed_server(tiny_hf: Path, server: dict[str, Any]) -> Iterator[str]:
     """The deployment's settings on the tiny model, with an API key, as with the Secret."""
     params = serve.make_context("serve", list(server["args"][1:])).params
     config = ServerConfig(
-        models=(ModelSpec("clip", str(tiny_hf), "int8"),), preload=params["preload"], api_key="k"
+        models=(ModelSpec("clip", str(tiny_hf), "int8"),),
+        preload=params["preload"],
+        api_keys=("k",),
     )
     with running(create_app(config)) as url:
         yield url

@@ -206,3 +206,22 @@ def test_a_decompression_bomb_gives_its_size_and_the_limit(url: str) -> None:
         "input[0]: too large: 20000x10000 = 200,000,000 pixels is over the limit of "
         "50,000,000 pixels"
     )
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/api/no-such-route"), ("POST", "/v1/embeddings/extra"), ("GET", "/v2/models")],
+)
+def test_an_unknown_route_is_not_found_not_a_missing_model(
+    url: str, method: str, path: str
+) -> None:
+    response = requests.request(method, url + path, json={}, timeout=30)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_an_unknown_model_is_still_model_not_found(url: str) -> None:
+    body = {"input": ["a cat"], "model": "no-such-model"}
+    response = requests.post(url + "/v1/embeddings", json=body, timeout=30)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "model_not_found"

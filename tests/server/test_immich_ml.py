@@ -25,6 +25,7 @@ from tests.support.immich_recipe import immich_image_vector, immich_text_vector
 pytestmark = pytest.mark.reference
 
 NAME = "ViT-B-32__openai"
+NLLB_NAME = "nllb-clip-base-siglip__v1"  # the same folder, served under an NLLB name
 CACHED_NAME = "ViT-B-16__openai"  # served from the hub cache, never configured
 ATOL = 2e-6
 
@@ -52,7 +53,11 @@ def url(serve: ServerFactory, models: tuple[ModelSpec, ...], immich_folder: Path
     # Immich's repo of another name, as huggingface_hub caches it (the tests' own cache).
     _, snapshot = hub_repo(f"immich-app/{CACHED_NAME}")
     shutil.copytree(immich_folder, snapshot)
-    with serve(models=(*models, ModelSpec(NAME, str(immich_folder), "fp32"))) as base:
+    specs = (
+        ModelSpec(NAME, str(immich_folder), "fp32"),
+        ModelSpec(NLLB_NAME, str(immich_folder), "fp32"),
+    )
+    with serve(models=(*models, *specs)) as base:
         yield base
 
 
@@ -96,6 +101,21 @@ def test_text_vectors_equal_immichs_recipe(url: str, immich_folder: Path, text: 
     entries = {"clip": {"textual": {"modelName": NAME, "options": {"language": "de"}}}}
     got = _vector(_predict(url, entries, text=text))
     np.testing.assert_allclose(got, immich_text_vector(immich_folder, text), rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    ("language", "prefix"),
+    [("de", "deu_Latn"), ("pt-BR", "por_Latn"), ("ja", "jpn_Hira"), ("de-AT", "deu_Latn"),
+     ("xx", "eng_Latn"), (None, "")],
+)  # fmt: skip
+def test_nllb_queries_carry_the_flores_code_of_their_language(
+    url: str, immich_folder: Path, language: str | None, prefix: str
+) -> None:
+    options = {"language": language} if language else {}
+    entries = {"clip": {"textual": {"modelName": NLLB_NAME, "options": options}}}
+    got = _vector(_predict(url, entries, text="  ein   Hund "))
+    expected = immich_text_vector(immich_folder, prefix + "ein Hund")  # cleaned, then prefixed
+    np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)
 
 
 def test_a_model_in_the_hub_cache_is_served_by_its_immich_name(

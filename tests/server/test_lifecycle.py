@@ -85,9 +85,9 @@ def test_configuration_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
         ModelSpec("a", "all-minilm-l6-v2", "int8"),
         ModelSpec("b", "/srv/models/clip", "fp32"),
     )
-    assert (config.port, config.api_key, config.preload, config.truncate) == (
+    assert (config.port, config.api_keys, config.preload, config.truncate) == (
         9123,
-        "k",
+        ("k",),
         True,
         False,
     )
@@ -119,6 +119,9 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--host", "::"], {}, "--allow-unauthenticated-remote"),
         (["--host", "192.168.1.20"], {}, "give --api-key (or HANDSPRING_API_KEY)"),
         (["--api-key", " k"], {}, "spaces around it"),
+        (["--api-key", "a,,b"], {}, "holds an empty key"),
+        ([], {"HANDSPRING_API_KEY": "a, b"}, "spaces around it"),
+        (["--api-key-file", "/no/such/keys"], {}, "/no/such/keys"),
     ],
 )
 def test_no_key_is_never_silent(
@@ -148,12 +151,30 @@ def test_keys_and_hosts_that_start(
     _clean_environment(monkeypatch)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert config_from_options(serve.make_context("serve", args).params).api_key == key
+    config = config_from_options(serve.make_context("serve", args).params)
+    assert config.api_keys == ((key,) if key else ())
+
+
+def test_several_keys_from_flags_the_environment_and_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _clean_environment(monkeypatch)
+    keys = tmp_path / "keys"
+    keys.write_text("# rotated monthly\nfile-1\n\n  file-2  \n")
+    args = ["--api-key", "a", "--api-key", "b,c", "--api-key-file", str(keys)]
+    config = config_from_options(serve.make_context("serve", args).params)
+    assert config.api_keys == ("a", "b", "c", "file-1", "file-2")
+    monkeypatch.setenv("HANDSPRING_API_KEY", "x,y")
+    config = config_from_options(serve.make_context("serve", []).params)
+    assert config.api_keys == ("x", "y")
+    keys.write_text("# nothing but a comment\n")
+    result = CliRunner().invoke(serve, ["--api-key-file", str(keys)])
+    assert result.exit_code == 2 and "holds no key" in result.output
 
 
 def test_a_config_built_in_code_keeps_the_same_rules(models: tuple[ModelSpec, ...]) -> None:
     with pytest.raises(ValueError, match="empty"):
-        ServerConfig(models=models, api_key="")
+        ServerConfig(models=models, api_keys=("",))
     with pytest.raises(ValueError, match="reachable from other machines"):
         ServerConfig(models=models, host="0.0.0.0")
     assert ServerConfig(models=models, host="0.0.0.0", allow_unauthenticated_remote=True)

@@ -184,7 +184,7 @@ def test_enabled_urls_never_reach_loopback(serve: ServerFactory) -> None:
 
 
 def test_api_key(serve: ServerFactory) -> None:
-    with serve(api_key="s3cret") as url:
+    with serve(api_keys=("s3cret",)) as url:
         missing = _post(url, "/v1/embeddings", json={"input": "a", "model": "minilm"})
         assert missing.status_code == 401
         assert missing.json()["error"]["type"] == "authentication_error"
@@ -197,3 +197,27 @@ def test_api_key(serve: ServerFactory) -> None:
         assert good.status_code == 200
         for path in ("/.well-known/live", "/.well-known/ready", "/health", "/_health", "/metrics"):
             assert requests.get(url + path, timeout=10).status_code in (200, 204), path
+
+
+def test_several_keys_and_each_contracts_401(serve: ServerFactory) -> None:
+    with serve(api_keys=("first-key", "second-key")) as url:
+        for key in ("first-key", "second-key"):
+            good = _post(
+                url, "/embed", json={"inputs": "a"}, headers={"Authorization": f"Bearer {key}"}
+            )
+            assert good.status_code == 200, key
+        wrong = {"Authorization": "Bearer first-key-not"}
+        answers = {
+            "/v1/embeddings": _post(url, "/v1/embeddings", json={"input": "a"}, headers=wrong),
+            "/embed": _post(url, "/embed", json={"inputs": "a"}, headers=wrong),
+            "/vectorize": _post(url, "/vectorize", json={"texts": ["a"]}, headers=wrong),
+            "/vectors": _post(url, "/vectors", json={"text": "a"}, headers=wrong),
+            "/v1/embed": _post(url, "/v1/embed", data={"query": "a"}, headers=wrong),
+        }
+        assert {path: r.status_code for path, r in answers.items()} == dict.fromkeys(answers, 401)
+        assert answers["/v1/embeddings"].json()["error"]["type"] == "authentication_error"
+        assert answers["/embed"].json()["error_type"] == "Unauthorized"
+        # Weaviate's containers answer exactly this, and its auth suite checks it.
+        assert answers["/vectorize"].json() == {"error": "Unauthorized"}
+        assert answers["/vectors"].json() == {"error": "Unauthorized"}
+        assert "API key" in answers["/v1/embed"].json()["message"]

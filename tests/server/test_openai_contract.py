@@ -120,3 +120,34 @@ def test_models_are_listed_and_found_by_alias(client: openai.OpenAI) -> None:
     assert [m.id for m in client.models.list().data] == ["clip", "minilm"]
     response = client.embeddings.create(input="x", model="sentence-transformers/all-MiniLM-L6-v2")
     assert response.model == "minilm"
+
+
+# ------------------------------------------------------- files sent without a modality
+
+
+def test_image_data_urls_without_a_modality_are_images(url: str, clip: Model) -> None:
+    urls = ["data:image/png;base64," + png_b64(s) for s in (1, 2)]
+    response = requests.post(url + "/v1/embeddings", json={"input": urls}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == "clip"
+    got = np.float32([row["embedding"] for row in response.json()["data"]])
+    expected = clip.embed_images([base64.b64decode(png_b64(s)) for s in (1, 2)]).embeddings
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "said"),
+    [
+        (["a cat", "data:image/png;base64," + png_b64(1)], "[1] is a image/png data URL"),
+        (["a cat", png_b64(1)], "[1] is the base64 of a PNG image"),
+        ([png_b64(3, size=(200, 200), fmt="JPEG")], "[0] is the base64 of a JPEG image"),
+    ],
+)
+def test_a_file_sent_as_text_is_refused_by_name(url: str, inputs: list[str], said: str) -> None:
+    """Never embedded as words: refused, naming what it is and how to send it, whatever its
+    length (a long one is not reported as an over-long text)."""
+    for path, field in (("/v1/embeddings", "input"), ("/embed", "inputs")):
+        response = requests.post(url + path, json={field: inputs}, timeout=30)
+        assert response.status_code == 422, (path, response.text)
+        message = response.text
+        assert field + said in message and '\\"modality\\": \\"image\\"' in message, message

@@ -19,7 +19,7 @@ import requests
 
 from handspring.server.app import create_app
 from handspring.server.config import ModelSpec, ServerConfig
-from handspring.server.shutdown import RETRY_AFTER_S
+from handspring.server.guards.shutdown import RETRY_AFTER_S
 from tests.server.metrics_text import metric_value
 from tests.support.gates import wait_until
 from tests.support.live_server import free_port, running

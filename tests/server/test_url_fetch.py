@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from handspring.server.url_fetch import AddressPolicy, FetchLimits, UrlFetcher, UrlFetchError
+from handspring.server.inputs.url_fetch import AddressPolicy, FetchLimits, UrlFetcher, UrlFetchError
 from tests.server.http_fixtures import IMAGE, LoopbackServer, make_certificates, serve
 
 ALLOW_TEST_HOST = AddressPolicy(extra_allowed=("127.0.0.2/32",))

@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from handspring.server.model_pool import ModelPool
+from handspring.server.engine.model_pool import ModelPool
 
 # A bound on how long a state may take to be reached: only a broken server gets near it.
 STATE_DEADLINE_S = 120.0

@@ -26,8 +26,8 @@ import pytest
 from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
 
-from handspring.photos.filename_dates import date_from_file_name
-from handspring.photos.scan import ScannedFile, ScanReport
+from handspring.photos.scanning.filename_dates import date_from_file_name
+from handspring.photos.scanning.scan import ScannedFile, ScanReport
 from tests.support.images import photo_array
 
 EXIF_DATE = "%Y:%m:%d %H:%M:%S"
@@ -223,7 +223,7 @@ def scan_unprivileged(roots: list[str]) -> ScanReport:
     whatever its mode). Skips the test when it cannot drop privileges."""
     code = (
         "import json, sys; from dataclasses import asdict;"
-        "from handspring.photos.scan import scan_roots;"
+        "from handspring.photos.scanning.scan import scan_roots;"
         "print(json.dumps(asdict(scan_roots(sys.argv[1:]))))"
     )
     command = [sys.executable, "-c", code, *roots]

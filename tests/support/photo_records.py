@@ -6,7 +6,7 @@ import datetime
 
 import numpy as np
 
-from handspring.photos.records import ModelInfo, PhotoRecord
+from handspring.photos.stores.records import ModelInfo, PhotoRecord
 
 DIM = 16
 TEST_MODEL = ModelInfo("tiny-test-model", DIM, "fp32")

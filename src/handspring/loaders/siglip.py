@@ -91,16 +91,7 @@ def load_siglip(name: str, root: Path, modalities: Sequence[str], options: LoadO
         tokenizer = tokenizer_future.result() if tokenizer_future else None
     log_ready(name, compiled)
     towers = {m: _tower(m, compiled[m], checkpoint, tokenizer, options) for m in modalities}
-    scale, bias = _zero_shot(tensors)
-    return Model(
-        name,
-        config.dim,
-        towers,
-        family="siglip",
-        logit_scales={"image": scale} if scale is not None else {},
-        logit_biases={"image": bias} if bias is not None else {},
-        zero_shot="sigmoid",
-    )
+    return sigmoid_scored_model(name, config.dim, towers, tensors)
 
 
 def read_checkpoint(root: Path) -> SiglipCheckpoint:
@@ -249,11 +240,22 @@ def _tower(
     return SiglipTextTower(compiled, dim, tokenizer)
 
 
-def _zero_shot(tensors: Mapping[str, np.ndarray]) -> tuple[float | None, float | None]:
-    """exp(logit_scale) and logit_bias, as SiglipModel applies them to cosines."""
+def sigmoid_scored_model(
+    name: str, dim: int, towers: dict[str, Tower], tensors: Mapping[str, np.ndarray]
+) -> Model:
+    """A SigLIP-trained model: zero-shot scores are sigmoid(exp(logit_scale) * cos +
+    logit_bias), as SiglipModel and Siglip2Model apply them, when the checkpoint has them."""
     scale = bias = None
     if siglip.LOGIT_SCALE_KEY in tensors:
         scale = float(np.exp(np.asarray(tensors[siglip.LOGIT_SCALE_KEY]).reshape(())))
     if siglip.LOGIT_BIAS_KEY in tensors:
         bias = float(np.asarray(tensors[siglip.LOGIT_BIAS_KEY]).reshape(()))
-    return scale, bias
+    return Model(
+        name,
+        dim,
+        towers,
+        family="siglip",
+        logit_scales={"image": scale} if scale is not None else {},
+        logit_biases={"image": bias} if bias is not None else {},
+        zero_shot="sigmoid",
+    )

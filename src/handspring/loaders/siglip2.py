@@ -16,6 +16,7 @@ from handspring.embedder import Model
 from handspring.errors import CheckpointError
 from handspring.graph.layers import Precision
 from handspring.loaders.options import LoadOptions, log_ready, tower_precision
+from handspring.loaders.siglip import sigmoid_scored_model
 from handspring.models import siglip, siglip2
 from handspring.models.siglip2_positions import ResizedPositions
 from handspring.preprocess.naflex import NaflexTransform
@@ -76,16 +77,7 @@ def load_siglip2(name: str, root: Path, modalities: Sequence[str], options: Load
         else:
             assert tokenizer is not None
             towers[modality] = SiglipTextTower(compiled[modality], config.dim, tokenizer)
-    scale, bias = zero_shot_scale_and_bias(tensors)
-    return Model(
-        name,
-        config.dim,
-        towers,
-        family="siglip",
-        logit_scales={"image": scale} if scale is not None else {},
-        logit_biases={"image": bias} if bias is not None else {},
-        zero_shot="sigmoid",
-    )
+    return sigmoid_scored_model(name, config.dim, towers, tensors)
 
 
 def read_config(path: Path) -> siglip2.Siglip2Config:
@@ -147,15 +139,3 @@ def _compiled(
         return siglip.build_text_graph(config.text_tower, tensors, precision)
 
     return built_session(paths, graph_options, build, options.threads, options.spinning)
-
-
-def zero_shot_scale_and_bias(
-    tensors: Mapping[str, np.ndarray],
-) -> tuple[float | None, float | None]:
-    """exp(logit_scale) and logit_bias, as Siglip2Model applies them to cosines."""
-    scale = bias = None
-    if siglip.LOGIT_SCALE_KEY in tensors:
-        scale = float(np.exp(np.asarray(tensors[siglip.LOGIT_SCALE_KEY]).reshape(())))
-    if siglip.LOGIT_BIAS_KEY in tensors:
-        bias = float(np.asarray(tensors[siglip.LOGIT_BIAS_KEY]).reshape(()))
-    return scale, bias

@@ -14,9 +14,9 @@ import click
 
 from handspring.errors import HandspringError
 from handspring.photos.output import format_hits, format_index_report, format_status
-from handspring.photos.records import SearchFilter
-from handspring.photos.scan import DEFAULT_EXCLUDES, ScanOptions
-from handspring.photos.store import DEFAULT_STORE_ENV, default_store_url, open_store
+from handspring.photos.scanning.scan import DEFAULT_EXCLUDES, ScanOptions
+from handspring.photos.stores.records import SearchFilter
+from handspring.photos.stores.store import DEFAULT_STORE_ENV, default_store_url, open_store
 
 EXIT_ROOT_REFUSED = 1  # a root missing, empty or unreadable: nothing deleted under it
 EXIT_DELETIONS_HELD = 3  # deletions need --allow-deletions (2 is click's usage error)
@@ -133,8 +133,8 @@ def index(
       3  deletions held back (a root shrank past the limits, or a folder vanished):
          everything else was indexed; run again with --allow-deletions to apply them
     1 wins when both apply."""
-    from handspring.photos.index_progress import progress_for
-    from handspring.photos.indexer import DEFAULT_IMAGE_MODEL, Indexer, IndexOptions
+    from handspring.photos.indexing.index_progress import progress_for
+    from handspring.photos.indexing.indexer import DEFAULT_IMAGE_MODEL, Indexer, IndexOptions
 
     excludes = frozenset(exclude) | (frozenset() if no_default_excludes else DEFAULT_EXCLUDES)
     with _open(db) as store:
@@ -251,7 +251,7 @@ def search(
     "2:golden retriever + #42" (#42: an indexed photo's id)."""
     import os
 
-    from handspring.photos.search import (
+    from handspring.photos.search.searcher import (
         QueryModels,
         QueryTerm,
         Searcher,

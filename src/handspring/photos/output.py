@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from handspring.photos.indexer import IndexReport
-from handspring.photos.records import Hit, Photo
-from handspring.photos.store import WritableStore
+from handspring.photos.indexing.indexer import IndexReport
+from handspring.photos.stores.records import Hit, Photo
+from handspring.photos.stores.store import WritableStore
 
 _LISTED_ERRORS = 10  # per run summary; `photos status --errors` lists them all
 

@@ -11,21 +11,24 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
 from handspring import __version__
-from handspring.server.admission import AdmissionController, AdmissionGate, floor_for
 from handspring.server.config import ServerConfig
+from handspring.server.engine.model_pool import ModelPool
+from handspring.server.engine.service import EmbeddingService
 from handspring.server.errors import (
     RequestError,
     error_response,
     validation_problem,
     validation_status,
 )
+from handspring.server.guards.admission import AdmissionController, AdmissionGate, floor_for
+from handspring.server.guards.middleware import Observed, RequestGate
+from handspring.server.guards.shutdown import Draining, RefusedWhileDraining
 from handspring.server.metrics import Metrics
-from handspring.server.middleware import Observed, RequestGate
-from handspring.server.model_pool import ModelPool
 from handspring.server.routes import (
     immich,
     infinity,
@@ -38,11 +41,11 @@ from handspring.server.routes import (
     tei_tokens,
     weaviate,
 )
-from handspring.server.service import EmbeddingService
-from handspring.server.shutdown import Draining, RefusedWhileDraining
 from handspring.server.state import ServerState
 
 log = logging.getLogger(__name__)
+
+DOCS_ASSETS = "/docs/assets"
 
 
 def _register_heif() -> None:
@@ -75,12 +78,15 @@ def create_app(config: ServerConfig) -> FastAPI:
         await pool.close()
         await state.service.aclose()
 
-    app = FastAPI(
+    # /docs and /redoc from the package's own copies of Swagger UI and ReDoc, not a CDN:
+    # they work on a machine without internet, and load nothing from elsewhere.
+    app = FastAPIOffline(
         title="Handspring",
         version=__version__,
-        description="CLIP and sentence-transformers embeddings: OpenAI, Weaviate, TEI and "
-        "photo-search contracts on one server.",
+        description="Image, text, audio and other embeddings: OpenAI, Weaviate, TEI, Immich, "
+        "infinity and photo-search contracts on one server.",
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
     )
     app.state.handspring = state
     # routes.predict holds `POST /predict` for both TEI (JSON) and Immich (multipart).
@@ -104,9 +110,11 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def on_http(request: Request, exc: HTTPException) -> Response:
-        # Starlette's headers (a 405's `Allow`) belong to the answer in every contract.
+        # Starlette's headers (a 405's `Allow`) belong to the answer in every contract. Its
+        # 404 is a route that does not exist, not a model.
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         return error_response(
-            request.url.path, exc.status_code, str(exc.detail), headers=exc.headers
+            request.url.path, exc.status_code, str(exc.detail), headers=exc.headers, code=code
         )
 
     @app.exception_handler(TimeoutError)
@@ -133,7 +141,7 @@ def _wrap(app: FastAPI, config: ServerConfig, metrics: Metrics, draining: Draini
             budget_s=config.max_queue_ms / 1000, floor=floor_for(config.max_batch)
         )
         app.add_middleware(AdmissionGate, controller=controller, metrics=metrics)
-    app.add_middleware(RequestGate, api_key=config.api_key, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(RequestGate, api_keys=config.api_keys, max_body_bytes=config.max_body_bytes)
     app.add_middleware(RefusedWhileDraining, draining=draining)
     app.add_middleware(Observed, metrics=metrics)
     return app

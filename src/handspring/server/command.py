@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from handspring.registry import DEFAULT_CLIP, DEFAULT_TEXT
 from handspring.server.config import DEFAULT_IMAGE_FORMATS, ModelSpec, ServerConfig
@@ -21,20 +23,46 @@ def _option(*decls: str, env: str | None = None, **kwargs: Any) -> Callable:
     return click.option(*decls, envvar=env, show_envvar=True, show_default=True, **kwargs)
 
 
-def _key_given(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """The key, refusing an empty one: it would turn authentication off without a word."""
+def _keys_given(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The keys: each --api-key, or HANDSPRING_API_KEY as a comma-separated list. An empty
+    one is refused: it would turn authentication off without a word."""
     where = "--api-key"
-    if value is None and isinstance(param.envvar, str):
-        # click reads an empty variable as unset: look at it ourselves.
-        value, where = os.environ.get(param.envvar), param.envvar
-    if value is not None and not value.strip():
+    from_env = (
+        not values or ctx.get_parameter_source(str(param.name)) is ParameterSource.ENVIRONMENT
+    )
+    if from_env and isinstance(param.envvar, str) and param.envvar in os.environ:
+        # click reads an empty variable as unset, and splits at spaces: read it ourselves.
+        values, where = (os.environ[param.envvar],), param.envvar
+    keys = tuple(key for value in values for key in value.split(","))
+    if any(not key.strip() for key in keys):
+        what = "is empty" if not any(key.strip() for key in keys) else "holds an empty key"
         raise click.BadParameter(
-            f"{where} is empty, which would turn authentication off: give a key, or leave "
+            f"{where} {what}, which would turn authentication off: give keys, or leave "
             "--api-key and HANDSPRING_API_KEY unset",
             ctx=ctx,
             param=param,
         )
-    return value
+    if any(key != key.strip() for key in keys):
+        raise click.BadParameter(f"{where}: a key has spaces around it", ctx=ctx, param=param)
+    return keys
+
+
+def _key_file(ctx: click.Context, param: click.Parameter, path: str | None) -> tuple[str, ...]:
+    """Keys from a file (a mounted secret): one per line; blank lines and # comments skipped."""
+    if path is None:
+        return ()
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise click.BadParameter(f"{path}: {exc.strerror or exc}", ctx=ctx, param=param) from None
+    keys = tuple(
+        line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")
+    )
+    if not keys:
+        raise click.BadParameter(f"{path} holds no key", ctx=ctx, param=param)
+    return keys
 
 
 @click.command()
@@ -57,10 +85,17 @@ def _key_given(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @_option("--port", type=int, default=8080)
 @_option(
     "--api-key",
+    multiple=True,
+    callback=_keys_given,
+    help="Require 'Authorization: Bearer KEY' (health routes stay public); repeat it, or give "
+    "HANDSPRING_API_KEY as a comma-separated list, for several keys. Needed beyond loopback "
+    "unless --allow-unauthenticated-remote.",
+)
+@_option(
+    "--api-key-file",
     default=None,
-    callback=_key_given,
-    help="Require 'Authorization: Bearer KEY' (health routes stay public). Needed beyond "
-    "loopback unless --allow-unauthenticated-remote.",
+    callback=_key_file,
+    help="A file of API keys, one per line (a mounted secret); added to --api-key's.",
 )
 @_option(
     "--allow-unauthenticated-remote",
@@ -163,7 +198,7 @@ def serve(**opts: Any) -> None:
 
     from handspring.server import logs
     from handspring.server.app import create_app
-    from handspring.server.shutdown import GracefulServer
+    from handspring.server.guards.shutdown import GracefulServer
 
     logs.configure(opts["log_level"], json_lines=opts["log_format"] == "json")
     try:
@@ -192,6 +227,7 @@ def config_from_options(opts: dict[str, Any]) -> ServerConfig:
     values = {name: value for name, value in opts.items() if name in fields}
     models = [m for value in opts["models"] for m in value.split()]
     values["models"] = tuple(ModelSpec.parse(m, opts["precision"]) for m in models)
+    values["api_keys"] = tuple(dict.fromkeys((*opts["api_key"], *opts["api_key_file"])))
     formats = opts["image_formats"].split(",")
     values["image_formats"] = tuple(f.strip().upper() for f in formats if f.strip())
     return ServerConfig(**values)

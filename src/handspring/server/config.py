@@ -49,7 +49,8 @@ class ServerConfig:
     models: tuple[ModelSpec, ...]
     host: str = "127.0.0.1"
     port: int = 8080
-    api_key: str | None = None
+    # Any of these keys opens the API (several: one per client, rotated one at a time).
+    api_keys: tuple[str, ...] = ()
     # Listening beyond loopback with no key is refused unless this says it is meant.
     allow_unauthenticated_remote: bool = False
     preload: bool = False  # load every model at start-up rather than on first use
@@ -61,7 +62,7 @@ class ServerConfig:
     max_wait_ms: float = 2.0
     max_queue: int = 1024  # items waiting per model and modality; beyond it, 429
     # Latency budget: work requests are refused (429, body unread) while the admitted
-    # backlog is expected to take over half of it. 0: off. See handspring.server.admission.
+    # backlog is expected to take over half of it. 0: off. See handspring.server.guards.admission.
     max_queue_ms: float = 1000.0
     # Limits.
     max_body_bytes: int = 20 * 1024 * 1024
@@ -103,14 +104,18 @@ class ServerConfig:
         self._check_auth()
 
     def _check_auth(self) -> None:
-        key = self.api_key
-        if key is not None and (not key.strip() or key != key.strip()):
-            # An empty key would mean "no key"; spaces around one could never be sent.
-            raise ValueError(
-                "the API key (--api-key or HANDSPRING_API_KEY) is empty or has spaces around "
-                "it: give a real key, or leave both unset"
-            )
-        if key is None and not is_loopback(self.host) and not self.allow_unauthenticated_remote:
+        for key in self.api_keys:
+            if not key.strip() or key != key.strip() or "," in key:
+                # An empty key would mean "no key"; spaces around one could never be sent.
+                raise ValueError(
+                    "an API key (--api-key, HANDSPRING_API_KEY or the key file) is empty, has "
+                    "spaces around it or holds a comma: give real keys, or none"
+                )
+        if (
+            not self.api_keys
+            and not is_loopback(self.host)
+            and not self.allow_unauthenticated_remote
+        ):
             raise ValueError(
                 f"--host {self.host} is reachable from other machines, and no API key is set: "
                 "give --api-key (or HANDSPRING_API_KEY), or --allow-unauthenticated-remote "

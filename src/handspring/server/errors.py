@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from handspring.server.body_fields import NO_INPUTS
+from handspring.server.inputs.body_fields import NO_INPUTS
 
 
 class Contract(Enum):
@@ -89,6 +89,7 @@ _OPENAI_TYPES = {
 # TEI's ErrorType per status (its 424 is a model that cannot do what the route asks).
 _TEI_TYPES = {
     400: "Empty",
+    401: "Unauthorized",
     413: "Validation",
     422: "Validation",
     424: "Backend",
@@ -97,12 +98,16 @@ _TEI_TYPES = {
 }
 
 
-def error_body(contract: Contract, status: int, message: str, param: str | None) -> object:
+def error_body(
+    contract: Contract, status: int, message: str, param: str | None, code: str | None = None
+) -> object:
+    """`code`: OpenAI's machine-readable code, when the status alone does not say it (a 404
+    is a model not found unless the route itself is unknown)."""
     if contract in (Contract.OPENAI, Contract.NATIVE):
         kind = _OPENAI_TYPES.get(
             status, "invalid_request_error" if status < 500 else "server_error"
         )
-        code = {404: "model_not_found", 413: "too_large", 429: "overloaded"}.get(status)
+        code = code or {404: "model_not_found", 413: "too_large", 429: "overloaded"}.get(status)
         return {"error": {"message": message, "type": kind, "param": param, "code": code}}
     if contract is Contract.TEI:
         return {"error": message, "error_type": _TEI_TYPES.get(status, "Backend")}
@@ -110,6 +115,8 @@ def error_body(contract: Contract, status: int, message: str, param: str | None)
         return {"message": message}
     if contract is Contract.IMMICH:  # FastAPI's HTTPException body, which Immich's is
         return {"detail": message}
+    if status == 401:  # Weaviate's containers (and its auth suite) say exactly this
+        return {"error": "Unauthorized"}
     return {"error": message}
 
 
@@ -136,6 +143,7 @@ def error_response(
     message: str,
     param: str | None = None,
     headers: Mapping[str, str] | None = None,
+    code: str | None = None,
 ) -> JSONResponse:
     """The error in `path`'s contract shape; `headers` are kept (a 405's `Allow`...)."""
     contract = contract_of(path)
@@ -148,4 +156,5 @@ def error_response(
     headers = dict(headers or {})
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse(error_body(contract, status, message, param), status, headers=headers)
+    body = error_body(contract, status, message, param, code)
+    return JSONResponse(body, status, headers=headers)

@@ -44,7 +44,7 @@ class Metrics:
         self.items = Counter(
             "handspring_embedded_items", "Items embedded", ["model", "modality"], registry=r
         )
-        # Load shedding (see handspring.server.admission).
+        # Load shedding (see handspring.server.guards.admission).
         self.shed = Counter(
             "handspring_shed_requests",
             "Work requests refused with 429 before their body was read: the admitted "

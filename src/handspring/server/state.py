@@ -8,10 +8,10 @@ from starlette.requests import Request
 
 from handspring import __version__
 from handspring.server.config import ModelSpec, ServerConfig
+from handspring.server.engine.model_pool import ModelPool
+from handspring.server.engine.service import EmbeddingService
+from handspring.server.guards.shutdown import Draining
 from handspring.server.metrics import Metrics
-from handspring.server.model_pool import ModelPool
-from handspring.server.service import EmbeddingService
-from handspring.server.shutdown import Draining
 
 
 @dataclass

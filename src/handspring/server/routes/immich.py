@@ -23,7 +23,7 @@ from PIL import Image
 
 from handspring.server.config import ModelSpec
 from handspring.server.errors import RequestError
-from handspring.server.item_inputs import ItemRef
+from handspring.server.inputs.item_inputs import ItemRef
 from handspring.server.state import ServerState
 
 router = APIRouter(tags=["Immich ML"])
@@ -87,7 +87,8 @@ async def predict(
         return JSONResponse(
             {"clip": _serialize(result.vectors[0]), "imageHeight": height, "imageWidth": width}
         )
-    query = _language_prefix(model_name, options.get("language")) + inputs
+    # Immich cleans the text's whitespace before it prefixes the language code.
+    query = _language_prefix(model_name, options.get("language")) + " ".join(inputs.split())
     texts = await state.service.embed_texts(spec, [query], param="text")
     return JSONResponse({"clip": _serialize(texts.vectors[0])})
 

@@ -15,8 +15,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from handspring.server.body_fields import NonEmptyStrings
 from handspring.server.errors import ERROR_RESPONSES
+from handspring.server.inputs.body_fields import NonEmptyStrings
 from handspring.server.routes.tei_scores import by_score, rerank_scores
 from handspring.server.state import ServerState
 

@@ -10,10 +10,10 @@ import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field
 
-from handspring.server.body_fields import Dimensions, NonEmptyStrings
+from handspring.server.engine.service import ItemResult
 from handspring.server.errors import ERROR_RESPONSES, RequestError
-from handspring.server.item_inputs import ItemRef, parse_item_or_error
-from handspring.server.service import ItemResult
+from handspring.server.inputs.body_fields import Dimensions, NonEmptyStrings
+from handspring.server.inputs.item_inputs import ItemRef, parse_item_or_error
 from handspring.server.state import ServerState
 
 router = APIRouter(prefix="/api", tags=["Handspring"], responses=ERROR_RESPONSES)

@@ -10,15 +10,15 @@ import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from handspring.server.body_fields import (
+from handspring.server.errors import ERROR_RESPONSES, RequestError
+from handspring.server.inputs.body_fields import (
     Dimensions,
     NonEmptyStrings,
     NotEmpty,
     TokenIdLists,
     TokenIds,
 )
-from handspring.server.errors import ERROR_RESPONSES, RequestError
-from handspring.server.item_inputs import parse_item
+from handspring.server.inputs.item_inputs import parse_item
 from handspring.server.state import ServerState
 
 router = APIRouter(tags=["OpenAI"], responses=ERROR_RESPONSES)
@@ -51,16 +51,19 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict:
             422, "input: token-id arrays are not accepted; send the text", param="input"
         )
     texts: list[str] = inputs  # type: ignore[assignment]
-    spec = state.pool.find(body.model, body.modality)
-    if body.modality != "text":
+    modality = body.modality
+    if "modality" not in body.model_fields_set and all(
+        x.startswith("data:image/") for x in texts
+    ):  # images sent as data URLs name themselves: never embedded as words
+        modality = "image"
+    spec = state.pool.find(body.model, modality)
+    if modality != "text":
         refs = [
-            parse_item(
-                x, f"input[{i}]", urls_allowed=state.config.fetch_urls, modality=body.modality
-            )
+            parse_item(x, f"input[{i}]", urls_allowed=state.config.fetch_urls, modality=modality)
             for i, x in enumerate(texts)
         ]
         result = await state.service.embed_items(
-            spec, body.modality, refs, param="input", dimensions=body.dimensions
+            spec, modality, refs, param="input", dimensions=body.dimensions
         )
         vectors, tokens = result.vectors, 0
     else:

@@ -16,18 +16,18 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from handspring.server.body_fields import NO_INPUTS
 from handspring.server.errors import (
     Contract,
     RequestError,
     error_body,
     validation_problem,
 )
+from handspring.server.inputs.body_fields import NO_INPUTS
+from handspring.server.inputs.tei_bodies import PredictRequest
 from handspring.server.routes import immich
 from handspring.server.routes.tei import TEI_RESPONSES
 from handspring.server.routes.tei_scores import predict as tei_predict
 from handspring.server.state import ServerState
-from handspring.server.tei_bodies import PredictRequest
 
 _FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")  # Immich's
 _IMMICH_FORM = {

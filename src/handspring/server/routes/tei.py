@@ -14,10 +14,9 @@ from fastapi.responses import JSONResponse
 from handspring import __version__
 from handspring.embedder import postprocess
 from handspring.server.config import ModelSpec
-from handspring.server.encoder_runs import kind_tower, model_for, run_texts
+from handspring.server.engine.encoder_runs import kind_tower, model_for, run_texts
 from handspring.server.errors import ERROR_RESPONSES, Contract, RequestError, error_body
-from handspring.server.state import ServerState
-from handspring.server.tei_bodies import (
+from handspring.server.inputs.tei_bodies import (
     EmbedAllRequest,
     EmbedRequest,
     EmbedSparseRequest,
@@ -27,6 +26,7 @@ from handspring.server.tei_bodies import (
     TeiError,
     direction_of,
 )
+from handspring.server.state import ServerState
 from handspring.towers.splade import sparse_entries
 
 TEI_RESPONSES: dict[int | str, dict[str, object]] = ERROR_RESPONSES | {

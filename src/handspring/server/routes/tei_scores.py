@@ -9,11 +9,9 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 
-from handspring.server.encoder_runs import TextRun, model_for, run_texts
+from handspring.server.engine.encoder_runs import TextRun, model_for, run_texts
 from handspring.server.errors import RequestError
-from handspring.server.routes.tei import TEI_RESPONSES
-from handspring.server.state import ServerState
-from handspring.server.tei_bodies import (
+from handspring.server.inputs.tei_bodies import (
     PredictRequest,
     Rank,
     RerankRequest,
@@ -21,6 +19,8 @@ from handspring.server.tei_bodies import (
     SimilarityRequest,
     direction_of,
 )
+from handspring.server.routes.tei import TEI_RESPONSES
+from handspring.server.state import ServerState
 from handspring.towers.cross_encoder import MODALITY as PAIRS
 from handspring.towers.cross_encoder import label_scores
 

@@ -11,11 +11,11 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 
-from handspring.server.encoder_runs import check_inputs
+from handspring.server.engine.encoder_runs import check_inputs
 from handspring.server.errors import RequestError
+from handspring.server.inputs.tei_bodies import DecodeRequest, SimpleToken, TokenizeRequest
 from handspring.server.routes.tei import TEI_RESPONSES, any_kind_model
 from handspring.server.state import ServerState
-from handspring.server.tei_bodies import DecodeRequest, SimpleToken, TokenizeRequest
 from handspring.towers.encoder_text import EncoderTextTower
 
 router = APIRouter(tags=["TEI"], responses=TEI_RESPONSES)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from handspring.server.body_fields import Dimensions
 from handspring.server.errors import ERROR_RESPONSES, RequestError
-from handspring.server.item_inputs import parse_item
+from handspring.server.inputs.body_fields import Dimensions
+from handspring.server.inputs.item_inputs import parse_item
 from handspring.server.state import ServerState
 
 # Weaviate's containers answer bad input with 500 {"error"}, and so does this server.

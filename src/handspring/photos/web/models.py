@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from handspring.photos.records import Hit, Photo, SearchFilter
+from handspring.photos.stores.records import Hit, Photo, SearchFilter
 
 MAX_LIMIT = 200
 MAX_OFFSET = 100_000

@@ -8,7 +8,7 @@ import datetime
 import sqlite3
 from collections.abc import Callable
 
-from handspring.photos.records import day_index, timestamp
+from handspring.photos.stores.records import day_index, timestamp
 
 
 def _run(db: sqlite3.Connection, *statements: str) -> None:

@@ -17,8 +17,8 @@ import numpy as np
 from handspring.embedder import Model
 from handspring.loading import load, locate
 from handspring.registry import FAMILIES, known_model, resolve_alias
-from handspring.server.batcher import Batcher
 from handspring.server.config import ModelSpec, ServerConfig
+from handspring.server.engine.batcher import Batcher
 from handspring.server.errors import RequestError
 from handspring.server.metrics import Metrics
 

@@ -15,7 +15,14 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from handspring.errors import HandspringError
-from handspring.photos.records import Hit, IndexedFile, ModelInfo, Photo, PhotoRecord, SearchFilter
+from handspring.photos.stores.records import (
+    Hit,
+    IndexedFile,
+    ModelInfo,
+    Photo,
+    PhotoRecord,
+    SearchFilter,
+)
 
 DEFAULT_STORE_ENV = "HANDSPRING_PHOTOS_DB"
 
@@ -87,11 +94,11 @@ def default_store_url() -> str:
 def open_store(url: str, *, read_only: bool = False) -> WritableStore:
     """Open (creating it unless read_only) the index a URL names. See the module notes."""
     if url.startswith(("qdrant+http://", "qdrant+https://")):
-        from handspring.photos.qdrant_store import QdrantStore
+        from handspring.photos.stores.qdrant_store import QdrantStore
 
         return QdrantStore.connect(url.removeprefix("qdrant+"), read_only=read_only)
     if url.startswith("qdrant://"):
-        from handspring.photos.qdrant_store import QdrantStore
+        from handspring.photos.stores.qdrant_store import QdrantStore
 
         return QdrantStore.local(_absolute(url.removeprefix("qdrant://"), url), read_only=read_only)
     if url.startswith("sqlite://"):
@@ -103,7 +110,7 @@ def open_store(url: str, *, read_only: bool = False) -> WritableStore:
         )
     else:
         path = str(Path(url).expanduser().absolute())
-    from handspring.photos.sqlite_store import SqliteStore
+    from handspring.photos.stores.sqlite_store import SqliteStore
 
     return SqliteStore(path, read_only=read_only)
 

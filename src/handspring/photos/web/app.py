@@ -25,18 +25,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from handspring.errors import HandspringError, ImageError
-from handspring.photos.auth import (
+from handspring.photos.search.searcher import Searcher, parse_query
+from handspring.photos.stores.records import Hit, Photo
+from handspring.photos.stores.store import PhotoStore
+from handspring.photos.web.auth import (
     AuthConfig,
     AuthError,
     AuthUnavailable,
     BearerAuthenticator,
     Principal,
 )
-from handspring.photos.records import Hit, Photo
-from handspring.photos.search import Searcher, parse_query
-from handspring.photos.store import PhotoStore
-from handspring.photos.thumbnails import ThumbnailCache, bucket_size
-from handspring.photos.web_models import (
+from handspring.photos.web.models import (
     MAX_LIMIT,
     MAX_OFFSET,
     HealthOut,
@@ -48,6 +47,7 @@ from handspring.photos.web_models import (
     detail_of,
     hit_of,
 )
+from handspring.photos.web.thumbnails import ThumbnailCache, bucket_size
 
 STATIC = Path(__file__).parent / "static"
 MTIME_TOLERANCE = 1e-6  # seconds; mtimes round-trip through the store as doubles

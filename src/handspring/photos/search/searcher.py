@@ -22,9 +22,9 @@ import numpy as np
 
 from handspring.embedder import Model, l2_normalize
 from handspring.errors import HandspringError
-from handspring.photos.metadata import enable_heif
-from handspring.photos.records import Hit, SearchFilter
-from handspring.photos.store import PhotoStore
+from handspring.photos.scanning.metadata import enable_heif
+from handspring.photos.stores.records import Hit, SearchFilter
+from handspring.photos.stores.store import PhotoStore
 from handspring.registry import resolve_alias
 
 TermKind = Literal["text", "photo_path", "photo_id", "audio_path"]

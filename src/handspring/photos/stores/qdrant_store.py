@@ -24,8 +24,8 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import numpy as np
 
-from handspring.photos.qdrant_payload import VECTOR, payload_of, photo_of, vector_of
-from handspring.photos.records import (
+from handspring.photos.stores.qdrant_payload import VECTOR, payload_of, photo_of, vector_of
+from handspring.photos.stores.records import (
     Hit,
     IndexedFile,
     ModelInfo,
@@ -36,7 +36,7 @@ from handspring.photos.records import (
     date_bounds,
     day_index,
 )
-from handspring.photos.store import StoreError
+from handspring.photos.stores.store import StoreError
 
 DEFAULT_COLLECTION = "photos"
 SCHEMA = 1

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from handspring.photos.exact_scan import Int8Scan
-from handspring.photos.records import SearchFilter, date_bounds, day_index
+from handspring.photos.search.exact_scan import Int8Scan
+from handspring.photos.stores.records import SearchFilter, date_bounds, day_index
 
 # One row as a store reads it: (id, float32 little-endian vector bytes, taken_ts or
 # None, month_day or None, path). Rows come in chunks, in ascending id order.

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from handspring.server.errors import contract_of, error_response
+from handspring.server.guards.middleware import PUBLIC_PATHS
 from handspring.server.metrics import Metrics
-from handspring.server.middleware import PUBLIC_PATHS
 
 # The limit keeps the backlog's expected wait to this share of the budget. The estimate is
 # a mean: under sustained overload every admitted request waits about the whole backlog,

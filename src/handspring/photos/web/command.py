@@ -98,10 +98,10 @@ def serve(
     import uvicorn
 
     from handspring.errors import HandspringError
-    from handspring.photos.auth import AuthConfig, OidcConfig
-    from handspring.photos.search import QueryModels, Searcher, default_text_model
-    from handspring.photos.store import default_store_url, open_store
-    from handspring.photos.web import create_app
+    from handspring.photos.search.searcher import QueryModels, Searcher, default_text_model
+    from handspring.photos.stores.store import default_store_url, open_store
+    from handspring.photos.web.app import create_app
+    from handspring.photos.web.auth import AuthConfig, OidcConfig
 
     try:
         oidc = None

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from handspring.photos.records import Photo, PhotoRecord, day_index, timestamp
+from handspring.photos.stores.records import Photo, PhotoRecord, day_index, timestamp
 
 VECTOR = "image"  # the collection's named vector (cosine)
 

@@ -24,8 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from handspring.photos.records import IndexedFile
-from handspring.photos.scan import ScanReport, broken_link_reason
+from handspring.photos.scanning.scan import ScanReport, broken_link_reason
+from handspring.photos.stores.records import IndexedFile
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,45 @@ ImageRef = ItemRef
 _MEDIA = {"image": "image", "audio": "audio"}
 
 
+# The base64 of these files' first bytes: a text input that starts so is a file sent as text.
+_BASE64_FILE_STARTS = {
+    "/9j/": "JPEG image",
+    "iVBORw0KGgo": "PNG image",
+    "R0lGOD": "GIF image",
+    "UklGR": "RIFF file (WebP image or WAV sound)",
+    "ZkxhQw": "FLAC sound",
+    "T2dnUw": "Ogg sound",
+}
+_FILE_TEXT_MIN_CHARS = 128  # shorter strings may be words that start like these
+
+
+def file_sent_as_text(text: str) -> str | None:
+    """What a text input really is when it is a data URL or the base64 of a file (`"a PNG
+    image"`), so that it is refused rather than embedded as words; None for a text."""
+    if text.startswith("data:") and (match := re.match(r"data:([\w.+-]+/[\w.+-]+)", text)):
+        media = match.group(1).lower()
+        return None if media.startswith("text/") else f"a {media} data URL"
+    if len(text) < _FILE_TEXT_MIN_CHARS or any(c.isspace() for c in text[:_FILE_TEXT_MIN_CHARS]):
+        return None
+    for start, kind in _BASE64_FILE_STARTS.items():
+        if text.startswith(start):
+            return f"the base64 of a {kind}"
+    return None
+
+
+def refuse_file_as_text(text: str, name: str, param: str) -> None:
+    """A 422 naming what a text input really is, when it is a file (see file_sent_as_text)."""
+    if (kind := file_sent_as_text(text)) is None:
+        return
+    modality = "audio" if "sound" in kind or "audio" in kind else "image"
+    raise RequestError(
+        422,
+        f'{name} is {kind}, not a text: send it with "modality": "{modality}" (OpenAI) or '
+        "to /api/embed (native)",
+        param=param,
+    )
+
+
 def parse_item(text: str, item: str, *, urls_allowed: bool, modality: str = "image") -> ItemRef:
     """A request's string for one non-text item: base64, a data URL, or an http(s) URL."""
     noun = "an image" if modality == "image" else f"{modality} data"

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from handspring.server.body_fields import Dimensions, NonEmptyStrings, NotEmpty
+from handspring.server.inputs.body_fields import Dimensions, NonEmptyStrings, NotEmpty
 
 # TEI's ids are u32 and its schema says int32: anything larger is no vocabulary's.
 TokenId = Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)]

@@ -19,15 +19,20 @@ import numpy as np
 
 from handspring.embedder import postprocess
 from handspring.errors import InputError
-from handspring.server.batcher import Batcher, Overloaded
 from handspring.server.config import ModelSpec, ServerConfig
+from handspring.server.engine.batcher import Batcher, Overloaded
+from handspring.server.engine.model_pool import LoadedModel, ModelPool
 from handspring.server.errors import RequestError
-from handspring.server.item_inputs import BYTE_CHECKS, ItemRef, empty_input
-from handspring.server.model_pool import LoadedModel, ModelPool
+from handspring.server.inputs.item_inputs import (
+    BYTE_CHECKS,
+    ItemRef,
+    empty_input,
+    refuse_file_as_text,
+)
 from handspring.towers.base import Tower
 
 if TYPE_CHECKING:
-    from handspring.server.url_fetch import UrlFetcher
+    from handspring.server.inputs.url_fetch import UrlFetcher
 
 # Up to this many characters a request is tokenized on the event loop (tens of
 # microseconds); beyond, in a thread, so one huge request does not stall the others.
@@ -59,7 +64,7 @@ class EmbeddingService:
         self._decode = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
         self._fetcher: UrlFetcher | None = None
         if config.fetch_urls:  # httpx and its TLS stack cost ~15 MiB: imported only when used
-            from handspring.server.url_fetch import AddressPolicy, FetchLimits, UrlFetcher
+            from handspring.server.inputs.url_fetch import AddressPolicy, FetchLimits, UrlFetcher
 
             limits = FetchLimits(max_bytes=config.url_max_bytes, timeout_s=config.url_timeout_s)
             self._fetcher = UrlFetcher(AddressPolicy(), limits)
@@ -91,6 +96,7 @@ class EmbeddingService:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise RequestError(422, f"{param}[{i}]: expected a string", param=param)
+            refuse_file_as_text(text, f"{param}[{i}]", param)
             if len(text) > self.config.max_text_chars:
                 raise RequestError(
                     422,
@@ -184,7 +190,7 @@ class EmbeddingService:
                 raise RequestError(
                     422, f"{ref.item}: {tower.modality} URLs are not fetched by this server"
                 )
-            from handspring.server.url_fetch import UrlFetchError
+            from handspring.server.inputs.url_fetch import UrlFetchError
 
             try:
                 data = await self._fetcher.fetch(ref.url or "")

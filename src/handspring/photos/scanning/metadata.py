@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import ExifTags, Image, TiffImagePlugin
 
-from handspring.photos.filename_dates import date_from_file_name
+from handspring.photos.scanning.filename_dates import date_from_file_name
 
 _ORIENTATION = 0x0112
 _POINTERS = {int(ExifTags.IFD.Exif), int(ExifTags.IFD.GPSInfo), int(ExifTags.IFD.Interop)}

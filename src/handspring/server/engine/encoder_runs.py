@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from handspring.errors import InputError
-from handspring.server.batcher import Overloaded
 from handspring.server.config import ModelSpec
+from handspring.server.engine.batcher import Overloaded
+from handspring.server.engine.model_pool import LoadedModel
+from handspring.server.engine.service import INLINE_TOKENIZE_CHARS
 from handspring.server.errors import RequestError
-from handspring.server.model_pool import LoadedModel
-from handspring.server.service import INLINE_TOKENIZE_CHARS
+from handspring.server.inputs.item_inputs import refuse_file_as_text
 from handspring.server.state import ServerState
 from handspring.towers.base import Tower
 from handspring.towers.encoder_text import EncoderTextTower, is_text_pair
@@ -97,6 +98,8 @@ def check_inputs(
         texts = [item] if isinstance(item, str) else list(item) if is_text_pair(item) else []
         if (texts and not any(texts)) or (not texts and not len(item)):
             raise RequestError(400, f"{name}: the input is empty", param=param)
+        for text in texts:
+            refuse_file_as_text(text, name, param)
         chars = sum(map(len, texts))
         if chars > state.config.max_text_chars:
             raise RequestError(

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from handspring.photos.loaded_index import LoadedIndex
-from handspring.photos.records import (
+from handspring.photos.search.loaded_index import LoadedIndex
+from handspring.photos.stores.records import (
     Hit,
     IndexedFile,
     ModelInfo,
@@ -29,8 +29,8 @@ from handspring.photos.records import (
     day_index,
     timestamp,
 )
-from handspring.photos.sqlite_schema import LATEST, migrate, schema_version
-from handspring.photos.store import StoreError
+from handspring.photos.stores.sqlite_schema import LATEST, migrate, schema_version
+from handspring.photos.stores.store import StoreError
 
 _PHOTO_COLUMNS = "id, path, size, mtime_ns, sha256, width, height, taken_at, lat, lon, exif, error"
 _LOAD_CHUNK = 20_000  # rows per fetch while loading vectors for the scan

@@ -11,9 +11,9 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from handspring.photos.metadata import read_metadata
-from handspring.photos.records import IndexedFile, PhotoRecord
-from handspring.photos.scan import FileChangedError, ScannedFile, read_stable
+from handspring.photos.scanning.metadata import read_metadata
+from handspring.photos.scanning.scan import FileChangedError, ScannedFile, read_stable
+from handspring.photos.stores.records import IndexedFile, PhotoRecord
 
 RACY_NS = 2_000_000_000  # files modified this close to their reading are checked again
 

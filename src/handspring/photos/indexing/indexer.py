@@ -32,14 +32,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from handspring.embedder import Model
-from handspring.photos.deletions import DeletionPolicy, HeldDeletions, plan_deletions
-from handspring.photos.index_progress import IndexProgress, NoProgress, ProgressBar
-from handspring.photos.metadata import enable_heif
-from handspring.photos.pacing import CommitPace, embed_in_growing_batches
-from handspring.photos.reading import Prepared, read_ahead
-from handspring.photos.records import IndexedFile, ModelInfo, PhotoRecord
-from handspring.photos.scan import ScannedFile, ScanOptions, ScanReport, scan_roots
-from handspring.photos.store import StoreError, WritableStore
+from handspring.photos.indexing.index_progress import IndexProgress, NoProgress, ProgressBar
+from handspring.photos.indexing.pacing import CommitPace, embed_in_growing_batches
+from handspring.photos.scanning.deletions import DeletionPolicy, HeldDeletions, plan_deletions
+from handspring.photos.scanning.metadata import enable_heif
+from handspring.photos.scanning.reading import Prepared, read_ahead
+from handspring.photos.scanning.scan import ScannedFile, ScanOptions, ScanReport, scan_roots
+from handspring.photos.stores.records import IndexedFile, ModelInfo, PhotoRecord
+from handspring.photos.stores.store import StoreError, WritableStore
 
 log = logging.getLogger("handspring.photos")
 

@@ -1,0 +1,1 @@
+"""Finding the photos of the roots: walking, reading and metadata, and deciding deletions."""

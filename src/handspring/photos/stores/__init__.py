@@ -1,0 +1,1 @@
+"""Where the index lives: the store interface, SQLite and Qdrant."""

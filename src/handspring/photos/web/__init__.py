@@ -1,0 +1,1 @@
+"""The web app: its API, its auth, thumbnails and the static UI."""

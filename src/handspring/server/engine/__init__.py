@@ -1,0 +1,1 @@
+"""Running models for requests: the model pool, batching, and the embedding service."""

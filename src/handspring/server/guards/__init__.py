@@ -1,0 +1,1 @@
+"""What stands before the routes: the API key and body limit, load shedding, the drain."""
