@@ -26,7 +26,7 @@ import handspring
 from handspring.errors import CheckpointError, HandspringError
 from handspring.loaders.clip import immich_image_transform
 from handspring.loading import detect_family
-from handspring.preprocess.siglip_text import open_clip_siglip_tokenizer
+from handspring.preprocess.siglip_text_exports import open_clip_siglip_tokenizer
 from tests.support.images import alpha_array, photo_array
 from tests.support.text_corpus import TEXTS as CORPUS
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from handspring.models.siglip import TimmSiglipTrunk, register_timm_siglip_trunk
+from handspring.models.siglip_open_clip import TimmSiglipTrunk, register_timm_siglip_trunk
 
 TINY_TRUNK_NAME = "vit_handspring_test_patch8_siglip_36"
 # 36 is not a multiple of 8: the last 4 rows and columns fall outside the 4 x 4 patches,

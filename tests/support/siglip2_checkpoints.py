@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.support.siglip_checkpoints import write_gemma_tokenizer
+from tests.support.siglip_checkpoints import perturb, write_gemma_tokenizer
 
 # Tiny towers: real structure, small widths. An 8 x 8 position grid, patches of 4, images of
 # up to 48 patches, so every image's grid is resized: up on some axes, down on others.
@@ -44,7 +44,6 @@ def write_siglip2(
     """A `Siglip2Model` folder: config, model.safetensors, preprocessor_config.json and
     Gemma tokenizer files. transformers' initialisation, with LayerNorms and biases moved off
     1 and 0 so that a missing or mixed-up one shows."""
-    import numpy as np
     import torch
     from transformers import Siglip2Config, Siglip2Model
     from transformers.models.siglip2.image_processing_pil_siglip2 import (
@@ -59,15 +58,7 @@ def write_siglip2(
     config = Siglip2Config(text_config=text, vision_config=vision)
     torch.manual_seed(seed)
     model = Siglip2Model(config).eval()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name:
-                param.add_(0.1 * torch.randn(param.shape, generator=generator))
-            elif name.endswith("bias") and "logit" not in name:
-                param.add_(0.02 * torch.randn(param.shape, generator=generator))
-        model.logit_scale.fill_(float(np.log(10.0)) + 0.3)
-        model.logit_bias.fill_(-2.5)
+    perturb(model, seed)
     model.save_pretrained(folder)
     Siglip2ImageProcessorPil(
         patch_size=config.vision_config.patch_size, max_num_patches=max_num_patches

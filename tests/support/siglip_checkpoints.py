@@ -141,6 +141,24 @@ def write_gemma_tokenizer(folder: Path) -> int:
     return len(tokenizer)
 
 
+def perturb(model: Any, seed: int) -> None:
+    """LayerNorms and biases moved off 1 and 0, so that a missing or mixed-up one shows; the
+    zero-shot scale and bias set near SigLIP's learned values (t' = log 10, b = -10 at
+    initialisation)."""
+    import numpy as np
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.add_(0.1 * torch.randn(param.shape, generator=generator))
+            elif name.endswith("bias") and "logit" not in name:
+                param.add_(0.02 * torch.randn(param.shape, generator=generator))
+        model.logit_scale.fill_(float(np.log(10.0)) + 0.3)
+        model.logit_bias.fill_(-2.5)
+
+
 def write_siglip(
     folder: Path,
     tokenizer: str = "spiece",
@@ -151,7 +169,6 @@ def write_siglip(
     """A `SiglipModel` folder: config, model.safetensors, preprocessor_config.json and the
     tokenizer files ("spiece" or "gemma"). transformers' initialisation, with LayerNorms
     and biases moved off 1 and 0 so that a missing or mixed-up one shows."""
-    import numpy as np
     import torch
     from transformers import SiglipConfig, SiglipModel
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
@@ -166,16 +183,7 @@ def write_siglip(
     config = SiglipConfig(text_config=text, vision_config=vision)
     torch.manual_seed(seed)
     model = SiglipModel(config).eval()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name:
-                param.add_(0.1 * torch.randn(param.shape, generator=generator))
-            elif name.endswith("bias") and "logit" not in name:
-                param.add_(0.02 * torch.randn(param.shape, generator=generator))
-        # SigLIP's learned values are near these (t' = log 10, b = -10 at initialisation).
-        model.logit_scale.fill_(float(np.log(10.0)) + 0.3)
-        model.logit_bias.fill_(-2.5)
+    perturb(model, seed)
     model.save_pretrained(folder)
     size = config.vision_config.image_size
     SiglipImageProcessorPil(size={"height": size, "width": size}).save_pretrained(folder)

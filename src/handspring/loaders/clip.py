@@ -21,7 +21,8 @@ from handspring.embedder import Model
 from handspring.loaders.options import LoadOptions, log_ready
 from handspring.models.clip import build_text_graph, build_vision_graph
 from handspring.preprocess.image import ImageTransform
-from handspring.preprocess.siglip_text import SiglipTokenizer, immich_tokenizer
+from handspring.preprocess.siglip_text import SiglipTokenizer
+from handspring.preprocess.siglip_text_exports import immich_tokenizer
 from handspring.preprocess.text import ClipTokenizer
 from handspring.registry import resolve_alias
 from handspring.runtime.session import TowerSession, built_session, exported_session

@@ -18,12 +18,10 @@ from handspring.errors import CheckpointError
 from handspring.graph.layers import Precision
 from handspring.loaders.options import LoadOptions, log_ready, tower_precision
 from handspring.models import siglip
+from handspring.models.siglip_open_clip import config_from_open_clip
 from handspring.preprocess.image import ImageTransform
-from handspring.preprocess.siglip_text import (
-    SiglipTokenizer,
-    open_clip_siglip_tokenizer,
-    siglip_tokenizer,
-)
+from handspring.preprocess.siglip_text import SiglipTokenizer, siglip_tokenizer
+from handspring.preprocess.siglip_text_exports import open_clip_siglip_tokenizer
 from handspring.registry import resolve_alias
 from handspring.runtime.session import TowerSession, built_session
 from handspring.towers.base import Tower
@@ -107,7 +105,7 @@ def _open_clip_checkpoint(root: Path) -> SiglipCheckpoint:
     path = root / OPEN_CLIP_CONFIG
     raw = read_json(path)
     try:
-        config = siglip.SiglipConfig.from_open_clip(raw.get("model_cfg", raw))
+        config = config_from_open_clip(raw.get("model_cfg", raw))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(str(path), f"unsupported open_clip SigLIP config: {exc}") from exc
     paths = weight_paths(root, "open_clip")

@@ -44,22 +44,22 @@ def _optional_module(name: str) -> Any:
         return None
 
 
-@cache
-def open_clip_cleaner() -> Callable[[str], str]:
-    """open_clip's `_clean_lower`: ftfy, HTML unescape twice, whitespace, lower.
-
-    ftfy is not a dependency of ours. Without it we unescape HTML and compose to NFC
-    (ftfy unescapes, then applies NFC, before open_clip's own unescaping) and clean
-    whitespace; texts ftfy would change further (curly quotes, fullwidth forms,
-    ligatures, mojibake, control characters) then differ from open_clip.
-    """
+def open_clip_basic_cleaner() -> Callable[[str], str]:
+    """open_clip's `basic_clean` (ftfy, HTML unescaped twice), before any whitespace or case
+    handling. Without ftfy (not a dependency of ours): unescaped, then composed to NFC;
+    texts ftfy would repair further (curly quotes, fullwidth forms, mojibake) differ."""
     ftfy = _optional_module("ftfy")
     if ftfy is not None:
-        return lambda text: _clean_lower(html.unescape(html.unescape(ftfy.fix_text(text))))
+        return lambda text: html.unescape(html.unescape(ftfy.fix_text(text)))
     log.warning("ftfy is not installed: open_clip text cleaning is approximated")
-    return lambda text: _clean_lower(
-        unicodedata.normalize("NFC", html.unescape(html.unescape(text)))
-    )
+    return lambda text: unicodedata.normalize("NFC", html.unescape(html.unescape(text)))
+
+
+@cache
+def open_clip_cleaner() -> Callable[[str], str]:
+    """open_clip's `_clean_lower`: its basic cleaning (see above), whitespace, lower."""
+    basic = open_clip_basic_cleaner()
+    return lambda text: _clean_lower(basic(text))
 
 
 def _clean_lower(text: str) -> str:

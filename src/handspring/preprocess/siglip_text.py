@@ -29,13 +29,11 @@ length, 64, as SigLIP was trained and as its processor is called: padding="max_l
 
 from __future__ import annotations
 
-import html
 import logging
 import re
 import string
-import unicodedata
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +58,7 @@ SENTENCEPIECE_CLASSES = ("SiglipTokenizer",)
 GEMMA_CLASSES = ("GemmaTokenizer", "GemmaTokenizerFast", "Siglip2Tokenizer")
 
 SPIECE_UNDERLINE = "▁"
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
+PUNCTUATION = str.maketrans("", "", string.punctuation)
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -111,7 +109,7 @@ def siglip_tokenizer(folder: Path, context_length: int) -> SiglipTokenizer:
 # --------------------------------------------------------------------- SigLIP
 
 
-def _content(value: Any) -> str | None:
+def token_content(value: Any) -> str | None:
     """A token as tokenizer_config.json writes it: a string, or an AddedToken dict."""
     if isinstance(value, dict):
         value = value.get("content")
@@ -122,7 +120,7 @@ def canonicalize(text: str, lowercase: bool) -> str:
     """big_vision's text canonicalisation, as SiglipTokenizer.canonicalize_text."""
     if lowercase:
         text = text.lower()
-    return _WHITESPACE.sub(" ", text.translate(_PUNCTUATION)).strip()
+    return _WHITESPACE.sub(" ", text.translate(PUNCTUATION)).strip()
 
 
 class SentencePieceTokenizer(SiglipTokenizer):
@@ -158,7 +156,7 @@ class SentencePieceTokenizer(SiglipTokenizer):
         self.padding_side = str(settings.get("padding_side", "right"))
         named = {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "</s>"}
         for key in named:
-            value = _content(settings.get(key)) or _content(config.special_map.get(key))
+            value = token_content(settings.get(key)) or token_content(config.special_map.get(key))
             named[key] = value or named[key]
         self.unk_token = named["unk_token"]
         self._specials = set(named.values()) | self._extra_specials(settings)
@@ -175,14 +173,14 @@ class SentencePieceTokenizer(SiglipTokenizer):
         for key in ("additional_special_tokens", "extra_special_tokens"):
             value = settings.get(key) or []
             extra += list(value.values()) if isinstance(value, dict) else list(value)
-        return {c for c in map(_content, extra) if c}
+        return {c for c in map(token_content, extra) if c}
 
     def _added_ids(self, settings: dict[str, Any], folder: Path) -> dict[str, int]:
         """Text -> id of every token split out before SentencePiece runs."""
         added: dict[str, int] = {}
         decoder = settings.get("added_tokens_decoder")
         for index, value in (decoder if isinstance(decoder, dict) else {}).items():
-            if (content := _content(value)) is not None:
+            if (content := token_content(value)) is not None:
                 added[content] = int(index)
         for token in self._specials - set(added):
             index = self._sp.piece_to_id(token)
@@ -283,7 +281,7 @@ class GemmaTokenizer(SiglipTokenizer):
         self._backend = backend
         self.context_length = context_length
         self.padding_side = str(settings.get("padding_side", "left"))  # Siglip2Tokenizer's
-        self.pad_id = _token_id(backend, str(named["pad_token"]), folder)
+        self.pad_id = token_id_of(backend, str(named["pad_token"]), folder)
 
     @staticmethod
     def _post_processor(
@@ -302,154 +300,25 @@ class GemmaTokenizer(SiglipTokenizer):
         if settings.get("add_bos_token", False):
             bos = str(named["bos_token"])
             single = f"{bos}:0 {single}"
-            special.append((bos, _token_id(backend, bos, folder)))
+            special.append((bos, token_id_of(backend, bos, folder)))
         if settings.get("add_eos_token", False):
             eos = str(named["eos_token"])
             single = f"{single} {eos}:0"
-            special.append((eos, _token_id(backend, eos, folder)))
+            special.append((eos, token_id_of(backend, eos, folder)))
         return processors.TemplateProcessing(single=single, special_tokens=special)
 
     def encode(self, texts: Sequence[str]) -> SiglipEncoding:
-        return _encode(self._backend, texts)
+        return encode_rows(self._backend, texts)
 
 
-def _encode(backend: Tokenizer, texts: Sequence[str]) -> SiglipEncoding:
+def encode_rows(backend: Tokenizer, texts: Sequence[str]) -> SiglipEncoding:
     encodings = backend.encode_batch(list(texts))
     rows = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
     return SiglipEncoding(rows, np.array([bool(e.overflowing) for e in encodings]))
 
 
-def _token_id(backend: Tokenizer, token: str, folder: Path) -> int:
+def token_id_of(backend: Tokenizer, token: str, folder: Path) -> int:
     token_id = backend.token_to_id(token)
     if token_id is None:
         raise TokenizerError(f"{folder}: special token {token!r} is not in the vocabulary")
     return token_id
-
-
-# ------------------------------------------------------- a tokenizer.json as it is
-
-
-class TokenizerJson(SiglipTokenizer):
-    """A tokenizer.json run as it is, cut to the context length and padded on the right
-    with `pad_token`."""
-
-    padding_side = "right"
-
-    def __init__(
-        self, path: Path, pad_token: str, context_length: int, truncation_side: str = "right"
-    ) -> None:
-        folder = path.parent
-        if not path.is_file():
-            raise TokenizerError(f"{folder}: {path.name} not found")
-        try:
-            backend = Tokenizer.from_file(str(path))
-        except Exception as exc:  # tokenizers raises bare Exception for bad files
-            raise TokenizerError(f"{folder}: {path.name} unusable ({exc})") from exc
-        backend.no_padding()  # rows are padded by `pad`, to the context length
-        backend.enable_truncation(max_length=context_length, direction=truncation_side)
-        self._backend = backend
-        self.context_length = context_length
-        self.pad_id = _token_id(backend, pad_token, folder)
-
-    def encode(self, texts: Sequence[str]) -> SiglipEncoding:
-        return _encode(self._backend, texts)
-
-
-class CleanedTokenizer(SiglipTokenizer):
-    """Another tokenizer, on texts cleaned first (as open_clip and Immich clean in Python)."""
-
-    def __init__(self, inner: SiglipTokenizer, clean: Callable[[str], str]) -> None:
-        self.inner = inner
-        self.clean = clean
-        self.context_length = inner.context_length
-        self.pad_id = inner.pad_id
-        self.padding_side = inner.padding_side
-
-    def encode(self, texts: Sequence[str]) -> SiglipEncoding:
-        return self.inner.encode([self.clean(text) for text in texts])
-
-
-def _pad_token(config: TokenizerConfig, default: str | None, folder: Path) -> str:
-    token = _content(config.config.get("pad_token")) or _content(
-        config.special_map.get("pad_token")
-    )
-    if token := token or default:
-        return token
-    raise TokenizerError(f"{folder}: tokenizer_config.json names no pad_token")
-
-
-# --------------------------------------------------------------------- open_clip
-
-
-def _basic_clean() -> Callable[[str], str]:
-    """open_clip's `basic_clean`: ftfy, HTML unescaped twice, stripped. ftfy is not a
-    dependency of ours; without it the text is composed to NFC (as ftfy does) and texts
-    ftfy would repair further (curly quotes, fullwidth forms, mojibake) differ."""
-    try:
-        import ftfy
-    except ImportError:
-        log.warning("ftfy is not installed: open_clip text cleaning is approximated")
-        return lambda text: html.unescape(html.unescape(unicodedata.normalize("NFC", text))).strip()
-    return lambda text: html.unescape(html.unescape(ftfy.fix_text(text))).strip()
-
-
-def open_clip_canonicalize(text: str) -> str:
-    """open_clip's `canonicalize_text` (big_vision's, with "_" read as a space)."""
-    text = text.replace("_", " ").translate(_PUNCTUATION).lower()
-    return " ".join(text.split())
-
-
-def open_clip_cleaner(kind: str) -> Callable[[str], str]:
-    """open_clip's HFTokenizer cleaning named by `tokenizer_kwargs.clean`."""
-    basic = _basic_clean()
-    if kind == "canonicalize":
-        return lambda text: open_clip_canonicalize(basic(text))
-    if kind == "lower":
-        return lambda text: " ".join(basic(text).split()).lower()
-    if kind == "whitespace":
-        return lambda text: " ".join(basic(text).split())
-    raise TokenizerError(
-        f"tokenizer_kwargs.clean={kind!r} is not one of open_clip's cleanings "
-        "(canonicalize, lower, whitespace)"
-    )
-
-
-def open_clip_siglip_tokenizer(
-    folder: Path, context_length: int, text_cfg: Mapping[str, Any]
-) -> SiglipTokenizer:
-    """The tokenizer open_clip's `get_tokenizer("local-dir:<folder>")` makes for a SigLIP
-    config: AutoTokenizer on the folder's files, after open_clip's cleaning."""
-    config = read_tokenizer_config(folder)
-    kind = str(config.config.get("tokenizer_class") or "")
-    inner: SiglipTokenizer
-    if kind in SENTENCEPIECE_CLASSES + GEMMA_CLASSES:
-        inner = siglip_tokenizer(folder, context_length)
-    elif (folder / TOKENIZER_JSON).is_file():
-        # T5Tokenizer's own default pad token, when the files name none.
-        pad = _pad_token(config, "<pad>" if kind.startswith("T5") else None, folder)
-        side = str(config.config.get("truncation_side", "right"))
-        inner = TokenizerJson(folder / TOKENIZER_JSON, pad, context_length, side)
-    else:
-        raise TokenizerError(
-            f"{folder}: no {TOKENIZER_JSON}, and tokenizer_class {kind!r} is not "
-            f"one read from {SPIECE_MODEL} here"
-        )
-    clean = str((text_cfg.get("tokenizer_kwargs") or {}).get("clean", "whitespace"))
-    return CleanedTokenizer(inner, open_clip_cleaner(clean))
-
-
-# ------------------------------------------------------------------------ Immich
-
-
-def immich_cleaner(canonicalize: bool) -> Callable[[str], str]:
-    """Immich's `clean_text`."""
-    if canonicalize:
-        return lambda text: " ".join(text.split()).translate(_PUNCTUATION).lower()
-    return lambda text: " ".join(text.split())
-
-
-def immich_tokenizer(folder: Path, context_length: int, canonicalize: bool) -> SiglipTokenizer:
-    """Immich's OpenClipTextualEncoder tokenization of an Immich-layout `textual/` folder."""
-    pad = _pad_token(read_tokenizer_config(folder), None, folder)
-    inner = TokenizerJson(folder / TOKENIZER_JSON, pad, context_length)
-    return CleanedTokenizer(inner, immich_cleaner(canonicalize))
