@@ -80,6 +80,7 @@ def _body_property(spec: dict[str, Any], path: str, name: str) -> dict[str, Any]
 
 # What each contract's reference does with an empty list: OpenAI and TEI refuse one,
 # Weaviate's containers answer it with an empty list; Handspring's own routes refuse one.
+V2_TEXT = {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a cat"]}
 EMPTY_LISTS = [
     ("/v1/embeddings", {"input": [], "model": "minilm"}, "input", 422),
     ("/embed", {"inputs": []}, "inputs", 400),  # TEI: 400, error_type "Empty"
@@ -97,6 +98,16 @@ EMPTY_LISTS = [
     ("/vectorize", {"texts": [], "images": []}, "texts", 200),
     ("/vectorize", {"texts": ["a cat"], "images": []}, "images", 200),
     ("/vectors", {"texts": []}, "texts", 200),
+    # KServe: a request without inputs is a 400; `outputs` may be empty (all outputs)
+    ("/v2/models/{name}/infer", {"inputs": []}, "inputs", 400),
+    ("/v2/models/{name}/versions/{version}/infer", {"inputs": []}, "inputs", 400),
+    ("/v2/models/{name}/infer", {"inputs": [V2_TEXT], "outputs": []}, "outputs", 200),
+    (
+        "/v2/models/{name}/versions/{version}/infer",
+        {"inputs": [V2_TEXT], "outputs": []},
+        "outputs",
+        200,
+    ),
 ]
 
 
@@ -108,7 +119,8 @@ def test_an_empty_list_is_refused_exactly_where_the_schema_says(
     arrays = _array_members(_body_property(spec, path, field), spec)
     assert arrays, f"{path} {field} is not a list in the schema"
     refused_by_schema = all(a.get("minItems", 0) >= 1 for a in arrays)
-    response = requests.post(url + path, json=body, timeout=TIMEOUT)
+    sent = url + path.format(name="minilm", version="1")
+    response = requests.post(sent, json=body, timeout=TIMEOUT)
     assert response.status_code == status, response.text
     assert refused_by_schema == (status != 200)
     if status != 200:
@@ -210,7 +222,7 @@ def test_a_decompression_bomb_gives_its_size_and_the_limit(url: str) -> None:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/api/no-such-route"), ("POST", "/v1/embeddings/extra"), ("GET", "/v2/models")],
+    [("GET", "/api/no-such-route"), ("POST", "/v1/embeddings/extra"), ("GET", "/v1/no-such-route")],
 )
 def test_an_unknown_route_is_not_found_not_a_missing_model(
     url: str, method: str, path: str

@@ -33,6 +33,7 @@ from handspring.server.routes import (
     immich,
     infinity,
     native,
+    oip,
     openai,
     photo_search,
     predict,
@@ -61,10 +62,23 @@ def create_app(config: ServerConfig) -> FastAPI:
     metrics = Metrics()
     pool = ModelPool(config, metrics)
     state = ServerState(config, metrics, pool, EmbeddingService(config, pool))
+    # One controller for both ports: one backlog, one completion rate.
+    admission = None
+    if config.max_queue_ms > 0:
+        admission = AdmissionController(
+            budget_s=config.max_queue_ms / 1000, floor=floor_for(config.max_batch)
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await pool.check_available()
+        grpc_server = None
+        if config.grpc_port is not None:
+            # Imported only here: grpcio costs memory a server without gRPC does not need.
+            from handspring.server.grpc.server import start_grpc
+
+            grpc_server = await start_grpc(state, admission, config.grpc_port)
+            app.state.grpc_port = grpc_server.port
         tasks = []
         if config.preload:
             tasks.append(asyncio.create_task(pool.preload(), name="preload"))
@@ -72,6 +86,11 @@ def create_app(config: ServerConfig) -> FastAPI:
             tasks.append(asyncio.create_task(pool.unload_idle_forever(), name="unload idle"))
         log.info("serving %s", ", ".join(f"{m.name}={m.source}" for m in config.models))
         yield
+        if grpc_server is not None:
+            # HTTP has stopped taking requests by now; gRPC calls in flight may finish,
+            # new ones are refused (UNAVAILABLE).
+            state.draining.begin()
+            await grpc_server.stop(config.graceful_timeout)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -84,13 +103,14 @@ def create_app(config: ServerConfig) -> FastAPI:
         title="Handspring",
         version=__version__,
         description="Image, text, audio and other embeddings: OpenAI, Weaviate, TEI, Immich, "
-        "infinity and photo-search contracts on one server.",
+        "infinity, photo-search and Open Inference Protocol (KServe v2) contracts on one "
+        "server.",
         lifespan=lifespan,
         static_url=DOCS_ASSETS,
     )
     app.state.handspring = state
     # routes.predict holds `POST /predict` for both TEI (JSON) and Immich (multipart).
-    routers = (openai, weaviate, tei, tei_scores, tei_tokens, predict, infinity, photo_search)
+    routers = (openai, weaviate, tei, tei_scores, tei_tokens, predict, infinity, photo_search, oip)
     for module in (*routers, native, immich):
         app.include_router(module.router)
 
@@ -127,20 +147,23 @@ def create_app(config: ServerConfig) -> FastAPI:
         log.exception("unexpected error on %s", request.url.path)
         return error_response(request.url.path, 500, f"internal error: {type(exc).__name__}")
 
-    return _wrap(app, config, metrics, state.draining)
+    return _wrap(app, config, metrics, state.draining, admission)
 
 
-def _wrap(app: FastAPI, config: ServerConfig, metrics: Metrics, draining: Draining) -> FastAPI:
+def _wrap(
+    app: FastAPI,
+    config: ServerConfig,
+    metrics: Metrics,
+    draining: Draining,
+    admission: AdmissionController | None,
+) -> FastAPI:
     # Each middleware added wraps the ones before it: Observed, outermost, sees everything,
     # including what the drain and the gate refuse. Admission is inside the gate: a client
     # without the key gets 401 whatever the load, so it neither learns the load nor holds
     # a place in the backlog; nor does a body declared over the limit. Inside the drain: a
     # server shutting down says 503, not "retry soon here".
-    if config.max_queue_ms > 0:
-        controller = AdmissionController(
-            budget_s=config.max_queue_ms / 1000, floor=floor_for(config.max_batch)
-        )
-        app.add_middleware(AdmissionGate, controller=controller, metrics=metrics)
+    if admission is not None:
+        app.add_middleware(AdmissionGate, controller=admission, metrics=metrics)
     app.add_middleware(RequestGate, api_keys=config.api_keys, max_body_bytes=config.max_body_bytes)
     app.add_middleware(RefusedWhileDraining, draining=draining)
     app.add_middleware(Observed, metrics=metrics)

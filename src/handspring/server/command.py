@@ -84,6 +84,13 @@ def _key_file(ctx: click.Context, param: click.Parameter, path: str | None) -> t
 @_option("--host", default="127.0.0.1", help="Address to bind; 0.0.0.0 to listen on every one.")
 @_option("--port", type=int, default=8080)
 @_option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Also serve gRPC on this port (same host): the Open Inference Protocol (KServe v2 / "
+    "Triton) and the seed project's Embeddings service. Off unless given.",
+)
+@_option(
     "--api-key",
     multiple=True,
     callback=_keys_given,
@@ -193,7 +200,8 @@ def _key_file(ctx: click.Context, param: click.Parameter, path: str | None) -> t
 @_option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 @_option("--log-format", type=click.Choice(["json", "text"]), default="json")
 def serve(**opts: Any) -> None:
-    """Serve embeddings over HTTP: OpenAI, Weaviate, TEI and photo-search contracts."""
+    """Serve embeddings over HTTP: OpenAI, Weaviate, TEI, Immich, photo-search and Open
+    Inference Protocol contracts; and over gRPC with --grpc-port."""
     import uvicorn
 
     from handspring.server import logs

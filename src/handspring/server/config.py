@@ -49,6 +49,11 @@ class ServerConfig:
     models: tuple[ModelSpec, ...]
     host: str = "127.0.0.1"
     port: int = 8080
+    # gRPC (the Open Inference Protocol, and the seed project's Embeddings service) on the
+    # same host: None is off, 0 any free port.
+    grpc_port: int | None = None
+    # Seconds that requests in flight get to finish once a shutdown begins.
+    graceful_timeout: float = 30.0
     # Any of these keys opens the API (several: one per client, rotated one at a time).
     api_keys: tuple[str, ...] = ()
     # Listening beyond loopback with no key is refused unless this says it is meant.
@@ -91,6 +96,10 @@ class ServerConfig:
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be unique, got {names}")
+        if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
+            raise ValueError(f"--grpc-port must be a port (0 to 65535), got {self.grpc_port}")
+        if self.grpc_port and self.grpc_port == self.port:
+            raise ValueError(f"--grpc-port {self.grpc_port} is the HTTP --port: give another")
         if self.max_queue_ms < 0:
             raise ValueError(f"--max-queue-ms must be 0 (off) or more, got {self.max_queue_ms}")
         for default in (

@@ -23,6 +23,7 @@ class Contract(Enum):
     TEI = "tei"
     PHOTO_SEARCH = "photo-search"
     IMMICH = "immich"
+    OPEN_INFERENCE = "open-inference"
     NATIVE = "native"
 
 
@@ -77,6 +78,8 @@ def contract_of(path: str) -> Contract:
         return Contract.TEI
     if path in _IMMICH_PATHS:
         return Contract.IMMICH
+    if path == "/v2" or path.startswith("/v2/"):
+        return Contract.OPEN_INFERENCE
     return Contract.NATIVE
 
 
@@ -149,7 +152,7 @@ def error_response(
     contract = contract_of(path)
     # The original photo-search server answered every bad query with 400, and Weaviate's
     # containers answer bad input with 500; limits keep their own statuses everywhere.
-    if contract is Contract.PHOTO_SEARCH and status == 422:
+    if contract in (Contract.PHOTO_SEARCH, Contract.OPEN_INFERENCE) and status == 422:
         status = 400
     if contract is Contract.WEAVIATE and status in (400, 404, 422):
         status = 500

@@ -44,11 +44,26 @@ class Metrics:
         self.items = Counter(
             "handspring_embedded_items", "Items embedded", ["model", "modality"], registry=r
         )
+        # gRPC calls (--grpc-port), by full method name and status code name.
+        self.grpc_requests = Counter(
+            "handspring_grpc_requests",
+            "gRPC calls answered",
+            ["method", "code"],
+            registry=r,
+        )
+        self.grpc_latency = Histogram(
+            "handspring_grpc_request_duration_seconds",
+            "Time from a gRPC call to its answer",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         # Load shedding (see handspring.server.guards.admission).
         self.shed = Counter(
             "handspring_shed_requests",
-            "Work requests refused with 429 before their body was read: the admitted "
-            "backlog's expected wait was over its share of the --max-queue-ms budget",
+            "Work requests refused with 429 before their body was read (gRPC calls: with "
+            "RESOURCE_EXHAUSTED): the admitted backlog's expected wait was over its share "
+            "of the --max-queue-ms budget",
             ["contract"],
             registry=r,
         )

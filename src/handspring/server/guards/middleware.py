@@ -21,7 +21,15 @@ UNAUTHORIZED = "missing or wrong API key (Authorization: Bearer)"
 
 # Probes and scrapers need no key.
 PUBLIC_PATHS = frozenset(
-    {"/.well-known/live", "/.well-known/ready", "/health", "/_health", "/metrics"}
+    {
+        "/.well-known/live",
+        "/.well-known/ready",
+        "/health",
+        "/_health",
+        "/metrics",
+        "/v2/health/live",
+        "/v2/health/ready",
+    }
 )
 
 

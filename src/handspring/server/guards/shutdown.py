@@ -29,7 +29,7 @@ from handspring.server.errors import error_response
 RETRY_AFTER_S = 1
 
 # A draining server is still alive, and its metrics show the drain.
-ANSWERED_WHILE_DRAINING = frozenset({"/.well-known/live", "/metrics"})
+ANSWERED_WHILE_DRAINING = frozenset({"/.well-known/live", "/v2/health/live", "/metrics"})
 
 
 class Draining:
