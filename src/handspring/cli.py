@@ -364,5 +364,35 @@ def download(model: str, modalities: str | None) -> None:
     click.echo(f"{folder}  ({describe_size(folder_bytes(folder))} in the cache)")
 
 
+@main.command("export")
+@click.argument("model")
+@click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True)
+@click.option(
+    "--modalities", default=None, help="Comma-separated towers to export (default: all it has)."
+)
+@click.option(
+    "--allow-ungated", is_flag=True, help="Export int8 for towers whose int8 was never measured."
+)
+def export_command(
+    model: str, outdir: Path, precision: str, modalities: str | None, allow_ungated: bool
+) -> None:
+    """Write MODEL to OUTDIR (absent or empty) as one standalone ONNX file per tower, with
+    model.json, preprocess.json and the tokenizer: vectors equal to handspring's from any
+    ONNX Runtime, without handspring (see docs/export.md)."""
+    from handspring.errors import HandspringError
+    from handspring.export import export_model
+
+    asked = [m.strip() for m in modalities.split(",") if m.strip()] if modalities else None
+    try:
+        folder = export_model(
+            model, outdir, precision=precision, modalities=asked, allow_ungated=allow_ungated
+        )
+    except (HandspringError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        click.echo(f"{path.relative_to(folder)}  {path.stat().st_size:,} bytes")
+
+
 if __name__ == "__main__":
     main()
