@@ -77,13 +77,15 @@ def _quantized_rows(g: Graph, x: str) -> tuple[str, str]:
     with the node count, and this runs once per distinct Linear input."""
     key = ("rows", x)
     if key not in g.shared:
-        absmax = g.op("ReduceMax", g.op("Abs", x), axes=[1], keepdims=1)  # [N, 1]
+        absmax = g.op("ReduceMax", g.op("Abs", x), axes=[1], keepdims=0)  # [N]
         # The floor keeps an all-zero row finite; 1e-30 / 127 is still a normal float.
         floor = g.const(np.asarray(1e-30, np.float32))
         scale = g.op("Mul", g.op("Max", absmax, floor), g.const(np.asarray(1 / 127, np.float32)))
-        unit, mid = g.const(np.asarray(1.0, np.float32)), g.const(np.asarray(128, np.uint8))
-        xq = g.op("QuantizeLinear", g.op("Div", x, scale), unit, mid)  # [N, K] uint8
-        g.shared[key] = (xq, scale)
+        # QuantizeLinear with one scale per row (axis 0) divides inside its own kernel: the
+        # same bytes as a Div before it, without writing and re-reading an fp32 [N, K] copy.
+        mid = g.op("Expand", g.const(np.asarray(128, np.uint8)), g.op("Shape", scale))  # [N]
+        xq = g.op("QuantizeLinear", x, scale, mid, axis=0)  # [N, K] uint8
+        g.shared[key] = (xq, g.op("Unsqueeze", scale, g.ints([1])))  # [N, 1]
     xq, scale = g.shared[key]
     return xq, scale
 

@@ -74,11 +74,24 @@ def _image_tower(
         dim,
         _image_transform(checkpoint),
         options.decode,
+        tokens=_image_tokens(checkpoint),
         composite_alpha=not immich,  # Immich's `convert("RGB")` drops transparency
     )
     if compiled.session.get_inputs()[0].shape[0] == 1:  # newer Immich exports: one image
         tower.run_rows = 1
     return tower
+
+
+def _image_tokens(checkpoint: ClipCheckpoint) -> int:
+    """Rows per image through the trunk: patches and the class token."""
+    if checkpoint.config is not None:
+        return checkpoint.config.vision.grid**2 + 1
+    vision = checkpoint.raw_config.get("vision_cfg", {})  # an exported graph's open_clip config
+    size, patch = vision.get("image_size", 224), vision.get("patch_size")
+    if not patch:  # a ResNet: what a ViT-B/32 image takes
+        return 50
+    side = size[0] if isinstance(size, list) else size
+    return (int(side) // int(patch)) ** 2 + 1
 
 
 def _text_tower(

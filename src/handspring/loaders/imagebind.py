@@ -136,7 +136,10 @@ def _tower(
         # data.py: Resize(224, bicubic) on the short side, CenterCrop(224), the CLIP mean
         # and std; torchvision's rounding, which open_clip's preprocessing shares.
         transform = ImageTransform.from_open_clip({"size": ib.IMAGE_SIZE})
-        return ImageTower(compiled, dim, transform, options.decode, composite_alpha=False)
+        tokens = config.tokens("image")
+        return ImageTower(
+            compiled, dim, transform, options.decode, tokens=tokens, composite_alpha=False
+        )
     if modality == "text":
         # ImageBind's own SimpleTokenizer: its cleaning, its special-token spellings,
         # zero padding (preprocess/text.py).

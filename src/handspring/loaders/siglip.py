@@ -233,7 +233,8 @@ def _tower(
 ) -> Tower:
     dim = checkpoint.config.dim
     if modality == "image":
-        return ImageTower(compiled, dim, _image_transform(checkpoint), options.decode)
+        transform, tokens = _image_transform(checkpoint), checkpoint.config.vision.grid**2
+        return ImageTower(compiled, dim, transform, options.decode, tokens=tokens)
     assert tokenizer is not None
     return SiglipTextTower(compiled, dim, tokenizer)
 

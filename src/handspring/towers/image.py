@@ -15,7 +15,7 @@ from handspring.errors import ImageError
 from handspring.preprocess.decode import DEFAULT_MAX_PIXELS, ImageInput, decode_image
 from handspring.preprocess.image import ImageTransform
 from handspring.runtime.session import TowerSession
-from handspring.towers.base import Options, Tower
+from handspring.towers.base import Options, Tower, items_per_run
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,11 @@ class ImageTower(Tower):
         transform: ImageTransform,
         decode: DecodeOptions,
         *,
+        tokens: int,
         composite_alpha: bool = True,
     ) -> None:
         super().__init__(compiled, dim)
+        self.run_rows = items_per_run(tokens)
         self.transform = transform
         self.decode = decode
         # Transparency onto white, as transformers does; ImageBind's data.py drops it
