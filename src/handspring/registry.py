@@ -69,11 +69,29 @@ MIT, APACHE = "MIT", "Apache-2.0"
 
 # The catalog (`handspring models`). int8 gates: min cosine to fp32, measured as each
 # entry's comment says; where none is given, int8 loads with a warning to compare first.
+# bench/families_bench.py, OpenAI's ViT-B/32 architecture at full size, random weights:
+# 16 photo-like JPEGs and 32 search queries. The same graphs run its sentence-transformers
+# and timm/open_clip layouts.
+CLIP_B32_GATES = (
+    ("image", Int8Gate(0.99922, required_cosine=0.999)),
+    ("text", Int8Gate(0.99906, required_cosine=0.995)),
+)
+# bench/families_bench.py (XLM-R large, 32 queries) and tests/test_mclip.py's full-size
+# LaBSE encoder (55 texts in several scripts).
+# tests/test_siglip.py's full-size test (18 photo-like images, 31 texts); open_clip's
+# ViT-B-16-SigLIP builds the same graphs.
+SIGLIP_B16_GATES = (
+    ("image", Int8Gate(0.9996, required_cosine=0.999)),
+    ("text", Int8Gate(0.9997, required_cosine=0.995)),
+)
+MCLIP_XLM_R_GATE = (("text", Int8Gate(0.99932, required_cosine=0.995)),)
+MCLIP_LABSE_GATE = (("text", Int8Gate(0.99975, required_cosine=0.995)),)
+
 KNOWN_MODELS: tuple[KnownModel, ...] = (
     # ---------------------------------------------------------------- CLIP
     KnownModel(
         "clip-vit-b-32", "openai/clip-vit-base-patch32", "clip", "transformers", 512, 224,
-        licence=MIT, download_mb=605,
+        int8_gates=CLIP_B32_GATES, licence=MIT, download_mb=605,
     ),
     KnownModel(
         "clip-vit-b-16", "openai/clip-vit-base-patch16", "clip", "transformers", 512, 224,
@@ -90,7 +108,7 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
     KnownModel(
         "st-clip-vit-b-32", "sentence-transformers/clip-ViT-B-32", "clip",
         "sentence-transformers", 512, 224, "the image model of the original photo-search tool",
-        licence=MIT, download_mb=605,
+        int8_gates=CLIP_B32_GATES, licence=MIT, download_mb=605,
     ),
     KnownModel(
         "laion-vit-b-32", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "clip", "open_clip", 512,
@@ -107,7 +125,7 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
     KnownModel(
         "timm-vit-b-32-openai", "timm/vit_base_patch32_clip_224.openai", "clip", "open_clip",
         512, 224, "OpenCLIP layout without tokenizer files: the packaged CLIP vocabulary",
-        licence=MIT, download_mb=605,
+        int8_gates=CLIP_B32_GATES, licence=MIT, download_mb=605,
     ),
     KnownModel(
         "immich-vit-b-32-openai", "immich-app/ViT-B-32__openai", "clip", "immich", 512, 224,
@@ -120,10 +138,7 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
     KnownModel(
         "siglip-base-patch16-224", "google/siglip-base-patch16-224", "siglip", "transformers",
         768, 224, "sigmoid zero-shot scores; SentencePiece text, lowercased, punctuation removed",
-        int8_gates=(
-            ("image", Int8Gate(0.9996, required_cosine=0.999)),
-            ("text", Int8Gate(0.9997, required_cosine=0.995)),
-        ),
+        int8_gates=SIGLIP_B16_GATES,
         licence=APACHE, download_mb=813,
     ),
     KnownModel(
@@ -160,7 +175,7 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
     KnownModel(
         "timm-vit-b-16-siglip", "timm/ViT-B-16-SigLIP", "siglip", "open_clip", 768, 224,
         "open_clip's SigLIP (timm trunk), the weights Immich's ViT-B-16-SigLIP__webli exports",
-        licence=APACHE, download_mb=813,
+        int8_gates=SIGLIP_B16_GATES, licence=APACHE, download_mb=813,
     ),
     KnownModel(
         "immich-vit-b-16-siglip", "immich-app/ViT-B-16-SigLIP__webli", "clip", "immich", 768,
@@ -211,17 +226,17 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
     KnownModel(
         "mclip-xlm-roberta-large-vit-b-32", "M-CLIP/XLM-Roberta-Large-Vit-B-32", "mclip",
         "mclip", 512, 0, "text in 100 languages into OpenAI CLIP ViT-B/32's image space",
-        licence=MIT, download_mb=2260, pairs_with="openai/clip-vit-base-patch32",
+        int8_gates=MCLIP_XLM_R_GATE, licence=MIT, download_mb=2260, pairs_with="openai/clip-vit-base-patch32",
     ),
     KnownModel(
         "mclip-xlm-roberta-large-vit-l-14", "M-CLIP/XLM-Roberta-Large-Vit-L-14", "mclip",
         "mclip", 768, 0, "text in 100 languages into OpenAI CLIP ViT-L/14's image space",
-        licence=MIT, download_mb=2260, pairs_with="openai/clip-vit-large-patch14",
+        int8_gates=MCLIP_XLM_R_GATE, licence=MIT, download_mb=2260, pairs_with="openai/clip-vit-large-patch14",
     ),
     KnownModel(
         "mclip-labse-vit-l-14", "M-CLIP/LABSE-Vit-L-14", "mclip", "mclip", 768, 0,
         "text in 109 languages into OpenAI CLIP ViT-L/14's image space (LaBSE)",
-        licence=MIT, download_mb=1900, pairs_with="openai/clip-vit-large-patch14",
+        int8_gates=MCLIP_LABSE_GATE, licence=MIT, download_mb=1900, pairs_with="openai/clip-vit-large-patch14",
     ),
     KnownModel(
         "st-clip-vit-b-32-multilingual", "sentence-transformers/clip-ViT-B-32-multilingual-v1",
