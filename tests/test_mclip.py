@@ -168,6 +168,24 @@ def test_full_size_labse_encoder_equals_the_reference(tmp_path: Path) -> None:
     assert err <= FP32_MAX_ABS and cosine >= INT8_MIN_COSINE
 
 
+@pytest.mark.reference
+def test_immichs_export_runs_as_immich_runs_it(tmp_path: Path) -> None:
+    """Immich's M-CLIP export (ids and attention mask, padded to 77, one text per run) gives
+    Immich's own vectors, which are the reference's cut at 77 tokens."""
+    pytest.importorskip("multilingual_clip")
+    import handspring
+    from tests.support.immich_mclip import write_immich_mclip
+    from tests.support.immich_recipe import immich_mclip_text_vector
+
+    folder = write_immich_mclip(tmp_path / "immich-mclip", seed=3)
+    texts = TEXTS[::12] + TEXTS[-4:]  # every twelfth corpus text, other scripts, over 77 tokens
+    ours = handspring.load(folder, modalities=["text"]).embed_texts(texts)
+    immich = np.stack([immich_mclip_text_vector(folder, text) for text in texts])
+    err = float(np.abs(ours - immich).max())
+    print(f"\nImmich M-CLIP export: {len(texts)} texts, max abs to Immich's recipe {err:.2e}")
+    assert err <= FP32_MAX_ABS
+
+
 class _Payload:
     """Unpickling this runs `touch marker`: anything that runs a pickle's globals."""
 

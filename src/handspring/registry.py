@@ -131,6 +131,12 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
         "immich-vit-b-32-openai", "immich-app/ViT-B-32__openai", "clip", "immich", 512, 224,
         "pre-exported ONNX, run as exported", licence=MIT, download_mb=606,
     ),
+    KnownModel(
+        "immich-xlm-roberta-large-vit-b-32", "immich-app/XLM-Roberta-Large-Vit-B-32", "clip",
+        "immich", 512, 224,
+        "Immich's M-CLIP export: multilingual texts (XLM-R large) and ViT-B/32 images, as run "
+        "by Immich", licence=MIT, download_mb=2600,
+    ),
     # -------------------------------------------------------------- SigLIP
     # int8 gates: random weights of the real size, 18 photo-like images and 31 varied
     # texts (tests/test_siglip.py's full-size test; SigLIP 2's 256k vocabulary measured the

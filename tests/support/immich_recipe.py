@@ -7,7 +7,8 @@ running the exported ONNX graphs. A library Immich indexed holds exactly these v
   `int(w / 2 - size / 2)`; /255, then `x * (1 / std) - mean / std`.
 - Texts: whitespace runs collapsed (and, for `clean: canonicalize` configs, punctuation
   removed and lowercased), then `textual/tokenizer.json` padded with tokenizer_config's
-  pad token and truncated to the config's context length; int32 ids.
+  pad token and truncated to the config's context length; int32 ids (and for M-CLIP
+  exports, the tokenizer's attention mask beside them).
 """
 
 from __future__ import annotations
@@ -53,6 +54,20 @@ def immich_image_vector(folder: Path, data: bytes) -> np.ndarray:
 
 
 def immich_text_vector(folder: Path, text: str) -> np.ndarray:
+    """CLIP and SigLIP exports: the ids, as `text`."""
+    session = ort.InferenceSession(str(folder / "textual" / "model.onnx"))
+    ids, _ = _immich_tokens(folder, text)
+    return _unit(session.run(None, {"text": ids})[0][0])
+
+
+def immich_mclip_text_vector(folder: Path, text: str) -> np.ndarray:
+    """M-CLIP exports (Immich's MClipTextualEncoder): the ids and the attention mask."""
+    session = ort.InferenceSession(str(folder / "textual" / "model.onnx"))
+    ids, mask = _immich_tokens(folder, text)
+    return _unit(session.run(None, {"input_ids": ids, "attention_mask": mask})[0][0])
+
+
+def _immich_tokens(folder: Path, text: str) -> tuple[np.ndarray, np.ndarray]:
     text_cfg = json.loads((folder / "config.json").read_text())["text_cfg"]
     context = text_cfg.get("context_length", 77)
     kwargs = text_cfg.get("tokenizer_kwargs") or {}
@@ -65,6 +80,6 @@ def immich_text_vector(folder: Path, text: str) -> np.ndarray:
     text = " ".join(text.split())
     if kwargs.get("clean") == "canonicalize":
         text = text.translate(str.maketrans("", "", string.punctuation)).lower()
-    ids = np.array([tokenizer.encode(text).ids], dtype=np.int32)
-    session = ort.InferenceSession(str(folder / "textual" / "model.onnx"))
-    return _unit(session.run(None, {"text": ids})[0][0])
+    encoding = tokenizer.encode(text)
+    ids = np.array([encoding.ids], dtype=np.int32)
+    return ids, np.array([encoding.attention_mask], dtype=np.int32)

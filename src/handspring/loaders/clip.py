@@ -167,7 +167,7 @@ def _context_length(checkpoint: ClipCheckpoint) -> int:
 
 
 def _tokenizer(checkpoint: ClipCheckpoint) -> ClipTokenizer | SiglipTokenizer:
-    if checkpoint.immich_siglip:
+    if checkpoint.immich_siglip or checkpoint.immich_mclip:
         assert checkpoint.tokenizer_folder is not None
         text_cfg = checkpoint.raw_config.get("text_cfg", {})
         clean = (text_cfg.get("tokenizer_kwargs") or {}).get("clean")

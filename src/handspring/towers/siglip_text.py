@@ -5,7 +5,8 @@ part of the input the model was trained on: every row is padded to the context l
 (64), never just to the longest of its batch, and sorting by length gains nothing.
 
 The graph is ours (`input_ids`, int64) or an Immich export (`text`, int32, and in newer
-exports a batch of exactly one row).
+exports a batch of exactly one row). Immich's M-CLIP exports run the same way, with an
+`attention_mask` beside the ids (1 on the text's tokens, 0 on the padding).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class SiglipTextTower(TextTower):
         self.input_dtype = np.int32 if "int32" in graph_input.type else np.int64
         if graph_input.shape[0] == 1:  # exported for one text at a time
             self.run_rows = 1
+        self.takes_mask = "attention_mask" in {i.name for i in self.session.get_inputs()}
 
     @property
     def max_tokens(self) -> int:
@@ -45,4 +47,9 @@ class SiglipTextTower(TextTower):
 
     def run(self, batch: Sequence[TextTokens]) -> np.ndarray:
         ids = self.tokenizer.pad([t.ids for t in batch]).astype(self.input_dtype, copy=False)
-        return self.run_chunked({self.input_name: ids})  # [N, context] -> [N, P]
+        inputs = {self.input_name: ids}  # [N, context]
+        if self.takes_mask:
+            lengths = np.array([len(t.ids) for t in batch])  # [N]
+            positions = np.arange(ids.shape[1])  # [context]
+            inputs["attention_mask"] = (positions < lengths[:, None]).astype(self.input_dtype)
+        return self.run_chunked(inputs)  # -> [N, P]

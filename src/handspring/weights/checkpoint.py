@@ -45,6 +45,10 @@ TOKENIZER_FILES = (
 OPENAI_LOGIT_SCALE_INIT = 2.6592
 
 
+# The tokenizers of M-CLIP's text encoders (Immich's exports keep them, fast or slow).
+MCLIP_TOKENIZER_CLASSES = ("XLMRobertaTokenizer", "BertTokenizer")
+
+
 @dataclass
 class ClipCheckpoint:
     name: str  # what the caller asked for: a folder or a repo id
@@ -65,6 +69,17 @@ class ClipCheckpoint:
         its text graph reads every position of a row padded to the context length, and its
         learned zero-shot scale and bias are not in the export."""
         return self.layout == "immich" and "init_logit_bias" in self.raw_config
+
+    @property
+    def immich_mclip(self) -> bool:
+        """An Immich export of an M-CLIP text encoder (XLM-R or LaBSE, mean-pooled into CLIP's
+        space): its text graph takes `input_ids` and `attention_mask`, padded to the context
+        length by the encoder's own tokenizer."""
+        if self.layout != "immich" or self.tokenizer_folder is None:
+            return False
+        config = self.tokenizer_folder / "tokenizer_config.json"
+        tokenizer_class = read_json(config).get("tokenizer_class", "") if config.is_file() else ""
+        return str(tokenizer_class).startswith(MCLIP_TOKENIZER_CLASSES)
 
     @property
     def logit_scale(self) -> float:
