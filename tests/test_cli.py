@@ -497,3 +497,53 @@ def test_audio_from_a_clip_model_is_a_clean_error(
     assert f"{tiny_hf} is a CLIP model: it has no audio modality" in result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_cache_lists_graphs_and_prunes_the_ones_that_cannot_load(
+    tiny_hf: Path, inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    cache = tmp_path / "handspring-cache"
+    env = {"HANDSPRING_CACHE": str(cache)}
+    for precision in ("fp32", "int8"):
+        args = ("embed", "-m", str(tiny_hf), "-i", str(inputs["img1"]), "-t", "a cat")
+        embedded = run(*args, "--precision", precision, env=env)
+        assert embedded.returncode == 0, embedded.stderr
+    listed = json.loads(run("cache", "list", "--json", env=env).stdout)
+    described = sorted(e["graph"].split() for e in listed)  # family, tower, precision tag
+    assert [d[:2] for d in described] == [["clip", "image"]] * 2 + [["clip", "text"]] * 2
+    assert [d[2].startswith("int8") for d in described] == [False, True, False, True]
+    weights = sum(f.stat().st_size for f in tiny_hf.glob("*.safetensors"))
+    for entry in listed:
+        assert entry["source"] == str(tiny_hf.absolute()) and entry["stale"] is None
+        assert entry["weights_bytes"] == weights
+    by_precision: dict[str, int] = {}
+    for entry in listed:
+        precision = "fp32" if entry["graph"].endswith("fp32") else "int8"
+        by_precision[precision] = by_precision.get(precision, 0) + entry["bytes"]
+    ratios = ", ".join(f"{p} {b / weights:.2f}x" for p, b in sorted(by_precision.items()))
+    print(f"\ngraph cache per precision / weights: {ratios}")
+    assert by_precision["fp32"] <= 1.2 * weights and by_precision["int8"] <= 1.2 * weights
+    assert run("cache", env=env).stdout.count("MiB (") == 4  # `cache` alone lists them
+
+    graphs = cache / "graphs"
+    old = graphs / "0ld"  # a graph of an earlier builder: no info.json
+    old.mkdir()
+    (old / "model.onnx").write_bytes(b"x" * 10)
+    orphan = graphs / listed[0]["key"]
+    info = json.loads((orphan / "info.json").read_text())
+    info["weights"] = [str(tmp_path / "deleted" / "model.safetensors")]
+    (orphan / "info.json").write_text(json.dumps(info))
+    abandoned = graphs / ".cafe.build"
+    abandoned.mkdir()
+    os.utime(abandoned, (0, 0))
+
+    dry = run("cache", "prune", "--dry-run", env=env)
+    assert "would remove 0ld" in dry.stdout and "older Handspring" in dry.stdout
+    assert "weights are gone" in dry.stdout and ".cafe.build: an abandoned build" in dry.stdout
+    assert old.is_dir() and orphan.is_dir() and abandoned.is_dir()
+    pruned = run("cache", "prune", env=env)
+    assert pruned.returncode == 0, pruned.stderr
+    assert not old.exists() and not orphan.exists() and not abandoned.exists()
+    assert len(json.loads(run("cache", "list", "--json", env=env).stdout)) == 3
+    assert run("cache", "prune", "--all", env=env).returncode == 0
+    assert json.loads(run("cache", "list", "--json", env=env).stdout) == []

@@ -7,6 +7,7 @@ inode); files in the Hugging Face cache are already named by their sha256.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -139,12 +140,30 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def cached_graph(key: str, build: Callable[[], onnx.ModelProto]) -> tuple[Path, bool]:
-    """The path of the graph for `key`, building and saving it if absent.
-    Returns (path, whether it was built now)."""
+# Beside each graph: what it was built from (`handspring cache` lists and prunes by it).
+INFO_FILE = "info.json"
+
+
+def graph_info(weight_files: Iterable[Path], options: Mapping[str, Any]) -> dict[str, Any]:
+    """What `handspring cache` shows of a graph: its build options and its weights."""
+    files = [Path(p).absolute() for p in weight_files]
+    return {
+        "format": GRAPH_FORMAT,
+        "options": {k: v for k, v in options.items() if k != "config"},
+        "weights": [str(p) for p in files],
+        "weights_bytes": sum(p.stat().st_size for p in files if p.exists()),
+    }
+
+
+def cached_graph(
+    key: str, build: Callable[[], onnx.ModelProto], info: Mapping[str, Any] | None = None
+) -> tuple[Path, bool]:
+    """The path of the graph for `key`, building and saving it if absent, with `info`
+    beside it. Returns (path, whether it was built now)."""
     folder = cache_root() / "graphs" / key
     path = folder / "model.onnx"
     if path.is_file():
+        _mark_used(folder)
         return path, False
     import onnx
 
@@ -162,6 +181,7 @@ def cached_graph(key: str, build: Callable[[], onnx.ModelProto]) -> tuple[Path, 
             model = build()
             onnx.save_model(model, str(staging / "model.onnx"))
         del model
+        (staging / INFO_FILE).write_text(json.dumps(dict(info or {"format": GRAPH_FORMAT})))
         try:
             os.rename(staging, folder)
         except OSError:
@@ -173,3 +193,10 @@ def cached_graph(key: str, build: Callable[[], onnx.ModelProto]) -> tuple[Path, 
                 child.unlink()
             staging.rmdir()
     return path, True
+
+
+def _mark_used(folder: Path) -> None:
+    # The folder's mtime says when a graph was last loaded (atime is off on many mounts):
+    # `handspring cache prune --unused-days` reads it.
+    with contextlib.suppress(OSError):  # a read-only cache still serves
+        os.utime(folder)

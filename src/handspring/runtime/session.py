@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from handspring.graph.layers import Precision
 from handspring.runtime.cpu import int8_weight_bits
-from handspring.runtime.graph_cache import cached_graph, graph_key
+from handspring.runtime.graph_cache import cached_graph, graph_info, graph_key
 
 if TYPE_CHECKING:
     import onnx
@@ -74,7 +74,8 @@ def built_session(
     """A session on the graph `build` makes, from the graph cache when it has
     one for these weights and options."""
     start = time.perf_counter()
-    path, built = cached_graph(graph_key(weight_files, options, fingerprints or ()), build)
+    key = graph_key(weight_files, options, fingerprints or ())
+    path, built = cached_graph(key, build, graph_info(weight_files, options))
     session = make_session(path, threads, spinning)
     return TowerSession(session, path, built, time.perf_counter() - start)
 
