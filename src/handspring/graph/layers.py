@@ -50,13 +50,29 @@ def quantize_per_channel(
     """Symmetric int8 quantization of a [in, out] matrix, one scale per output
     column (or one for the whole matrix, repeated per column)."""
     qmax = float(2 ** (bits - 1) - 1)
-    absmax = np.abs(weight_in_out).max(axis=0)  # [out]
+    absmax = np.maximum(weight_in_out.max(axis=0), -weight_in_out.min(axis=0))  # [out]
     if not per_channel:
         absmax = np.full_like(absmax, absmax.max())
     scale = absmax / qmax  # [out]
     scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
-    q = np.clip(np.rint(weight_in_out / scale), -qmax, qmax).astype(np.int8)  # [in, out]
+    # Laid out as the input is, so a transposed view ([D, V] of a [V, D] table) needs no
+    # transposed copy, here or when it is transposed back.
+    order = (
+        "F" if weight_in_out.flags.f_contiguous and not weight_in_out.flags.c_contiguous else "C"
+    )
+    q = np.empty(weight_in_out.shape, dtype=np.int8, order=order)  # [in, out]
+    # In blocks of rows, so that the fp32 temporaries stay small: a token table (49408 x 512)
+    # quantized whole took three more fp32 copies of itself at once.
+    rows = max(1, QUANTIZE_BLOCK_ELEMENTS // max(1, q.shape[1]))
+    for start in range(0, len(q), rows):
+        block = weight_in_out[start : start + rows] / scale
+        np.rint(block, out=block)
+        np.clip(block, -qmax, qmax, out=block)
+        q[start : start + rows] = block
     return q, scale
+
+
+QUANTIZE_BLOCK_ELEMENTS = 1 << 20
 
 
 def _quantized_input(g: Graph, x: str) -> tuple[str, str, str]:
@@ -197,10 +213,11 @@ def table_lookup(
     Under int8 the table is stored as int8 rows with one scale each: token
     tables are a third to most of a text model's weights, and only a few rows
     are read per text, so the dequantization costs nothing measurable."""
-    table = w[f"{key}.weight"].astype(np.float32)  # [V, D]
+    table = w[f"{key}.weight"].astype(np.float32, copy=False)  # [V, D]
     if not precision.quantizes(key):
         return g.op("Gather", g.const(table, f"{key}.weight"), ids)  # [B, T, D]
-    q, scale = quantize_per_channel(np.ascontiguousarray(table.T), 8)  # [D, V] int8, [V]
-    rows = g.op("Gather", g.const(np.ascontiguousarray(q.T), f"{key}.weight_int8"), ids)
+    q, scale = quantize_per_channel(table.T, 8)  # [D, V] int8, [V]: one scale per row
+    del table  # the largest tensor of a text model: not held while the rest is built
+    rows = g.op("Gather", g.const(q.T, f"{key}.weight_int8"), ids)
     scales = g.op("Gather", g.const(scale.reshape(-1, 1), f"{key}.weight_scale"), ids)
     return g.op("Mul", g.op("Cast", rows, to=FLOAT), scales)  # [B, T, D]
