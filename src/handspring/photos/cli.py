@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,6 +17,9 @@ from handspring.photos.output import format_hits, format_index_report, format_st
 from handspring.photos.scanning.scan import DEFAULT_EXCLUDES, ScanOptions
 from handspring.photos.stores.records import SearchFilter
 from handspring.photos.stores.store import DEFAULT_STORE_ENV, default_store_url, open_store
+
+if TYPE_CHECKING:  # qdrant_store is imported when a command needs it
+    from handspring.photos.stores.qdrant_store import ClusterSettings
 
 EXIT_ROOT_REFUSED = 1  # a root missing, empty or unreadable: nothing deleted under it
 EXIT_DELETIONS_HELD = 3  # deletions need --allow-deletions (2 is click's usage error)
@@ -104,6 +107,27 @@ def photos() -> None:
     help="Photos saved, rate and time left. Default: a progress bar when stderr is a "
     "terminal, else a line every 10 s.",
 )
+@click.option(
+    "--shards",
+    type=click.IntRange(1),
+    default=None,
+    help="Qdrant cluster: shards of a new collection, spread over the nodes (fixed once "
+    "it exists; a later run only checks it). Default: Qdrant's (one per node).",
+)
+@click.option(
+    "--replication-factor",
+    type=click.IntRange(1),
+    default=None,
+    help="Qdrant cluster: copies of each shard on different nodes (set on a new "
+    "collection, updated on an existing one). Default: Qdrant's (1).",
+)
+@click.option(
+    "--write-consistency",
+    type=click.IntRange(1),
+    default=None,
+    help="Qdrant cluster: replicas that must confirm each commit, at most the "
+    "replication factor (set or updated like it). Default: Qdrant's (1).",
+)
 def index(
     roots: tuple[str, ...],
     db: str | None,
@@ -122,6 +146,9 @@ def index(
     retry_errors: bool,
     commit_every: int,
     progress: bool | None,
+    shards: int | None,
+    replication_factor: int | None,
+    write_consistency: int | None,
 ) -> None:
     """Index the photos under ROOTS, incrementally: new and changed files are
     embedded, moved ones keep their vectors, deleted ones leave the index.
@@ -137,7 +164,10 @@ def index(
     from handspring.photos.indexing.indexer import DEFAULT_IMAGE_MODEL, Indexer, IndexOptions
 
     excludes = frozenset(exclude) | (frozenset() if no_default_excludes else DEFAULT_EXCLUDES)
+    cluster = _cluster_settings(shards, replication_factor, write_consistency)
     with _open(db) as store:
+        if cluster is not None:
+            _configure_cluster(store, cluster)
         recorded = store.model()
         options = IndexOptions(
             image_model=image_model or (recorded.name if recorded else DEFAULT_IMAGE_MODEL),
@@ -169,6 +199,34 @@ def index(
         sys.exit(EXIT_ROOT_REFUSED)
     if report.held:
         sys.exit(EXIT_DELETIONS_HELD)
+
+
+def _cluster_settings(
+    shards: int | None, replication_factor: int | None, write_consistency: int | None
+) -> ClusterSettings | None:
+    """The Qdrant cluster flags as ClusterSettings, or None when none is given."""
+    if shards is None and replication_factor is None and write_consistency is None:
+        return None
+    from handspring.photos.stores.qdrant_store import ClusterSettings
+
+    try:
+        return ClusterSettings(shards, replication_factor, write_consistency)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _configure_cluster(store: Any, cluster: ClusterSettings) -> None:
+    from handspring.photos.stores.qdrant_store import QdrantStore
+
+    if not isinstance(store, QdrantStore) or not store.remote:
+        raise click.UsageError(
+            f"--shards, --replication-factor and --write-consistency shape a collection on "
+            f"a Qdrant server (--db qdrant+http(s)://host:6333); {store!r} is not one"
+        )
+    try:
+        store.configure_cluster(cluster)
+    except HandspringError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _parse_day(value: str | None) -> datetime.date | None:

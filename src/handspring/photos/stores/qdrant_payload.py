@@ -13,6 +13,18 @@ from handspring.photos.stores.records import Photo, PhotoRecord, day_index, time
 
 VECTOR = "image"  # the collection's named vector (cosine)
 
+# The payload fields a Qdrant server indexes, with their index types: the search
+# filters' (dates: `taken_ts`, on this day: `month_day`, folder: `folders`) and the
+# indexer's lookups by path, by content and of the files that failed.
+INDEXED_FIELDS = {
+    "path": "keyword",
+    "sha256": "keyword",
+    "folders": "keyword",
+    "has_vector": "bool",
+    "taken_ts": "float",
+    "month_day": "integer",
+}
+
 
 def folders_above(path: str) -> list[str]:
     """'/a/b/c.jpg' -> ['/', '/a', '/a/b']."""

@@ -11,6 +11,14 @@ the next free id live in the collection's metadata.
 Writes are buffered and sent at `commit` as one batch, in order. Ids are
 reserved in the metadata before the points are written, so a killed run can
 leave a gap in the ids, never two photos on one id.
+
+On a Qdrant server the filters' fields get payload indexes, made when the
+collection is created and, for a collection made before, when an index run
+opens it. A cluster's shards, replication factor and write consistency factor
+(ClusterSettings) come from the URL (`?shards=6&replication_factor=2&
+write_consistency_factor=2`) or from `photos index`'s flags: they shape the
+collection when it is created; later, the last two are updated in place and
+the shard count, fixed at creation, is only checked.
 """
 
 from __future__ import annotations
@@ -18,13 +26,20 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import numpy as np
 
-from handspring.photos.stores.qdrant_payload import VECTOR, payload_of, photo_of, vector_of
+from handspring.photos.stores.qdrant_payload import (
+    INDEXED_FIELDS,
+    VECTOR,
+    payload_of,
+    photo_of,
+    vector_of,
+)
 from handspring.photos.stores.records import (
     Hit,
     IndexedFile,
@@ -41,20 +56,76 @@ from handspring.photos.stores.store import StoreError
 DEFAULT_COLLECTION = "photos"
 SCHEMA = 1
 _SCROLL_PAGE = 1000
-_INDEXED_FIELDS = {  # payload indexes a server uses for the filters and lookups
-    "path": "keyword",
-    "sha256": "keyword",
-    "folders": "keyword",
-    "has_vector": "bool",
-    "taken_ts": "float",
-    "month_day": "integer",
-}
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """How a collection is spread over a Qdrant cluster; None leaves Qdrant's default.
+
+    shards: pieces the collection is split into, spread over the nodes (fixed once the
+        collection exists). replication_factor: copies of each shard, on different nodes.
+    write_consistency_factor: replicas that must confirm a write before it counts as done
+        (at most replication_factor)."""
+
+    shards: int | None = None
+    replication_factor: int | None = None
+    write_consistency_factor: int | None = None
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is not None and (isinstance(value, bool) or value < 1):
+                raise ValueError(f"{field.name} must be a whole number >= 1, got {value!r}")
+        writes, copies = self.write_consistency_factor, self.replication_factor
+        if writes is not None and copies is not None and writes > copies:
+            raise ValueError(
+                f"write_consistency_factor {writes} is more than the replication_factor "
+                f"{copies}: no write could ever be confirmed by that many replicas"
+            )
+
+    @classmethod
+    def from_query(cls, query: dict[str, list[str]], url: str) -> ClusterSettings:
+        """The settings a store URL's query names (`?shards=6&replication_factor=2`)."""
+        values: dict[str, int] = {}
+        for field in fields(cls):
+            if field.name in query:
+                text = query[field.name][-1]
+                if not text.isdigit():
+                    raise StoreError(f"{url}: {field.name} must be a whole number, got {text!r}")
+                values[field.name] = int(text)
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            raise StoreError(f"{url}: {exc}") from None
+
+    def given(self) -> bool:
+        return any(getattr(self, field.name) is not None for field in fields(self))
+
+    def merged(self, other: ClusterSettings) -> ClusterSettings:
+        """These settings with `other`'s given ones on top."""
+        changes = {
+            field.name: getattr(other, field.name)
+            for field in fields(other)
+            if getattr(other, field.name) is not None
+        }
+        return replace(self, **changes)
+
+
+_QUERY_KEYS = {"collection"} | {field.name for field in fields(ClusterSettings)}
 
 
 class QdrantStore:
     """A PhotoStore and WritableStore on a Qdrant collection."""
 
-    def __init__(self, client: Any, collection: str, where: str, read_only: bool, remote: bool):
+    def __init__(
+        self,
+        client: Any,
+        collection: str,
+        where: str,
+        read_only: bool,
+        remote: bool,
+        cluster: ClusterSettings | None = None,
+    ):
         from qdrant_client import models
 
         self._models = models
@@ -63,11 +134,17 @@ class QdrantStore:
         self.where = where
         self.read_only = read_only
         self.remote = remote
+        self.cluster = ClusterSettings()
         self._operations: list[Any] = []
         # Paths and ids this store has seen, so a write need not look the path up.
         self._ids_by_path: dict[str, int] = {}
         self._paths_by_id: dict[int, str] = {}
         self._meta: dict[str, Any] = self._read_meta()
+        if self._meta and not read_only:
+            # A collection made by an older handspring, or by hand: indexes it lacks.
+            self._ensure_payload_indexes()
+        if cluster is not None:
+            self.configure_cluster(cluster)
 
     def __repr__(self) -> str:
         return f"QdrantStore({self.where!r}, collection={self.collection!r})"
@@ -86,14 +163,23 @@ class QdrantStore:
 
     @classmethod
     def connect(cls, url: str, *, read_only: bool = False) -> QdrantStore:
-        """A server: http(s)://host:port[?collection=name]; $QDRANT_API_KEY if set."""
+        """A server: http(s)://host:port[?collection=name][&shards=N][&replication_factor=N]
+        [&write_consistency_factor=N] (see ClusterSettings); $QDRANT_API_KEY if set."""
         from qdrant_client import QdrantClient
 
         parts = urlsplit(url)
-        collection = parse_qs(parts.query).get("collection", [DEFAULT_COLLECTION])[0]
+        query = parse_qs(parts.query)
+        unknown = sorted(set(query) - _QUERY_KEYS)
+        if unknown:
+            raise StoreError(
+                f"{url}: unknown setting(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(_QUERY_KEYS))}"
+            )
+        collection = query.get("collection", [DEFAULT_COLLECTION])[0]
+        cluster = ClusterSettings.from_query(query, url)
         base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
         client = QdrantClient(url=base, api_key=os.environ.get("QDRANT_API_KEY"))
-        return cls(client, collection, base, read_only, remote=True)
+        return cls(client, collection, base, read_only, remote=True, cluster=cluster)
 
     def close(self) -> None:
         self.client.close()
@@ -133,15 +219,15 @@ class QdrantStore:
         self._writable()
         m = self._models
         if not self._exists():
+            self._check_write_consistency(None)
             self.client.create_collection(
                 self.collection,
                 vectors_config={VECTOR: m.VectorParams(size=info.dim, distance=m.Distance.COSINE)},
+                shard_number=self.cluster.shards,
+                replication_factor=self.cluster.replication_factor,
+                write_consistency_factor=self.cluster.write_consistency_factor,
             )
-            if self.remote:
-                for field, schema in _INDEXED_FIELDS.items():
-                    self.client.create_payload_index(
-                        self.collection, field_name=field, field_schema=schema
-                    )
+            self._ensure_payload_indexes()
         self._meta = {
             "handspring_schema": SCHEMA,
             "image_model": info.name,
@@ -154,6 +240,65 @@ class QdrantStore:
     def _writable(self) -> None:
         if self.read_only:
             raise StoreError(f"{self}: opened read-only")
+
+    # ------------------------------------------------------------ a server's setup
+
+    def configure_cluster(self, settings: ClusterSettings) -> None:
+        """Use these cluster settings (on top of the URL's). A new collection is created
+        with them; an existing one gets the replication and write consistency factors
+        given, and must already have the shard count given, since shards are fixed."""
+        self.cluster = self.cluster.merged(settings)
+        # Only a writer shapes the collection: a reader given the same URL just reads.
+        if self.read_only or not self.cluster.given() or not self._exists():
+            return
+        params = self.client.get_collection(self.collection).config.params
+        self._check_write_consistency(params.replication_factor)
+        wanted, held = self.cluster.shards, params.shard_number
+        if wanted is not None and held is not None and wanted != held:
+            raise StoreError(
+                f"{self}: collection {self.collection!r} has {held} shards, not {wanted}: "
+                "the shard count is fixed when a collection is created. Leave the shard "
+                "setting out, or index into a new collection (?collection=NAME)"
+            )
+        changes = {
+            name: value
+            for name, value, current in (
+                ("replication_factor", self.cluster.replication_factor, params.replication_factor),
+                (
+                    "write_consistency_factor",
+                    self.cluster.write_consistency_factor,
+                    params.write_consistency_factor,
+                ),
+            )
+            if value is not None and value != current
+        }
+        if changes:
+            self.client.update_collection(
+                self.collection, collection_params=self._models.CollectionParamsDiff(**changes)
+            )
+
+    def _check_write_consistency(self, held_copies: int | None) -> None:
+        """More confirmations asked than copies kept would fail every commit."""
+        copies = self.cluster.replication_factor or held_copies or 1  # Qdrant's default: 1
+        writes = self.cluster.write_consistency_factor
+        if writes is not None and writes > copies:
+            raise StoreError(
+                f"{self}: write consistency factor {writes} is more than the {copies} "
+                f"cop{'y' if copies == 1 else 'ies'} of each shard: no commit could be "
+                "confirmed; raise the replication factor too"
+            )
+
+    def _ensure_payload_indexes(self) -> None:
+        """Index the fields the filters and lookups read, if not yet indexed. Only on a
+        server: the embedded mode has no payload indexes (it scans)."""
+        if not self.remote:
+            return
+        held = self.client.get_collection(self.collection).payload_schema or {}
+        for field, schema in INDEXED_FIELDS.items():
+            if field not in held:
+                self.client.create_payload_index(
+                    self.collection, field_name=field, field_schema=schema, wait=True
+                )
 
     # ------------------------------------------------------------ reading
 
