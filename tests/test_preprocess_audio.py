@@ -34,7 +34,7 @@ from handspring.preprocess.audio import (
     resample,
     resampled_length,
 )
-from handspring.preprocess.fbank import _mel_banks, fbank
+from handspring.preprocess.fbank import fbank, mel_banks
 from tests.support.audio_reference import (
     constant_clips_sampler_class,
     get_clip_timepoints,
@@ -87,8 +87,8 @@ FBANK_SIGNALS: dict[str, Callable[[], np.ndarray]] = {
 def test_mel_banks_equal_torchaudio(torch: types.ModuleType) -> None:
     banks, _ = kaldi().get_mel_banks(128, 512, 16000.0, 20.0, 0.0, 100.0, -500.0, 1.0)
     expected = torch.nn.functional.pad(banks, (0, 1)).numpy()
-    assert _mel_banks(128, 512, 16000.0).dtype == np.float32
-    assert np.array_equal(_mel_banks(128, 512, 16000.0), expected)
+    assert mel_banks(128, 512, 16000.0).dtype == np.float32
+    assert np.array_equal(mel_banks(128, 512, 16000.0), expected)
 
 
 @pytest.mark.reference

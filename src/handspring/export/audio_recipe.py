@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from handspring.preprocess import audio
-from handspring.preprocess.fbank import EPSILON, LOW_FREQ, PREEMPHASIS, _mel_banks, frame_sizes
+from handspring.preprocess.fbank import EPSILON, LOW_FREQ, PREEMPHASIS, frame_sizes, mel_banks
 
 MEL_BANKS_FILE = "audio_mel_banks.f32"
 
@@ -23,7 +23,7 @@ def audio_recipe(input_name: str) -> tuple[dict[str, Any], bytes]:
     """The `audio` section, and the mel filterbank file's bytes."""
     window, shift = frame_sizes(audio.SAMPLE_RATE)
     fft_size = 1 << (window - 1).bit_length()
-    banks = _mel_banks(audio.NUM_MEL_BINS, fft_size, float(audio.SAMPLE_RATE))
+    banks = mel_banks(audio.NUM_MEL_BINS, fft_size, float(audio.SAMPLE_RATE))
     recipe = {
         "input": input_name,
         "shape": ["batch", audio.CLIPS_PER_ITEM, 1, audio.NUM_MEL_BINS, audio.TARGET_LENGTH],

@@ -35,7 +35,7 @@ _PRECOMPILED_CHARSMAP = 2
 
 def spiece_tokenizer(tokenizer: SentencePieceTokenizer) -> Tokenizer:
     """A tokenizer.json for `tokenizer`'s model, cut and padded as handspring pads it."""
-    sp = tokenizer._sp
+    sp = tokenizer.processor
     vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
     backend = Tokenizer(Unigram(vocab, sp.unk_id(), byte_fallback=False))
     charsmap = _precompiled_charsmap(sp.serialized_model_proto())
@@ -52,7 +52,7 @@ def spiece_tokenizer(tokenizer: SentencePieceTokenizer) -> Tokenizer:
     )
     backend.pre_tokenizer = pre_tokenizers.Metaspace(SPIECE_UNDERLINE, prepend_scheme="never")
     backend.add_special_tokens(
-        [AddedToken(token, special=True, normalized=False) for token in tokenizer._added]
+        [AddedToken(token, special=True, normalized=False) for token in tokenizer.added_tokens]
     )
     eos = sp.id_to_piece(tokenizer.eos_id)
     backend.post_processor = processors.TemplateProcessing(

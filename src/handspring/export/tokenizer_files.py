@@ -102,7 +102,7 @@ def encoder_tokenizer_export(tokenizer: Tokenizer, lower_case: bool) -> Exported
 def clip_tokenizer_export(
     tokenizer: ClipTokenizer, fixed_length: bool = False
 ) -> ExportedTokenizer:
-    backend = _copy(tokenizer._backend)
+    backend = _copy(tokenizer.backend)
     pad_token = backend.id_to_token(tokenizer.pad_id) or ""
     length = tokenizer.context_length if fixed_length else None
     backend.enable_padding(pad_id=tokenizer.pad_id, pad_token=pad_token, length=length)
@@ -147,7 +147,7 @@ def siglip_tokenizer_export(tokenizer: SiglipTokenizer) -> ExportedTokenizer:
             raise ExportError("text tokenizer", str(exc)) from None
         tokenizer = tokenizer.inner
     if isinstance(tokenizer, GemmaTokenizer | TokenizerJson):
-        exported = ExportedTokenizer(_copy(tokenizer._backend), clean, exact=True)
+        exported = ExportedTokenizer(_copy(tokenizer.backend), clean, exact=True)
     elif isinstance(tokenizer, SentencePieceTokenizer):
         exported = ExportedTokenizer(
             spiece_tokenizer(tokenizer),
@@ -158,7 +158,7 @@ def siglip_tokenizer_export(tokenizer: SiglipTokenizer) -> ExportedTokenizer:
                 "in a text, and ties between equally scored segmentations, can tokenize "
                 "otherwise than SentencePiece does"
             ),
-            source_files={"spiece.model": tokenizer._sp.serialized_model_proto()},
+            source_files={"spiece.model": tokenizer.processor.serialized_model_proto()},
         )
     else:
         raise ExportError(type(tokenizer).__name__, "no tokenizer export for this SigLIP tokenizer")

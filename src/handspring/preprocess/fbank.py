@@ -71,7 +71,7 @@ def fbank(
 
     spectrum = np.fft.rfft(frames, n=padded_size, axis=1)
     power = spectrum.real**2 + spectrum.imag**2
-    banks = _mel_banks(num_mel_bins, padded_size, float(sample_rate))
+    banks = mel_banks(num_mel_bins, padded_size, float(sample_rate))
     energies = power @ banks.T.astype(np.float64)
     return np.log(np.maximum(energies, float(EPSILON))).astype(np.float32)
 
@@ -100,7 +100,7 @@ def _mel(freq: np.ndarray | float) -> np.ndarray | float:
 
 
 @lru_cache(maxsize=8)
-def _mel_banks(num_bins: int, padded_size: int, sample_rate: float) -> np.ndarray:
+def mel_banks(num_bins: int, padded_size: int, sample_rate: float) -> np.ndarray:
     """torchaudio's `get_mel_banks` (no VTLN), float32 as torch computes it, with the zero
     column for the Nyquist FFT bin that kaldi.fbank pads on: [num_bins, padded_size // 2 + 1]."""
     if num_bins <= 3:

@@ -145,9 +145,9 @@ class SentencePieceTokenizer(SiglipTokenizer):
                 f"{folder}: legacy=false and sp_model_kwargs change SentencePiece's "
                 "behaviour, and are not supported"
             )
-        self._sp = sentencepiece.SentencePieceProcessor()
+        self.processor = sentencepiece.SentencePieceProcessor()
         try:
-            self._sp.Load(str(model_file))
+            self.processor.Load(str(model_file))
         except (OSError, RuntimeError) as exc:
             raise TokenizerError(f"{folder}: {model_file.name} unusable ({exc})") from exc
         self.context_length = context_length
@@ -160,12 +160,15 @@ class SentencePieceTokenizer(SiglipTokenizer):
             named[key] = value or named[key]
         self.unk_token = named["unk_token"]
         self._specials = set(named.values()) | self._extra_specials(settings)
-        self._added = self._added_ids(settings, folder)
-        self.eos_id, self.pad_id = self._added[named["eos_token"]], self._added[named["pad_token"]]
+        self.added_tokens = self._added_ids(settings, folder)
+        self.eos_id, self.pad_id = (
+            self.added_tokens[named["eos_token"]],
+            self.added_tokens[named["pad_token"]],
+        )
         # Longest first, so that of two special tokens at one place the longer is taken.
-        alternatives = sorted(self._added, key=len, reverse=True)
+        alternatives = sorted(self.added_tokens, key=len, reverse=True)
         self._split = re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")
-        self._unk_pieces = len(self._sp.encode(self.unk_token, out_type=str))
+        self._unk_pieces = len(self.processor.encode(self.unk_token, out_type=str))
 
     @staticmethod
     def _extra_specials(settings: dict[str, Any]) -> set[str]:
@@ -183,8 +186,8 @@ class SentencePieceTokenizer(SiglipTokenizer):
             if (content := token_content(value)) is not None:
                 added[content] = int(index)
         for token in self._specials - set(added):
-            index = self._sp.piece_to_id(token)
-            if self._sp.id_to_piece(index) != token:
+            index = self.processor.piece_to_id(token)
+            if self.processor.id_to_piece(index) != token:
                 raise TokenizerError(f"{folder}: special token {token!r} is not in the vocabulary")
             added[token] = index
         return added
@@ -198,10 +201,10 @@ class SentencePieceTokenizer(SiglipTokenizer):
         for chunk in self._split.split(text):
             if not chunk:
                 continue
-            if chunk in self._added:
+            if chunk in self.added_tokens:
                 out.append(chunk)
                 continue
-            pieces = self._sp.encode(
+            pieces = self.processor.encode(
                 self.unk_token + canonicalize(chunk, self.lowercase), out_type=str
             )
             out += pieces[self._unk_pieces :] if len(pieces) >= self._unk_pieces else pieces
@@ -210,7 +213,11 @@ class SentencePieceTokenizer(SiglipTokenizer):
         return out
 
     def _id(self, piece: str) -> int:
-        return self._added[piece] if piece in self._added else self._sp.piece_to_id(piece)
+        return (
+            self.added_tokens[piece]
+            if piece in self.added_tokens
+            else self.processor.piece_to_id(piece)
+        )
 
     def encode(self, texts: Sequence[str]) -> SiglipEncoding:
         rows: list[np.ndarray] = []
@@ -278,7 +285,7 @@ class GemmaTokenizer(SiglipTokenizer):
         backend.enable_truncation(
             max_length=context_length, direction=str(settings.get("truncation_side", "right"))
         )
-        self._backend = backend
+        self.backend = backend
         self.context_length = context_length
         self.padding_side = str(settings.get("padding_side", "left"))  # Siglip2Tokenizer's
         self.pad_id = token_id_of(backend, str(named["pad_token"]), folder)
@@ -308,7 +315,7 @@ class GemmaTokenizer(SiglipTokenizer):
         return processors.TemplateProcessing(single=single, special_tokens=special)
 
     def encode(self, texts: Sequence[str]) -> SiglipEncoding:
-        return encode_rows(self._backend, texts)
+        return encode_rows(self.backend, texts)
 
 
 def encode_rows(backend: Tokenizer, texts: Sequence[str]) -> SiglipEncoding:

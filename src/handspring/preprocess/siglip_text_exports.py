@@ -46,12 +46,12 @@ class TokenizerJson(SiglipTokenizer):
             raise TokenizerError(f"{folder}: {path.name} unusable ({exc})") from exc
         backend.no_padding()  # rows are padded by `pad`, to the context length
         backend.enable_truncation(max_length=context_length, direction=truncation_side)
-        self._backend = backend
+        self.backend = backend
         self.context_length = context_length
         self.pad_id = token_id_of(backend, pad_token, folder)
 
     def encode(self, texts: Sequence[str]) -> SiglipEncoding:
-        return encode_rows(self._backend, texts)
+        return encode_rows(self.backend, texts)
 
 
 class CleanedTokenizer(SiglipTokenizer):

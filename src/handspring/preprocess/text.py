@@ -142,7 +142,7 @@ class ClipTokenizer:
         self.bos_id = bos_id
         self.eot_id = eot_id
         self.cleaning = cleaning
-        self._backend = backend
+        self.backend = backend
         backend.enable_truncation(max_length=context_length)
         backend.enable_padding(pad_id=pad_id)
         if cleaning in SPECIAL_PIECES:
@@ -250,7 +250,7 @@ class ClipTokenizer:
                 np.zeros((0, 0), dtype=np.int64), nothing, nothing.copy(), nothing.astype(bool)
             )
         if self.cleaning == "hf":
-            encodings = self._backend.encode_batch(list(texts))
+            encodings = self.backend.encode_batch(list(texts))
             input_ids = _ids_array(encodings)
         else:
             encodings, input_ids = self._encode_cleaned(texts)
@@ -263,7 +263,7 @@ class ClipTokenizer:
         """open_clip / ImageBind: cleaned and split in Python, byte-level BPE in tokenizers."""
         pieces = [self._split(self._clean(text)) for text in texts]
         swaps = _swap_special_pieces(pieces, self._special_pieces)
-        encodings = self._backend.encode_batch(pieces, is_pretokenized=True)
+        encodings = self.backend.encode_batch(pieces, is_pretokenized=True)
         input_ids = _ids_array(encodings)
         for row, word, token_id in swaps:
             word_ids = encodings[row].word_ids
