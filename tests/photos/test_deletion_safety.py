@@ -271,3 +271,21 @@ def test_the_command_line_names_a_vanished_link_target(
         photos, ["index", str(root), str(tmp_path / "gone"), "--db", url, *options]
     )
     assert both.exit_code == EXIT_ROOT_REFUSED, both.output
+
+
+def test_a_photo_replaced_by_a_looping_link_is_unreadable_never_deleted(
+    empty_store: WritableStore, photo_models: PhotoModels, image_model: Model, tmp_path: Path
+) -> None:
+    root = tmp_path / "photos"
+    _photos(root, 3)
+    store = empty_store
+    assert run_index(store, photo_models, image_model, [root]).added == 3
+    photo = sorted(root.rglob("*.jpg"))[0]
+    photo.unlink()
+    photo.symlink_to(photo.name)  # a link to itself: following it loops (ELOOP)
+
+    report = run_index(store, photo_models, image_model, [root])
+    assert report.deleted == 0 and report.held == []
+    assert [path for path, _ in report.failed] == [str(photo)]
+    assert "Too many levels of symbolic links" in report.failed[0][1]
+    assert store.get_by_path(str(photo)) is not None

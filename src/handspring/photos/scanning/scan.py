@@ -136,7 +136,9 @@ class _Walker:
         try:
             is_link = entry.is_symlink()
             is_dir = entry.is_dir()  # follows links
-        except OSError:
+        except OSError:  # a link that loops: unreadable, and so never taken as deleted
+            if entry.is_symlink():
+                self.report.broken_links.append((entry.path, broken_link_reason(entry.path)))
             return None
         if self._skipped_name(entry.name, is_dir):
             return None
