@@ -7,6 +7,8 @@ transformers / open_clip; the others need only numpy and Pillow.
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -214,10 +216,7 @@ BAD_FILES: dict[str, tuple[Callable[[Path], Path], str]] = {
     ),
     "text": (lambda d: _write(d / "notes.png", b"hello, world\n" * 20), "looks like a text file"),
     "directory": (lambda d: d, "is a directory"),
-    "heic": (
-        lambda d: _write(d / "p.heic", b"\0\0\0\x18ftypheic" + bytes(64)),
-        "HEIC/HEIF image: Pillow reads it only with the pillow-heif plugin",
-    ),
+    "a few bytes": (lambda d: _write(d / "gif.gif", b"GIF8"), r"only 4 bytes \(b'GIF8'\)"),
 }
 
 
@@ -229,6 +228,39 @@ def test_bad_files_name_item_and_reason(case: str, tmp_path: Path) -> None:
         decode_image(path, item=str(path))
     assert raised.value.item == str(path)
     assert str(raised.value).startswith(f"{path}: ")
+
+
+HEIC_HEADER_ONLY = b"\0\0\0\x18ftypheic" + bytes(64)
+
+
+def test_heic_without_the_plugin_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "ID", [i for i in Image.ID if i != "HEIF"])
+    path = _write(tmp_path / "p.heic", HEIC_HEADER_ONLY)
+    with pytest.raises(ImageError, match="HEIC/HEIF image: Pillow reads it only with the pillow"):
+        decode_image(path, item=str(path))
+
+
+def test_a_damaged_heic_with_the_plugin_is_corrupt(tmp_path: Path) -> None:
+    pytest.importorskip("pillow_heif").register_heif_opener()
+    path = _write(tmp_path / "p.heic", HEIC_HEADER_ONLY)
+    with pytest.raises(ImageError, match="corrupt or truncated HEIC/HEIF image"):
+        decode_image(path, item=str(path))
+
+
+def test_a_fifo_is_refused_never_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    # A writer that would unblock a reader, so that a regression fails here instead of
+    # hanging; it is itself released by a non-blocking reader at the end.
+    writer = threading.Thread(target=lambda: open(fifo, "wb").close(), daemon=True)
+    writer.start()
+    try:
+        with pytest.raises(ImageError, match=r"not a regular file \(a FIFO\)"):
+            decode_image(fifo, item=str(fifo))
+    finally:
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # held until the writer is done
+        writer.join()
+        os.close(reader)
 
 
 def test_bad_bytes_and_types() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
@@ -125,6 +126,7 @@ def open_image(source: ImageInput, item: str, max_pixels: int | None) -> Image.I
         fp: str | io.BytesIO = io.BytesIO(source)
     elif isinstance(source, str | os.PathLike):
         fp = str(os.fspath(source))
+        _refuse_special_file(fp, item)
     else:
         expected = "expected a path, bytes, a PIL image or a numpy array"
         raise ImageError(item, f"unsupported input type {type(source).__name__}: {expected}")
@@ -151,6 +153,17 @@ def open_image(source: ImageInput, item: str, max_pixels: int | None) -> Image.I
         raise ImageError(item, "corrupt image header", f"{type(exc).__name__}: {exc}") from exc
 
 
+def _refuse_special_file(path: str, item: str) -> None:
+    # Opening a FIFO waits for a writer that may never come; a device reads forever.
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # Image.open says why (not found, permission...)
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise ImageError(item, f"not a regular file ({kind})")
+
+
 def _unknown_format_reason(fp: str | io.BytesIO) -> str:
     if isinstance(fp, str):
         with open(fp, "rb") as f:
@@ -160,7 +173,11 @@ def _unknown_format_reason(fp: str | io.BytesIO) -> str:
     if not head:
         return f"empty {'file' if isinstance(fp, str) else 'data'} (0 bytes)"
     if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        if "HEIF" in Image.ID:  # pillow-heif is registered and could not read it
+            return "corrupt or truncated HEIC/HEIF image"
         return "HEIC/HEIF image: Pillow reads it only with the pillow-heif plugin registered"
+    if len(head) < 16:
+        return f"not an image: only {len(head)} bytes ({head!r})"
     if all(32 <= byte < 127 or byte in b"\t\n\r" for byte in head):
         return f"not an image: looks like a text file (starts with {head[:24]!r})"
     return "not an image, or in a format Pillow cannot read"
