@@ -237,3 +237,18 @@ def test_an_unknown_model_is_still_model_not_found(url: str) -> None:
     response = requests.post(url + "/v1/embeddings", json=body, timeout=30)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/decode", {"ids": [101, 102], "skip_special_tokens": 1}),
+        ("/embed", {"inputs": "a", "normalize": 1}),
+        ("/embed", {"inputs": "a", "truncate": "yes"}),
+        ("/api/embed/texts", {"texts": ["a"], "normalize": "true"}),
+    ],
+)
+def test_booleans_must_be_json_booleans(url: str, path: str, body: dict) -> None:
+    response = requests.post(url + path, json=body, timeout=TIMEOUT)
+    assert response.status_code == 422, response.text
+    assert "valid boolean" in response.text

@@ -14,6 +14,8 @@ NO_INPUTS = "no inputs given"
 # `dimensions` of every contract: a JSON integer, 1 or more (the model's width is checked
 # once the model is known).
 Dimensions = Annotated[int, Field(strict=True, ge=1)]
+# A JSON boolean: `1` and `"yes"` are refused, as the schema's "type": "boolean" says.
+JsonBool = Annotated[bool, Field(strict=True)]
 
 
 def _refuse_empty_list(value: Any) -> Any:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from handspring.server.inputs.body_fields import Dimensions, NonEmptyStrings, NotEmpty
+from handspring.server.inputs.body_fields import Dimensions, JsonBool, NonEmptyStrings, NotEmpty
 
 # TEI's ids are u32 and its schema says int32: anything larger is no vocabulary's.
 TokenId = Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)]
@@ -30,13 +30,13 @@ ModelName = Annotated[
 
 
 class _Truncating(BaseModel):
-    truncate: bool | None = None  # None: the server's --truncate
+    truncate: JsonBool | None = None  # None: the server's --truncate
     truncation_direction: TruncationDirection = "Right"
 
 
 class EmbedRequest(_Truncating):
     inputs: Inputs
-    normalize: bool = True
+    normalize: JsonBool = True
     dimensions: Dimensions | None = None
     prompt_name: str | None = None
     model: ModelName = None
@@ -60,8 +60,8 @@ class SparseValue(BaseModel):
 class RerankRequest(_Truncating):
     query: str
     texts: NonEmptyStrings
-    raw_scores: bool = False
-    return_text: bool = False
+    raw_scores: JsonBool = False
+    return_text: JsonBool = False
     model: ModelName = None
 
 
@@ -80,7 +80,7 @@ PredictInputs = Annotated[
 
 class PredictRequest(_Truncating):
     inputs: PredictInputs
-    raw_scores: bool = False
+    raw_scores: JsonBool = False
     model: ModelName = None
 
 
@@ -106,7 +106,7 @@ class SimilarityRequest(BaseModel):
 
 class TokenizeRequest(BaseModel):
     inputs: Annotated[str | NonEmptyStrings, NotEmpty]
-    add_special_tokens: bool = True
+    add_special_tokens: JsonBool = True
     prompt_name: str | None = None
     model: ModelName = None
 
@@ -114,14 +114,14 @@ class TokenizeRequest(BaseModel):
 class SimpleToken(BaseModel):
     id: int
     text: str
-    special: bool
+    special: JsonBool
     start: int | None
     stop: int | None
 
 
 class DecodeRequest(BaseModel):
     ids: Annotated[TokenIdList | Annotated[list[list[TokenId]], Field(min_length=1)], NotEmpty]
-    skip_special_tokens: bool = True
+    skip_special_tokens: JsonBool = True
     model: ModelName = None
 
 
@@ -152,7 +152,7 @@ class Info(BaseModel):
     max_batch_tokens: int
     max_batch_requests: int | None = None
     max_client_batch_size: int
-    auto_truncate: bool
+    auto_truncate: JsonBool
     tokenization_workers: int
     version: str
     sha: str | None = None

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from handspring.server.errors import ERROR_RESPONSES
-from handspring.server.inputs.body_fields import NonEmptyStrings
+from handspring.server.inputs.body_fields import JsonBool, NonEmptyStrings
 from handspring.server.routes.tei_scores import by_score, rerank_scores
 from handspring.server.state import ServerState
 
@@ -29,8 +29,8 @@ UNNAMED = "default/not-specified"
 class RerankInput(BaseModel):
     query: str
     documents: NonEmptyStrings
-    return_documents: bool = False
-    raw_scores: bool = False
+    return_documents: JsonBool = False
+    raw_scores: JsonBool = False
     model: str = UNNAMED
     top_n: Annotated[int, Field(strict=True, gt=0)] | None = None
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from handspring.server.engine.service import ItemResult
 from handspring.server.errors import ERROR_RESPONSES, RequestError
-from handspring.server.inputs.body_fields import Dimensions, NonEmptyStrings
+from handspring.server.inputs.body_fields import Dimensions, JsonBool, NonEmptyStrings
 from handspring.server.inputs.item_inputs import ItemRef, parse_item_or_error
 from handspring.server.state import ServerState
 
@@ -22,16 +22,16 @@ router = APIRouter(prefix="/api", tags=["Handspring"], responses=ERROR_RESPONSES
 class TextsRequest(BaseModel):
     texts: NonEmptyStrings
     model: str | None = None
-    normalize: bool = True
+    normalize: JsonBool = True
     dimensions: Dimensions | None = None
-    truncate: bool | None = None
+    truncate: JsonBool | None = None
     prompt_name: str | None = None
 
 
 class ImagesRequest(BaseModel):
     images: NonEmptyStrings = Field(description="base64, data URLs, or http(s) URLs when enabled")
     model: str | None = None
-    normalize: bool = True
+    normalize: JsonBool = True
     dimensions: Dimensions | None = None
 
 
@@ -43,7 +43,7 @@ class ItemsRequest(BaseModel):
         "arrays or CSV"
     )
     model: str | None = None
-    normalize: bool = True
+    normalize: JsonBool = True
     dimensions: Dimensions | None = None
 
 
@@ -88,7 +88,7 @@ class AudioRequest(BaseModel):
         description="WAV, FLAC, OGG or MP3 files as base64 or data URLs (http(s) URLs when enabled)"
     )
     model: str | None = None
-    normalize: bool = True
+    normalize: JsonBool = True
     dimensions: Dimensions | None = None
 
 
