@@ -20,10 +20,12 @@ from handspring.registry import (
     DEFAULT_TEXT,
     FAMILIES,
     Family,
+    check_bf16_gates,
     known_model,
     resolve_alias,
 )
-from handspring.runtime.session import precision_of
+from handspring.runtime.backends import Runtime, check_runtime
+from handspring.runtime.session import graph_precision
 from handspring.towers.image import DecodeOptions
 from handspring.weights import hub
 from handspring.weights.json_files import read_json
@@ -86,14 +88,17 @@ def load(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
     spinning: bool = True,
+    backend: str = "auto",
 ) -> Model:
     """Load a model from a folder, a Hugging Face repo id or an alias: CLIP, ImageBind or a
     sentence-transformers text model. `model.modalities` says what it embeds.
 
     modalities: which towers to load (default: all the model has); only their files are
         read or downloaded.
-    precision: "fp32" (exact to the reference) or "int8" (per-channel int8
-        weights, several times faster; offered per tower after a measured gate).
+    precision: "fp32" (exact to the reference), "int8" (per-channel int8
+        weights, several times faster; offered per tower after a measured gate) or "bf16"
+        (the fp32 graph in bf16 on OpenVINO, on CPUs with AVX512-BF16 or AMX; offered per
+        tower only where a gate was measured).
     threads: ONNX Runtime threads per tower (default: the CPUs available).
     exif_orientation: rotate photos as their EXIF says (transformers'
         `load_image(path)` does; its processor on an opened image does not).
@@ -102,13 +107,20 @@ def load(
     max_audio_seconds: sounds longer than this are refused, from their header.
     spinning: ORT worker threads spin between ops (lowest latency). Turn it off when
         other threads of the process need the cores, as decoding does while indexing.
+    backend: "auto" (ONNX Runtime, or OpenVINO where it is installed and was measured
+        faster for the tower and precision; bf16 always runs on OpenVINO), "onnxruntime"
+        or "openvino" (`pip install handspring[openvino]`). See runtime/backends.py.
     """
     asked = tuple(dict.fromkeys(modalities)) if modalities is not None else None
     if asked is not None and not asked:
         raise ValueError("modalities must be a non-empty list, got an empty one")
+    check_runtime(Runtime(backend, precision))
+    if precision == "bf16":  # refused before any download or build
+        check_bf16_gates(str(model), asked)
     options = LoadOptions(
-        precision=precision_of(precision),
+        precision=graph_precision(precision),
         precision_name=precision,
+        backend=backend,
         threads=threads,
         spinning=spinning,
         decode=DecodeOptions(exif_orientation, fast_decode, max_pixels),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,34 @@ class Int8Gate:
 
 
 @dataclass(frozen=True)
+class Bf16Gate:
+    """bf16 vs fp32, measured before bf16 is offered for a tower: the OpenVINO bf16 variant
+    of our fp32 graph (runtime/openvino_graphs.py) on random weights of the real size
+    (bench/peers_bench.py): the lowest cosine to fp32 over the bench inputs, and our fp32's
+    CPU time per item over bf16's, the lower of batches 16 and 32 (`speedup`: the tier is
+    for throughput) and at batch 1 (`speedup_batch1`, shown, not gated: a single text
+    query is bound by per-op overhead, not by its products)."""
+
+    min_cosine: float
+    speedup: float
+    speedup_batch1: float | None = None
+
+    MIN_COSINE = 0.9999
+    MIN_SPEEDUP = 1.8
+
+    @property
+    def passed(self) -> bool:
+        return self.min_cosine >= self.MIN_COSINE and self.speedup >= self.MIN_SPEEDUP
+
+    def describe(self) -> str:
+        at_one = f", {self.speedup_batch1:.1f}x at batch 1" if self.speedup_batch1 else ""
+        return (
+            f"measured min cosine {self.min_cosine:.5f}, {self.speedup:.1f}x fp32's speed at "
+            f"batch 16-32{at_one}"
+        )
+
+
+@dataclass(frozen=True)
 class KnownModel:
     alias: str
     repo_id: str
@@ -53,6 +81,8 @@ class KnownModel:
     int8_gate: Int8Gate | None = None  # text models: measured before int8 is offered
     # Per modality, for models of several towers (ImageBind).
     int8_gates: tuple[tuple[str, Int8Gate], ...] = ()
+    # Per modality; a tower without one does not load at bf16.
+    bf16_gates: tuple[tuple[str, Bf16Gate], ...] = ()
     licence: str = ""
     # The weights a download fetches, in MB (fp32 parameters x 4 bytes plus the small
     # files): shown before a download, and in the catalog for models not yet cached.
@@ -63,6 +93,9 @@ class KnownModel:
 
     def gate(self, modality: str) -> Int8Gate | None:
         return dict(self.int8_gates).get(modality, self.int8_gate if modality == "text" else None)
+
+    def bf16_gate(self, modality: str) -> Bf16Gate | None:
+        return dict(self.bf16_gates).get(modality)
 
 
 MIT, APACHE = "MIT", "Apache-2.0"
@@ -84,6 +117,13 @@ SIGLIP_B16_GATES = (
     ("image", Int8Gate(0.9996, required_cosine=0.999)),
     ("text", Int8Gate(0.9997, required_cosine=0.995)),
 )
+# bench/peers_bench.py (CLIP ViT-B/32, 32 photo-like images and 32 queries, CPU time per
+# item with one thread, 3 alternating rounds; AMX CPU): image 109.4/78.2/71.0 ms fp32 vs
+# 41.2/23.2/23.1 bf16 at batches 1/16/32; text 17.1/8.3/10.8 vs 11.7/3.7/3.8.
+CLIP_B32_BF16_GATES = (
+    ("image", Bf16Gate(0.99996, speedup=3.07, speedup_batch1=2.66)),
+    ("text", Bf16Gate(0.99994, speedup=2.24, speedup_batch1=1.46)),
+)
 MCLIP_XLM_R_GATE = (("text", Int8Gate(0.99932, required_cosine=0.995)),)
 MCLIP_LABSE_GATE = (("text", Int8Gate(0.99975, required_cosine=0.995)),)
 
@@ -91,7 +131,7 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
     # ---------------------------------------------------------------- CLIP
     KnownModel(
         "clip-vit-b-32", "openai/clip-vit-base-patch32", "clip", "transformers", 512, 224,
-        int8_gates=CLIP_B32_GATES, licence=MIT, download_mb=605,
+        int8_gates=CLIP_B32_GATES, bf16_gates=CLIP_B32_BF16_GATES, licence=MIT, download_mb=605,
     ),
     KnownModel(
         "clip-vit-b-16", "openai/clip-vit-base-patch16", "clip", "transformers", 512, 224,
@@ -108,7 +148,7 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
     KnownModel(
         "st-clip-vit-b-32", "sentence-transformers/clip-ViT-B-32", "clip",
         "sentence-transformers", 512, 224, "the image model of the original photo-search tool",
-        int8_gates=CLIP_B32_GATES, licence=MIT, download_mb=605,
+        int8_gates=CLIP_B32_GATES, bf16_gates=CLIP_B32_BF16_GATES, licence=MIT, download_mb=605,
     ),
     KnownModel(
         "laion-vit-b-32", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "clip", "open_clip", 512,
@@ -125,7 +165,7 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
     KnownModel(
         "timm-vit-b-32-openai", "timm/vit_base_patch32_clip_224.openai", "clip", "open_clip",
         512, 224, "OpenCLIP layout without tokenizer files: the packaged CLIP vocabulary",
-        int8_gates=CLIP_B32_GATES, licence=MIT, download_mb=605,
+        int8_gates=CLIP_B32_GATES, bf16_gates=CLIP_B32_BF16_GATES, licence=MIT, download_mb=605,
     ),
     KnownModel(
         "immich-vit-b-32-openai", "immich-app/ViT-B-32__openai", "clip", "immich", 512, 224,
@@ -392,3 +432,34 @@ def check_int8_gate(name: str, modality: str) -> None:
             f"{name}: int8 is refused ({gate.describe()}) for the {modality} tower; "
             "use precision='fp32'"
         )
+
+
+def bf16_models() -> list[str]:
+    """Aliases of the catalog entries with a passed bf16 gate on some tower."""
+    return [k.alias for k in KNOWN_MODELS if any(g.passed for _, g in k.bf16_gates)]
+
+
+def check_bf16_gates(name: str, modalities: Collection[str] | None) -> None:
+    """bf16 is offered per model and tower, only where its measured gate passed: unlike
+    int8, a tower never measured is refused. Raises ValueError naming the model, the tower
+    and the reason; `modalities` None means every tower of the model."""
+    known = known_model(name)
+    measured = ", ".join(bf16_models()) or "none yet"
+    if known is None:
+        raise ValueError(
+            f"{name}: bf16 is offered only for catalog models whose towers passed a measured "
+            f"bf16 gate ({measured}); use precision='fp32'"
+        )
+    for modality in modalities or FAMILIES[known.family].modalities:
+        gate = known.bf16_gate(modality)
+        if gate is None:
+            raise ValueError(
+                f"{name}: bf16 has not been measured for its {modality} tower, so it is not "
+                f"offered (catalog models with a bf16 gate: {measured}); use precision='fp32'"
+            )
+        if not gate.passed:
+            raise ValueError(
+                f"{name}: bf16 is refused for the {modality} tower ({gate.describe()}; the "
+                f"gate asks cosine >= {Bf16Gate.MIN_COSINE} and {Bf16Gate.MIN_SPEEDUP}x); "
+                "use precision='fp32'"
+            )

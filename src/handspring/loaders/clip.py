@@ -125,7 +125,12 @@ def _compiled(checkpoint: ClipCheckpoint, modality: Modality, options: LoadOptio
         return builder(config, tensors, precision)
 
     return built_session(
-        checkpoint.weight_files, graph_options, build, options.threads, options.spinning
+        checkpoint.weight_files,
+        graph_options,
+        build,
+        options.threads,
+        options.spinning,
+        runtime=options.runtime,
     )
 
 

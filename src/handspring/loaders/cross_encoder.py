@@ -79,7 +79,12 @@ def load_cross_encoder(
         return build_classifier_graph(cfg, checkpoint.tensors, precision, head)
 
     compiled = built_session(
-        checkpoint.paths, graph_options, build, options.threads, options.spinning
+        checkpoint.paths,
+        graph_options,
+        build,
+        options.threads,
+        options.spinning,
+        runtime=options.runtime,
     )
     log_ready(name, {MODALITY: compiled})
     tokenizer = hf_encoder_tokenizer(folder.transformer, cfg, folder.max_seq_length)

@@ -121,7 +121,13 @@ def _compiled(
     # Only this tower's tensors are hashed: the others' gigabytes are never read.
     fingerprint = tensors_fingerprint(tensors, ib.weight_shapes(config, modality), files)
     return built_session(
-        files, graph_options, build, options.threads, options.spinning, [fingerprint]
+        files,
+        graph_options,
+        build,
+        options.threads,
+        options.spinning,
+        [fingerprint],
+        runtime=options.runtime,
     )
 
 

@@ -82,7 +82,9 @@ def load_mclip(name: str, root: Path, modalities: Sequence[str], options: LoadOp
             config.encoder, tensors, precision, MEAN_POOLING, (linear,), [head], ENCODER_PREFIX
         )
 
-    compiled = built_session(paths, graph_options, build, options.threads, options.spinning)
+    compiled = built_session(
+        paths, graph_options, build, options.threads, options.spinning, runtime=options.runtime
+    )
     log_ready(name, {"text": compiled})
     tokenizer = encoder_tokenizer(root, spec, config.encoder)
     tower = SentenceTextTower(compiled, config.image_dim, spec, config.encoder, tokenizer)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from handspring.graph.layers import Precision
+from handspring.runtime.backends import Runtime
 from handspring.runtime.session import TowerSession
 from handspring.towers.image import DecodeOptions
 
@@ -19,11 +20,16 @@ DEFAULT_MAX_AUDIO_SECONDS = 600.0
 @dataclass(frozen=True)
 class LoadOptions:
     precision: Precision
-    precision_name: str  # "fp32" | "int8", as the caller said it
+    precision_name: str  # "fp32" | "int8" | "bf16", as the caller said it
     threads: int | None = None
     spinning: bool = True
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
+    backend: str = "auto"  # "auto" | "onnxruntime" | "openvino" (runtime/backends.py)
+
+    @property
+    def runtime(self) -> Runtime:
+        return Runtime(self.backend, self.precision_name)
 
 
 def tower_precision(name: str, modality: str, options: LoadOptions) -> Precision:
@@ -37,5 +43,5 @@ def tower_precision(name: str, modality: str, options: LoadOptions) -> Precision
 
 def log_ready(name: str, compiled: Mapping[str, TowerSession]) -> None:
     for modality, tower in compiled.items():
-        how = "built" if tower.built else "cached graph"
+        how = f"{'built' if tower.built else 'cached graph'}, {tower.backend}"
         log.info("%s %s tower ready in %.2f s (%s)", name, modality, tower.seconds, how)

@@ -79,7 +79,14 @@ def load_sentence(
             cfg, tensors, precision, spec.pooling, spec.dense, dense_sources, prefix, True
         )
 
-    compiled = built_session(weight_files, graph_options, build, options.threads, options.spinning)
+    compiled = built_session(
+        weight_files,
+        graph_options,
+        build,
+        options.threads,
+        options.spinning,
+        runtime=options.runtime,
+    )
     dim = spec.dense[-1].out_features if spec.dense else cfg.hidden_size * len(spec.pooling.modes)
     tokenizer = encoder_tokenizer(encoder_folder, spec, cfg)
     tower = SentenceTextTower(compiled, dim, spec, cfg, tokenizer)

@@ -163,7 +163,9 @@ def _compiled(
         builder = siglip.build_vision_graph if modality == "image" else siglip.build_text_graph
         return builder(config, tensors, precision)
 
-    return built_session(paths, graph_options, build, options.threads, options.spinning)
+    return built_session(
+        paths, graph_options, build, options.threads, options.spinning, runtime=options.runtime
+    )
 
 
 def _image_transform(checkpoint: SiglipCheckpoint) -> ImageTransform:

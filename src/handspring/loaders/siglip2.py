@@ -138,4 +138,6 @@ def _compiled(
             return siglip2.build_vision_graph(config, tensors, precision)
         return siglip.build_text_graph(config.text_tower, tensors, precision)
 
-    return built_session(paths, graph_options, build, options.threads, options.spinning)
+    return built_session(
+        paths, graph_options, build, options.threads, options.spinning, runtime=options.runtime
+    )

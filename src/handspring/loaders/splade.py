@@ -63,7 +63,12 @@ def load_splade(name: str, root: Path, modalities: Sequence[str], options: LoadO
         return build_splade_graph(cfg, checkpoint.tensors, precision, head, pooling)
 
     compiled = built_session(
-        checkpoint.paths, graph_options, build, options.threads, options.spinning
+        checkpoint.paths,
+        graph_options,
+        build,
+        options.threads,
+        options.spinning,
+        runtime=options.runtime,
     )
     log_ready(name, {MODALITY: compiled})
     tokenizer = hf_encoder_tokenizer(folder.transformer, cfg, folder.max_seq_length)

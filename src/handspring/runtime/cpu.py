@@ -8,6 +8,20 @@ from pathlib import Path
 
 
 @functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux names them (avx512_vnni, amx_bf16, ...); empty
+    where /proc/cpuinfo cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+@functools.cache
 def int8_weight_bits() -> int:
     """8 on CPUs with VNNI (or not x86); 7 elsewhere on x86.
 

@@ -12,11 +12,14 @@ from typing import TYPE_CHECKING, Any
 import onnxruntime as ort
 
 from handspring.graph.layers import Precision
+from handspring.runtime.backends import Runtime, chosen_backend
 from handspring.runtime.cpu import int8_weight_bits
 from handspring.runtime.graph_cache import cached_graph, graph_info, graph_key
 
 if TYPE_CHECKING:
     import onnx
+
+    from handspring.runtime.openvino_session import OpenVinoSession
 
 
 def default_threads() -> int:
@@ -49,10 +52,11 @@ def make_session(
 class TowerSession:
     """A tower's compiled graph: its session, where the graph is, and how it started."""
 
-    session: ort.InferenceSession
+    session: ort.InferenceSession | OpenVinoSession
     graph_path: Path
     built: bool  # built now, rather than read from the cache
     seconds: float  # build (if any) + session start
+    backend: str = "onnxruntime"  # or "openvino" (runtime/backends.py)
 
 
 def precision_of(name: str) -> Precision:
@@ -63,6 +67,12 @@ def precision_of(name: str) -> Precision:
     raise ValueError(f"precision must be 'fp32' or 'int8', not {name!r}")
 
 
+def graph_precision(name: str) -> Precision:
+    """The graph cache entry a load precision builds: bf16 runs a variant of the fp32
+    graph (runtime/openvino_graphs.py)."""
+    return precision_of("fp32" if name == "bf16" else name)
+
+
 def built_session(
     weight_files: list[Path],
     options: dict[str, Any],
@@ -70,14 +80,27 @@ def built_session(
     threads: int | None,
     spinning: bool = True,
     fingerprints: list[str] | None = None,
+    runtime: Runtime | None = None,
 ) -> TowerSession:
     """A session on the graph `build` makes, from the graph cache when it has
-    one for these weights and options."""
+    one for these weights and options, on the backend `runtime` chooses."""
     start = time.perf_counter()
     key = graph_key(weight_files, options, fingerprints or ())
     path, built = cached_graph(key, build, graph_info(weight_files, options))
-    session = make_session(path, threads, spinning)
-    return TowerSession(session, path, built, time.perf_counter() - start)
+    runtime = runtime or Runtime()
+    backend = chosen_backend(runtime, options)
+    if backend == "openvino":
+        from handspring.runtime.openvino_graphs import openvino_graph
+        from handspring.runtime.openvino_session import openvino_session
+
+        path, made = openvino_graph(path, runtime.precision)
+        session: ort.InferenceSession | OpenVinoSession = openvino_session(
+            path, runtime.precision, threads
+        )
+        built = built or made
+    else:
+        session = make_session(path, threads, spinning)
+    return TowerSession(session, path, built, time.perf_counter() - start, backend)
 
 
 def exported_session(path: Path, threads: int | None, spinning: bool = True) -> TowerSession:
