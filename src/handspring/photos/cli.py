@@ -12,8 +12,21 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from handspring.default_precision import resolve_precision
 from handspring.errors import HandspringError
-from handspring.photos.output import format_hits, format_index_report, format_status
+from handspring.photos.cli_options import (
+    DEFAULT_IMAGE_MODEL,
+    DEFAULT_THRESHOLD,
+    model_option,
+    precision_option,
+)
+from handspring.photos.output import (
+    format_duplicates,
+    format_hits,
+    format_index_report,
+    format_photos,
+    format_status,
+)
 from handspring.photos.scanning.scan import DEFAULT_EXCLUDES, ScanOptions
 from handspring.photos.stores.records import SearchFilter
 from handspring.photos.stores.store import DEFAULT_STORE_ENV, default_store_url, open_store
@@ -44,18 +57,11 @@ def photos() -> None:
 @photos.command()
 @click.argument("roots", nargs=-1, required=True, type=click.Path(file_okay=False))
 @_db_option
-@click.option(
-    "--image-model",
-    default=None,
-    help="Alias, folder or HF repo id (default: the index's model, else st-clip-vit-b-32).",
+@model_option(
+    "Image model: alias, folder or HF repo id (default: the index's model, else "
+    f"{DEFAULT_IMAGE_MODEL})."
 )
-@click.option(
-    "--precision",
-    type=click.Choice(["int8", "fp32"]),
-    default="int8",
-    show_default=True,
-    help="int8: several times faster, cosine >= 0.9999 to fp32.",
-)
+@precision_option(DEFAULT_IMAGE_MODEL)
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="ONNX Runtime threads.")
 @click.option("--exclude", multiple=True, help="Folder name or pattern to skip (repeatable).")
@@ -161,7 +167,7 @@ def index(
          everything else was indexed; run again with --allow-deletions to apply them
     1 wins when both apply."""
     from handspring.photos.indexing.index_progress import progress_for
-    from handspring.photos.indexing.indexer import DEFAULT_IMAGE_MODEL, Indexer, IndexOptions
+    from handspring.photos.indexing.indexer import Indexer, IndexOptions
 
     excludes = frozenset(exclude) | (frozenset() if no_default_excludes else DEFAULT_EXCLUDES)
     cluster = _cluster_settings(shards, replication_factor, write_consistency)
@@ -169,9 +175,10 @@ def index(
         if cluster is not None:
             _configure_cluster(store, cluster)
         recorded = store.model()
+        image_model = image_model or (recorded.name if recorded else DEFAULT_IMAGE_MODEL)
         options = IndexOptions(
-            image_model=image_model or (recorded.name if recorded else DEFAULT_IMAGE_MODEL),
-            precision=precision,
+            image_model=image_model,
+            precision=resolve_precision(precision, image_model, ["image"]),
             batch_size=batch_size,
             commit_every=commit_every,
             allow_empty_root=allow_empty_root,
@@ -253,7 +260,13 @@ def _parse_day(value: str | None) -> datetime.date | None:
 @_db_option
 @click.option("-a", "--add", "added", multiple=True, help="Another term to add (repeatable).")
 @click.option("-s", "--subtract", multiple=True, help="A term to subtract (repeatable).")
-@click.option("--similar", type=int, default=None, help="Photos like this indexed photo id.")
+@click.option(
+    "--similar",
+    type=int,
+    default=None,
+    metavar="ID",
+    help="Photos like this indexed photo, which is left out (as for a QUERY of just #ID).",
+)
 @click.option(
     "--audio",
     "sounds",
@@ -275,7 +288,8 @@ def _parse_day(value: str | None) -> datetime.date | None:
     flag_value="today",
     default=None,
     metavar="[YYYY-MM-DD|MM-DD]",
-    help="Taken on this month and day, any year; alone, today (put it after QUERY).",
+    help="Taken on this month and day, any year; without a value, today (put it after "
+    "QUERY). With no QUERY, lists those photos newest first, as `photos list` does.",
 )
 @click.option("--min-score", type=float, default=None, help="Keep cosine >= this.")
 @click.option("--folder", type=click.Path(file_okay=False), help="Only photos under this folder.")
@@ -306,7 +320,8 @@ def search(
     output: str,
 ) -> None:
     """Search by QUERY, rclip style: "horse + stripes", "./beach.jpg - 0.5:people",
-    "2:golden retriever + #42" (#42: an indexed photo's id)."""
+    "2:golden retriever + #42" (#42: an indexed photo's id). A QUERY of just #42 is
+    --similar 42: photos like it, itself left out."""
     import os
 
     from handspring.photos.search.searcher import (
@@ -321,7 +336,23 @@ def search(
     if similar is not None and (text or added or subtract or sounds):
         raise click.UsageError("--similar takes no query terms")
     if similar is None and not text and not added and not sounds:
-        raise click.UsageError("give a QUERY, --add terms, --audio FILE or --similar ID")
+        if on_this_day is None:
+            raise click.UsageError(
+                "give a QUERY, --add terms, --audio FILE or --similar ID (or --on-this-day "
+                "alone; `photos list` lists photos without a query)"
+            )
+        ctx = click.get_current_context()
+        ctx.invoke(
+            list_photos,
+            db=db,
+            not_before=not_before,
+            not_after=not_after,
+            on_this_day=on_this_day,
+            folder=folder,
+            top=top or None,
+            output=output,
+        )
+        return
     try:
         flt = SearchFilter(
             not_before=not_before.date() if not_before else None,
@@ -365,9 +396,104 @@ def _quoted(term: str) -> str:
 @_db_option
 @click.option("--errors", "list_errors", is_flag=True, help="List the files that failed.")
 def status(db: str | None, list_errors: bool) -> None:
-    """What the index holds: model, photos, files that could not be read."""
+    """What the index holds: photos, model, size on disk, last change, files that could
+    not be read."""
     with _open(db) as store:
         click.echo(format_status(store, list_errors))
+
+
+@photos.command("list")
+@_db_option
+@click.option("--from", "not_before", type=click.DateTime(["%Y-%m-%d"]), help="Taken on or after.")
+@click.option("--to", "not_after", type=click.DateTime(["%Y-%m-%d"]), help="Taken on or before.")
+@click.option(
+    "--on-this-day",
+    is_flag=False,
+    flag_value="today",
+    default=None,
+    metavar="[YYYY-MM-DD|MM-DD]",
+    help="Taken on this month and day, any year; without a value, today.",
+)
+@click.option("--folder", type=click.Path(file_okay=False), help="Only photos under this folder.")
+@click.option("-k", "--top", type=click.IntRange(1), default=None, help="At most this many.")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "paths", "json"]),
+    default="table",
+    show_default=True,
+)
+def list_photos(
+    db: str | None,
+    not_before: datetime.datetime | None,
+    not_after: datetime.datetime | None,
+    on_this_day: str | None,
+    folder: str | None,
+    top: int | None,
+    output: str,
+) -> None:
+    """The indexed photos, newest first by the time taken, then those without a date
+    (newest file first). Date filters leave undated photos out, and say how many."""
+    import os
+
+    from handspring.photos.stores.browsing import BrowseKey
+
+    try:
+        flt = SearchFilter(
+            not_before=not_before.date() if not_before else None,
+            not_after=not_after.date() if not_after else None,
+            on_this_day=_parse_day(on_this_day),
+            folder=os.path.abspath(folder) if folder else None,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    photos_listed = []
+    with _open(db, read_only=True) as store:
+        after: BrowseKey | None = None
+        while top is None or len(photos_listed) < top:
+            want = 500 if top is None else min(500, top - len(photos_listed))
+            page = store.browse(flt, after, want)
+            photos_listed += page.photos
+            if page.next is None:
+                break
+            after = page.next
+        hidden = store.timeline(flt).undated if flt.needs_taken_at else 0
+    click.echo(format_photos(photos_listed, output))
+    if hidden and output == "table":
+        click.echo(f"({hidden} photos without a date left out by the date filters)", err=True)
+
+
+@photos.command()
+@_db_option
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.5, 1.0),
+    default=DEFAULT_THRESHOLD,
+    show_default=True,
+    help="Cosine similarity at or above which two photos are near-duplicates.",
+)
+@click.option("--folder", type=click.Path(file_okay=False), help="Only photos under this folder.")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+)
+def duplicates(db: str | None, threshold: float, folder: str | None, output: str) -> None:
+    """Groups of near-duplicate photos, with sizes and dates, to choose what to keep.
+    It only lists them: nothing is deleted. Every pair is compared exactly (an int8
+    pass, then float32 for the pairs near the threshold)."""
+    import os
+
+    from handspring.photos.search.duplicates import find_duplicates
+
+    flt = SearchFilter(folder=os.path.abspath(folder) if folder else None)
+    with _open(db, read_only=True) as store:
+        groups = find_duplicates(store, threshold, flt)
+        found = [(group, [store.get(i) for i in group.photo_ids]) for group in groups]
+        compared = store.count(flt)
+    click.echo(format_duplicates(found, compared, threshold, output))
 
 
 class _open:

@@ -3,21 +3,28 @@ run's summary, and the index's status."""
 
 from __future__ import annotations
 
+import datetime
 import json
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
-from handspring.photos.indexing.indexer import IndexReport
 from handspring.photos.stores.records import Hit, Photo
 from handspring.photos.stores.store import WritableStore
+
+if TYPE_CHECKING:  # the indexer's imports are heavy; only its report's type is needed
+    from handspring.photos.indexing.indexer import IndexReport
+    from handspring.photos.search.duplicates import DuplicateGroup
 
 _LISTED_ERRORS = 10  # per run summary; `photos status --errors` lists them all
 
 
 def hit_json(hit: Hit) -> dict[str, Any]:
-    photo = hit.photo
+    return {"id": hit.photo.id, "score": round(hit.score, 6), **photo_json(hit.photo)}
+
+
+def photo_json(photo: Photo) -> dict[str, Any]:
     return {
         "id": photo.id,
-        "score": round(hit.score, 6),
         "path": photo.path,
         "taken_at": photo.taken_at.isoformat() if photo.taken_at else None,
         "width": photo.width,
@@ -26,6 +33,95 @@ def hit_json(hit: Hit) -> dict[str, Any]:
         "gps": list(photo.gps) if photo.gps else None,
         "sha256": photo.sha256,
     }
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    """Aligned columns, the last (a path) left as it is."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
+        + "  "
+        + row[-1]
+        for row in rows
+    )
+
+
+def _taken(photo: Photo) -> str:
+    return photo.taken_at.strftime("%Y-%m-%d %H:%M") if photo.taken_at else "-"
+
+
+def _pixels(photo: Photo) -> str:
+    return f"{photo.width}x{photo.height}" if photo.width else "-"
+
+
+def megabytes(n_bytes: int) -> str:
+    if n_bytes >= 10**9:
+        return f"{n_bytes / 10**9:.1f} GB"
+    if n_bytes >= 10**6:
+        return f"{n_bytes / 10**6:.1f} MB"
+    return f"{max(1, round(n_bytes / 1000))} kB"
+
+
+def format_photos(photos: list[Photo], output: str) -> str:
+    """`photos list`: newest first, as the store gave them."""
+    if output == "json":
+        return json.dumps([photo_json(p) for p in photos], ensure_ascii=False, indent=1)
+    if output == "paths":
+        return "\n".join(p.path for p in photos)
+    if not photos:
+        return "no photos match"
+    rows = [("id", "taken", "pixels", "size", "path")]
+    rows += [(str(p.id), _taken(p), _pixels(p), megabytes(p.size), p.path) for p in photos]
+    return _table(rows)
+
+
+def format_duplicates(
+    found: list[tuple[DuplicateGroup, list[Photo | None]]],
+    compared: int,
+    threshold: float,
+    output: str,
+) -> str:
+    """`photos duplicates`: each group's photos largest first (most pixels, then bytes)."""
+    groups = [
+        (group, sorted((p for p in photos if p), key=_largest_first)) for group, photos in found
+    ]
+    if output == "json":
+        document = {
+            "threshold": threshold,
+            "photos_compared": compared,
+            "groups": [
+                {
+                    "closest": round(group.closest, 6),
+                    "loosest": round(group.loosest, 6),
+                    "pairs": [[a, b, round(score, 6)] for a, b, score in group.pairs],
+                    "photos": [photo_json(p) for p in photos],
+                }
+                for group, photos in groups
+            ],
+        }
+        return json.dumps(document, ensure_ascii=False, indent=1)
+    listed = sum(len(photos) for _, photos in groups)
+    lines = [
+        f"{len(groups)} groups of near-duplicates ({listed} photos) among {compared} photos "
+        f"compared at similarity >= {threshold:g}; nothing was deleted."
+        if groups
+        else f"no near-duplicates among {compared} photos at similarity >= {threshold:g}"
+    ]
+    for number, (group, photos) in enumerate(groups, 1):
+        similarity = (
+            f"{group.closest:.3f}"
+            if round(group.closest, 3) == round(group.loosest, 3)
+            else f"{group.loosest:.3f}-{group.closest:.3f}"
+        )
+        lines += ["", f"group {number}: {len(photos)} photos, similarity {similarity}"]
+        rows = [("id", "taken", "pixels", "size", "path")]
+        rows += [(str(p.id), _taken(p), _pixels(p), megabytes(p.size), p.path) for p in photos]
+        lines += ["  " + line for line in _table(rows).splitlines()]
+    return "\n".join(lines)
+
+
+def _largest_first(photo: Photo) -> tuple[int, int, str]:
+    return (-(photo.width or 0) * (photo.height or 0), -photo.size, photo.path)
 
 
 def format_hits(hits: list[Hit], output: str) -> str:
@@ -100,15 +196,39 @@ def format_index_report(report: IndexReport) -> str:
     return "\n".join(lines)
 
 
-def format_status(store: WritableStore, list_errors: bool) -> str:
+def format_status(store: WritableStore, list_errors: bool, now: float | None = None) -> str:
+    """`photos status`: what a person asks of an index, one fact a line."""
+    stats = store.stats()
     model = store.model()
-    errors: list[Photo] = store.errors()
-    lines = [
-        f"index: {store!r}",
-        f"image model: {model.name} ({model.dim}-d, {model.precision})" if model else "empty",
-        f"searchable photos: {store.count()}",
-        f"files that could not be read: {len(errors)}",
-    ]
+    size = f", {megabytes(stats.bytes_on_disk)}" if stats.bytes_on_disk is not None else ""
+    rows = [
+        ("index", f"{stats.location} ({stats.kind}{size})"),
+        ("photos", f"{stats.photos:,} searchable"),
+        (
+            "image model",
+            f"{model.name} ({model.dim}-d, {model.precision})" if model else "none yet (empty)",
+        ),
+        ("last change", _when(stats.last_change, time.time() if now is None else now)),
+        (
+            "unreadable",
+            f"{stats.errors:,} files" + ("" if list_errors or not stats.errors else
+                                          " (photos status --errors lists them)"),
+        ),
+    ]  # fmt: skip
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{label.ljust(width)}  {value}" for label, value in rows]
     if list_errors:
-        lines += [f"  {photo.path}: {photo.error}" for photo in errors]
+        lines += [f"  {photo.path}: {photo.error}" for photo in store.errors()]
     return "\n".join(lines)
+
+
+def _when(moment: float | None, now: float) -> str:
+    if moment is None:
+        return "never"
+    stamp = datetime.datetime.fromtimestamp(moment).strftime("%Y-%m-%d %H:%M")
+    seconds = max(0.0, now - moment)
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{stamp} ({n} {unit}{'s' if n != 1 else ''} ago)"
+    return f"{stamp} (just now)"

@@ -11,6 +11,8 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from handspring.default_precision import CHOICES as PRECISION_CHOICES
+from handspring.default_precision import auto_help, resolve_precision
 from handspring.registry import DEFAULT_CLIP, DEFAULT_TEXT
 from handspring.server.config import DEFAULT_IMAGE_FORMATS, ModelSpec, ServerConfig
 
@@ -77,9 +79,9 @@ def _key_file(ctx: click.Context, param: click.Parameter, path: str | None) -> t
 )
 @_option(
     "--precision",
-    type=click.Choice(["int8", "fp32"]),
-    default="int8",
-    help="Default precision of models that name none.",
+    type=click.Choice(PRECISION_CHOICES),
+    default="auto",
+    help="Precision of models that name none. " + auto_help(DEFAULT_CLIP, "image"),
 )
 @_option("--host", default="127.0.0.1", help="Address to bind; 0.0.0.0 to listen on every one.")
 @_option("--port", type=int, default=8080)
@@ -234,7 +236,11 @@ def config_from_options(opts: dict[str, Any]) -> ServerConfig:
     fields = {f.name for f in dataclasses.fields(ServerConfig)}
     values = {name: value for name, value in opts.items() if name in fields}
     models = [m for value in opts["models"] for m in value.split()]
-    values["models"] = tuple(ModelSpec.parse(m, opts["precision"]) for m in models)
+    specs = [ModelSpec.parse(m, opts["precision"]) for m in models]
+    values["models"] = tuple(
+        dataclasses.replace(spec, precision=resolve_precision(spec.precision, spec.source))
+        for spec in specs
+    )
     values["api_keys"] = tuple(dict.fromkeys((*opts["api_key"], *opts["api_key_file"])))
     formats = opts["image_formats"].split(",")
     values["image_formats"] = tuple(f.strip().upper() for f in formats if f.strip())

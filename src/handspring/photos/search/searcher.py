@@ -117,6 +117,10 @@ class QueryModels:
         self._audio: Model | None = None
         self._lock = threading.Lock()
 
+    @property
+    def text_loaded(self) -> bool:
+        return self._text is not None
+
     def text(self) -> Model:
         with self._lock:
             if self._text is None:
@@ -199,8 +203,11 @@ class Searcher:
         limit: int = 20,
         offset: int = 0,
     ) -> list[Hit]:
-        query = self.query_vector(parse_query(terms) if isinstance(terms, str) else terms)
-        return self.store.search(query, flt, limit, offset)
+        terms = parse_query(terms) if isinstance(terms, str) else terms
+        if len(terms) == 1 and terms[0].kind == "photo_id" and terms[0].weight > 0:
+            # `#42` alone is "photos like 42": the same answer as similar(42).
+            return self.similar(_photo_id(terms[0].value), flt, limit, offset)
+        return self.store.search(self.query_vector(terms), flt, limit, offset)
 
     def similar(
         self,
@@ -209,7 +216,8 @@ class Searcher:
         limit: int = 20,
         offset: int = 0,
     ) -> list[Hit]:
-        """Photos most like an indexed one, which is left out of its own results."""
+        """Photos most like an indexed one, which is left out of its own results (it would
+        always come first); as `search("#42")`."""
         vector = self._indexed_vector(photo_id)
         hits = self.store.search(vector, flt, limit + offset + 1, 0)
         return [h for h in hits if h.photo.id != photo_id][offset : offset + limit]

@@ -14,8 +14,9 @@ from handspring.photos.stores.records import Photo, PhotoRecord, day_index, time
 VECTOR = "image"  # the collection's named vector (cosine)
 
 # The payload fields a Qdrant server indexes, with their index types: the search
-# filters' (dates: `taken_ts`, on this day: `month_day`, folder: `folders`) and the
-# indexer's lookups by path, by content and of the files that failed.
+# filters' (dates: `taken_ts`, on this day: `month_day`, folder: `folders`), the
+# indexer's lookups by path, by content and of the files that failed, and the library's
+# order (`taken_ts`, then `mtime_ns` for undated photos: order_by needs a range index).
 INDEXED_FIELDS = {
     "path": "keyword",
     "sha256": "keyword",
@@ -23,6 +24,7 @@ INDEXED_FIELDS = {
     "has_vector": "bool",
     "taken_ts": "float",
     "month_day": "integer",
+    "mtime_ns": "integer",
 }
 
 

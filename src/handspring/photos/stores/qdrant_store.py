@@ -24,6 +24,7 @@ the shard count, fixed at creation, is only checked.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
@@ -33,6 +34,8 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import numpy as np
 
+from handspring.photos.stores import qdrant_browse
+from handspring.photos.stores.browsing import BrowseKey, BrowsePage, IndexStats, Timeline
 from handspring.photos.stores.qdrant_payload import (
     INDEXED_FIELDS,
     VECTOR,
@@ -318,12 +321,59 @@ class QdrantStore:
         records = self._retrieve([int(photo_id)], vectors=True)
         return vector_of(records[0]) if records else None
 
-    def count(self) -> int:
-        """Photos that search can return (indexed with a vector)."""
+    def count(self, flt: SearchFilter | None = None) -> int:
+        """Photos that search can return (indexed with a vector), of those `flt` lets
+        through if given (its min_score aside)."""
         if not self._exists():
             return 0
-        flt = self._match("has_vector", True)
-        return int(self.client.count(self.collection, count_filter=flt, exact=True).count)
+        must = self._searchable(flt or SearchFilter())
+        flt_must = self._models.Filter(must=must)
+        count = self.client.count(self.collection, count_filter=flt_must, exact=True)
+        return int(count.count)
+
+    # ------------------------------------------------------------ browsing (qdrant_browse)
+
+    def browse(self, flt: SearchFilter, after: BrowseKey | None, limit: int) -> BrowsePage:
+        if not self._exists():
+            return BrowsePage([], None)
+        return qdrant_browse.browse(self._browsed(), self._searchable(flt), flt, after, limit)
+
+    def timeline(self, flt: SearchFilter) -> Timeline:
+        if not self._exists():
+            return Timeline([], 0, not flt.needs_taken_at)
+        undated = self._searchable(SearchFilter(folder=flt.folder))
+        return qdrant_browse.timeline(self._browsed(), self._searchable(flt), undated, flt)
+
+    def folders(self) -> dict[str, int]:
+        if not self._exists():
+            return {}
+        return qdrant_browse.folders(self._browsed(), self._searchable(SearchFilter()))
+
+    def vector_chunks(
+        self, flt: SearchFilter | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if self._exists():
+            must = self._searchable(flt or SearchFilter())
+            yield from qdrant_browse.vector_chunks(self._browsed(), must)
+
+    def stats(self) -> IndexStats:
+        errors = len(self._scroll(self._match("has_vector", False))) if self._exists() else 0
+        size = None
+        if not self.remote:
+            size = sum(p.stat().st_size for p in Path(self.where).rglob("*") if p.is_file())
+        kind = "Qdrant server" if self.remote else "Qdrant (embedded)"
+        where = f"{self.where} (collection {self.collection})"
+        last = self._meta.get("last_commit")
+        return IndexStats(kind, where, self.count(), errors, size, last)
+
+    def _browsed(self) -> qdrant_browse.Collection:
+        return qdrant_browse.Collection(self.client, self.collection, self._models)
+
+    def _searchable(self, flt: SearchFilter) -> list[Any]:
+        m = self._models
+        searchable = m.FieldCondition(key="has_vector", match=m.MatchValue(value=True))
+        narrowed = self._filter(flt)
+        return [searchable, *(narrowed.must if narrowed is not None else [])]
 
     def errors(self) -> list[Photo]:
         photos = [photo_of(p) for p in self._scroll(self._match("has_vector", False))]
@@ -493,6 +543,7 @@ class QdrantStore:
         if not self._exists():
             raise StoreError(f"{self}: set_model must come before the first photo")
         # Reserve the ids first: a crash after this leaves a gap, never a reuse.
+        self._meta["last_commit"] = time.time()
         self.client.update_collection(self.collection, metadata=self._meta)
         operations, self._operations = self._operations, []
         with warnings.catch_warnings():

@@ -36,6 +36,21 @@ class SearchFilter:
     def needs_taken_at(self) -> bool:
         return bool(self.not_before or self.not_after or self.on_this_day)
 
+    def admits(self, photo: Photo) -> bool:
+        """Whether the photo passes the filter's conditions on it (min_score aside)."""
+        taken = photo.taken_at
+        if taken is None:
+            return not self.needs_taken_at
+        if (self.not_before and taken.date() < self.not_before) or (
+            self.not_after and taken.date() > self.not_after
+        ):
+            return False
+        day = self.on_this_day
+        if day is not None and (taken.month, taken.day) != (day.month, day.day):
+            return False
+        prefix = self.folder_prefix
+        return prefix is None or prefix == "/" or photo.path.startswith(prefix)
+
 
 # Every store gives ids out from 1 up and keeps them in SQLite's signed 64-bit INTEGER.
 MAX_PHOTO_ID = 2**63 - 1

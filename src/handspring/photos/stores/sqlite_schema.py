@@ -62,11 +62,29 @@ def _v2_date_columns(db: sqlite3.Connection) -> None:
         )
 
 
+def _v3_browse_indexes(db: sqlite3.Connection) -> None:
+    """Browsing newest first, keyset-paged: the searchable photos by taken time, the undated
+    ones by file time, and "on this day" by month-day then time. Partial (searchable
+    photos only), so counting and paging never read a row they skip."""
+    _run(
+        db,
+        "CREATE INDEX photos_dated ON photos (taken_ts) WHERE vector IS NOT NULL",
+        "CREATE INDEX photos_undated ON photos (mtime_ns)"
+        " WHERE vector IS NOT NULL AND taken_ts IS NULL",
+        "CREATE INDEX photos_on_day ON photos (month_day, taken_ts) WHERE vector IS NOT NULL",
+    )
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _v1_photos_and_meta,
     _v2_date_columns,
+    _v3_browse_indexes,
 )
 LATEST = len(MIGRATIONS)
+# A read-only connection can use an index this old: the later steps only add indexes, and
+# a server must not stop serving when handspring is upgraded before the next index run.
+READABLE_FROM = 2
+BROWSE_INDEXES = 3  # from this version on, the browse indexes exist
 
 
 def schema_version(db: sqlite3.Connection) -> int:

@@ -18,6 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from handspring.photos.search.loaded_index import LoadedIndex
+from handspring.photos.stores.browsing import (
+    BrowseKey,
+    BrowsePage,
+    IndexStats,
+    Timeline,
+    key_after,
+    months_newest_first,
+)
 from handspring.photos.stores.records import (
     Hit,
     IndexedFile,
@@ -26,15 +34,23 @@ from handspring.photos.stores.records import (
     PhotoRecord,
     SearchFilter,
     could_be_photo_id,
+    date_bounds,
     day_index,
     timestamp,
 )
-from handspring.photos.stores.sqlite_schema import LATEST, migrate, schema_version
+from handspring.photos.stores.sqlite_schema import (
+    BROWSE_INDEXES,
+    LATEST,
+    READABLE_FROM,
+    migrate,
+    schema_version,
+)
 from handspring.photos.stores.store import StoreError
 
 _PHOTO_COLUMNS = "id, path, size, mtime_ns, sha256, width, height, taken_at, lat, lon, exif, error"
 _LOAD_CHUNK = 20_000  # rows per fetch while loading vectors for the scan
 _IN_CHUNK = 900  # ids per "IN (...)": under SQLite's oldest variable limit
+_SEARCHABLE = "vector IS NOT NULL"  # word for word as in the partial indexes' WHERE
 
 
 class SqliteStore:
@@ -47,6 +63,8 @@ class SqliteStore:
         self._lock = threading.RLock()
         self._dirty = False
         self._loaded: LoadedIndex | None = None
+        self._version = 0
+        self._folder_sizes: dict[tuple[str, str], int] = {}  # (generation, folder) -> rows
         self._db = self._connect()
 
     def __repr__(self) -> str:
@@ -80,19 +98,22 @@ class SqliteStore:
         return db
 
     def _check_schema(self, db: sqlite3.Connection) -> None:
-        found = schema_version(db)
+        found = self._version = schema_version(db)
         if found > LATEST:
             raise StoreError(
                 f"{self.path}: index schema version {found} is newer than this handspring "
                 f"understands ({LATEST}); upgrade handspring to use it"
             )
         if found < LATEST:
+            if self.read_only and found >= READABLE_FROM:
+                return  # readable as it is, without the newer indexes
             if self.read_only:
                 raise StoreError(
                     f"{self.path}: index schema version {found} needs upgrading to {LATEST}; "
                     "open it once for writing (e.g. `handspring photos status`)"
                 )
             migrate(db)
+            self._version = LATEST
 
     def close(self) -> None:
         with self._lock:
@@ -134,13 +155,13 @@ class SqliteStore:
             ).fetchone()
         return None if row is None or row[0] is None else _vector(row[0])
 
-    def count(self) -> int:
-        """Photos that search can return (indexed with a vector)."""
+    def count(self, flt: SearchFilter | None = None) -> int:
+        """Photos that search can return (indexed with a vector), of those `flt` lets
+        through if given (its min_score aside)."""
+        where, params = _conditions(flt or SearchFilter())
         with self._lock:
             return int(
-                self._db.execute("SELECT count(*) FROM photos WHERE vector IS NOT NULL").fetchone()[
-                    0
-                ]
+                self._db.execute(f"SELECT count(*) FROM photos WHERE {where}", params).fetchone()[0]
             )
 
     def errors(self) -> list[Photo]:
@@ -179,6 +200,153 @@ class SqliteStore:
                 (sha256,),
             ).fetchone()
         return None if row is None else _vector(row[0])
+
+    # ------------------------------------------------------------ browsing
+
+    def browse(self, flt: SearchFilter, after: BrowseKey | None, limit: int) -> BrowsePage:
+        """The `limit` photos after `after` in the library's order (see browsing.py) that
+        `flt` lets through (its min_score aside). Date filters leave undated photos out."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        rows: list[tuple[Photo, int]] = []
+        if after is None or not after.undated:
+            rows += self._dated_page(flt, after, limit + 1)
+        if len(rows) <= limit and not flt.needs_taken_at:
+            start = after if after is not None and after.undated else None
+            rows += self._undated_page(flt, start, limit + 1 - len(rows))
+        photos = [photo for photo, _ in rows[:limit]]
+        more = len(rows) > limit
+        return BrowsePage(photos, key_after(*rows[limit - 1]) if more else None)
+
+    def _dated_page(
+        self, flt: SearchFilter, after: BrowseKey | None, limit: int
+    ) -> list[tuple[Photo, int]]:
+        where, params = _conditions(flt)
+        where += " AND taken_ts IS NOT NULL"
+        if after is not None and after.photo_id is not None:
+            where += " AND (taken_ts, id) < (?, ?)"
+            params += [after.taken_ts, after.photo_id]
+        elif after is not None:
+            where += " AND taken_ts < ?"
+            params.append(after.taken_ts)
+        hint = ""
+        # In a folder, walk the time index unless the folder is small enough to sort whole:
+        # either way a page reads about sqrt(limit * photos) rows, never the whole library.
+        if (
+            self._version >= BROWSE_INDEXES
+            and flt.folder
+            and not flt.on_this_day
+            and self._folder_rows(flt.folder) ** 2 > limit * self._all_rows()
+        ):
+            hint = "INDEXED BY photos_dated"
+        return self._page_rows(
+            f"SELECT {_PHOTO_COLUMNS}, mtime_ns FROM photos {hint} WHERE {where}"
+            " ORDER BY taken_ts DESC, id DESC LIMIT ?",
+            [*params, limit],
+        )
+
+    def _undated_page(
+        self, flt: SearchFilter, after: BrowseKey | None, limit: int
+    ) -> list[tuple[Photo, int]]:
+        where, params = _conditions(flt)
+        where += " AND taken_ts IS NULL"
+        if after is not None and after.mtime_ns is not None:
+            if after.photo_id is not None:
+                where += " AND (mtime_ns, id) < (?, ?)"
+                params += [after.mtime_ns, after.photo_id]
+            else:
+                where += " AND mtime_ns < ?"
+                params.append(after.mtime_ns)
+        hint = "INDEXED BY photos_undated" if self._version >= BROWSE_INDEXES else ""
+        return self._page_rows(
+            f"SELECT {_PHOTO_COLUMNS}, mtime_ns FROM photos {hint} WHERE {where}"
+            " ORDER BY mtime_ns DESC, id DESC LIMIT ?",
+            [*params, limit],
+        )
+
+    def _page_rows(self, sql: str, params: list[object]) -> list[tuple[Photo, int]]:
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        return [(_photo(row[:-1]), int(row[-1])) for row in rows]
+
+    def _folder_rows(self, folder: str) -> int:
+        generation = self._meta().get("generation", "0")
+        key = (generation, folder)
+        if key not in self._folder_sizes:
+            low, high = _prefix_range(folder)
+            with self._lock:
+                (rows,) = self._db.execute(
+                    "SELECT count(*) FROM photos WHERE path >= ? AND path < ?", (low, high)
+                ).fetchone()
+            self._folder_sizes = {k: v for k, v in self._folder_sizes.items() if k[0] == generation}
+            self._folder_sizes[key] = int(rows)
+        return self._folder_sizes[key]
+
+    def _all_rows(self) -> int:
+        with self._lock:
+            # max(id) stands in for the row count: no scan, and near enough for a plan.
+            return int(self._db.execute("SELECT coalesce(max(id), 0) FROM photos").fetchone()[0])
+
+    def timeline(self, flt: SearchFilter) -> Timeline:
+        """Photos `flt` lets through by month, and the undated ones (see Timeline)."""
+        where, params = _conditions(flt)
+        undated_where, undated_params = _conditions(SearchFilter(folder=flt.folder))
+        with self._lock:
+            months = self._db.execute(
+                "SELECT strftime('%Y-%m', taken_ts, 'unixepoch') AS month, count(*) FROM photos"
+                f" WHERE {where} AND taken_ts IS NOT NULL GROUP BY month",
+                params,
+            ).fetchall()
+            (undated,) = self._db.execute(
+                f"SELECT count(*) FROM photos WHERE {undated_where} AND taken_ts IS NULL",
+                undated_params,
+            ).fetchone()
+        counts = {str(month): int(count) for month, count in months if month}
+        return Timeline(months_newest_first(counts), int(undated), not flt.needs_taken_at)
+
+    def folders(self) -> dict[str, int]:
+        """Each folder that holds searchable photos -> how many it holds itself."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            cursor = self._db.execute(f"SELECT path FROM photos WHERE {_SEARCHABLE}")
+            for (path,) in cursor:
+                folder = path.rpartition("/")[0] or "/"
+                counts[folder] = counts.get(folder, 0) + 1
+        return counts
+
+    def stats(self) -> IndexStats:
+        with self._lock:
+            (errors,) = self._db.execute(
+                "SELECT count(*) FROM photos WHERE error IS NOT NULL"
+            ).fetchone()
+            (last_photo,) = self._db.execute("SELECT max(indexed_at) FROM photos").fetchone()
+        meta = self._meta()
+        last = float(meta["last_commit"]) if "last_commit" in meta else last_photo
+        size = sum(
+            Path(self.path + suffix).stat().st_size
+            for suffix in ("", "-wal")
+            if Path(self.path + suffix).is_file()
+        )
+        return IndexStats("SQLite", self.path, self.count(), int(errors), size, last)
+
+    def vector_chunks(
+        self, flt: SearchFilter | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, float32 unit vectors [n, dim]) of the searchable photos `flt` lets
+        through, in ascending id order, a few thousand at a time."""
+        where, params = _conditions(flt or SearchFilter())
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT id, vector FROM photos WHERE {where} AND id > ? ORDER BY id LIMIT ?",
+                    [*params, last, _LOAD_CHUNK],
+                ).fetchall()
+            if not rows:
+                return
+            last = int(rows[-1][0])
+            ids = np.array([row[0] for row in rows], dtype=np.int64)
+            yield ids, np.frombuffer(b"".join(row[1] for row in rows), "<f4").reshape(len(rows), -1)
 
     # ------------------------------------------------------------ searching
 
@@ -298,6 +466,11 @@ class SqliteStore:
                     "INSERT INTO meta (key, value) VALUES ('generation', '1')"
                     " ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
                 )
+            if self._dirty:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_commit', ?)",
+                    (repr(time.time()),),
+                )
             self._db.execute("COMMIT")
             self._dirty = False
 
@@ -342,6 +515,25 @@ def _record_columns(record: PhotoRecord) -> tuple[object, ...]:
         json.dumps(record.exif, ensure_ascii=False, allow_nan=False),
         record.error,
     )
+
+
+def _conditions(flt: SearchFilter) -> tuple[str, list[object]]:
+    """SQL for the searchable photos `flt` lets through (min_score aside), and its values."""
+    where, params = [_SEARCHABLE], []
+    start, end = date_bounds(flt)
+    if start is not None:
+        where.append("taken_ts >= ?")
+        params.append(start)
+    if end is not None:
+        where.append("taken_ts < ?")
+        params.append(end)
+    if flt.on_this_day is not None:
+        where.append("month_day = ?")
+        params.append(day_index(flt.on_this_day))
+    if flt.folder is not None and flt.folder.rstrip("/"):
+        where.append("path >= ? AND path < ?")
+        params += list(_prefix_range(flt.folder))
+    return " AND ".join(where), params
 
 
 def _prefix_range(folder: str) -> tuple[str, str]:

@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from handspring.errors import HandspringError
+from handspring.photos.stores.browsing import BrowseKey, BrowsePage, IndexStats, Timeline
 from handspring.photos.stores.records import (
     Hit,
     IndexedFile,
@@ -45,7 +46,29 @@ class PhotoStore(Protocol):
         """Exact cosine top-k over every vector that passes `flt`, best first."""
         ...
 
-    def count(self) -> int: ...
+    def count(self, flt: SearchFilter | None = None) -> int:
+        """Searchable photos, of those `flt` lets through if given (min_score aside)."""
+        ...
+
+    def browse(self, flt: SearchFilter, after: BrowseKey | None, limit: int) -> BrowsePage:
+        """The library newest first, `limit` photos after `after` (see browsing.py)."""
+        ...
+
+    def timeline(self, flt: SearchFilter) -> Timeline:
+        """Photos `flt` lets through by month, and the undated ones."""
+        ...
+
+    def folders(self) -> dict[str, int]:
+        """Each folder that holds searchable photos -> how many it holds itself."""
+        ...
+
+    def vector_chunks(
+        self, flt: SearchFilter | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, float32 unit vectors) of the searchable photos, by ascending id, in chunks."""
+        ...
+
+    def stats(self) -> IndexStats: ...
 
     def close(self) -> None: ...
 

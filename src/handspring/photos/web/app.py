@@ -9,8 +9,8 @@ request), so nothing outside the indexed photos can be read.
 
 from __future__ import annotations
 
+import datetime as dt
 import mimetypes
-import stat
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,7 +26,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from handspring.errors import HandspringError, ImageError
 from handspring.photos.search.searcher import Searcher, parse_query
-from handspring.photos.stores.records import Hit, Photo
+from handspring.photos.stores.records import Hit, Photo, SearchFilter
 from handspring.photos.stores.store import PhotoStore
 from handspring.photos.web.auth import (
     AuthConfig,
@@ -35,22 +35,25 @@ from handspring.photos.web.auth import (
     BearerAuthenticator,
     Principal,
 )
+from handspring.photos.web.file_state import STATUS, file_state
+from handspring.photos.web.library_routes import library_routes, undated_excluded
 from handspring.photos.web.models import (
     MAX_LIMIT,
     MAX_OFFSET,
     HealthOut,
+    ModelsOut,
     PhotoDetail,
     ResultsPage,
     SearchRequest,
     SimilarQuery,
     StatusOut,
+    WarmupOut,
     detail_of,
     hit_of,
 )
 from handspring.photos.web.thumbnails import ThumbnailCache, bucket_size
 
 STATIC = Path(__file__).parent / "static"
-MTIME_TOLERANCE = 1e-6  # seconds; mtimes round-trip through the store as doubles
 _EXTRA_TYPES = {".heic": "image/heic", ".heif": "image/heif", ".webp": "image/webp"}
 # The page loads only its own files; thumbnails and originals arrive as blob: URLs.
 CONTENT_SECURITY_POLICY = (
@@ -165,33 +168,32 @@ def create_app(
 
     def file_as_indexed(photo: Photo) -> Path:
         """The photo's file, if it is still the one indexed; otherwise a clear error."""
-        path = Path(photo.path)
-        try:
-            info = path.stat()
-        except FileNotFoundError:
-            raise HTTPException(
-                410, f"photo {photo.id} ({photo.path}) is no longer on disk; index again"
-            ) from None
-        except OSError as exc:
-            raise HTTPException(
-                500, f"photo {photo.id} ({photo.path}): {exc.strerror or exc}"
-            ) from exc
-        if not stat.S_ISREG(info.st_mode):
-            raise HTTPException(410, f"photo {photo.id} ({photo.path}) is no longer a file")
-        if info.st_size != photo.size or abs(info.st_mtime - photo.mtime) > MTIME_TOLERANCE:
-            raise HTTPException(
-                409, f"photo {photo.id} ({photo.path}) changed since it was indexed; index again"
-            )
-        return path
+        state = file_state(photo)
+        if state.state != "ok":
+            raise HTTPException(STATUS[state.state], state.message)
+        return Path(photo.path)
 
-    def page(hits: list[Hit], limit: int, offset: int) -> ResultsPage:
+    def page(
+        hits: list[Hit], limit: int, offset: int, flt: SearchFilter, like: int | None = None
+    ) -> ResultsPage:
+        """`like`: the photo a "similar" search is about, which its results leave out."""
         # One more hit than asked is fetched, to know whether there is a next page.
         more = len(hits) > limit
+        total = excluded = None
+        if offset == 0:  # counted once per result set, on its first page
+            if flt.min_score is None:
+                total = locked(lambda: store.count(flt))
+                reference = locked(lambda: store.get(like)) if like is not None else None
+                if reference is not None and flt.admits(reference):
+                    total -= 1
+            excluded = locked(lambda: undated_excluded(store, flt))
         return ResultsPage(
             results=[hit_of(hit) for hit in hits[:limit]],
             limit=limit,
             offset=offset,
             next_offset=offset + limit if more else None,
+            total=total,
+            undated_excluded=excluded,
         )
 
     def run_search(call: Callable[[], list[Hit]]) -> list[Hit]:
@@ -214,7 +216,9 @@ def create_app(
         hits = run_search(
             lambda: searcher.search(terms, flt, limit=request.limit + 1, offset=request.offset)
         )
-        return page(hits, request.limit, request.offset)
+        alone = len(terms) == 1 and terms[0].kind == "photo_id" and terms[0].weight > 0
+        like = int(terms[0].value) if alone else None
+        return page(hits, request.limit, request.offset, flt, like)
 
     @api.get(
         "/photos/{photo_id}/similar",
@@ -226,12 +230,12 @@ def create_app(
         hits = run_search(
             lambda: searcher.similar(photo_id, flt, limit=query.limit + 1, offset=query.offset)
         )
-        return page(hits, query.limit, query.offset)
+        return page(hits, query.limit, query.offset, flt, photo_id)
 
     @api.get("/photos/{photo_id}", response_model=PhotoDetail, summary="One photo's metadata")
     def photo_detail(photo_id: int) -> PhotoDetail:
         photo = indexed(photo_id)
-        return detail_of(photo, mime_type_of(photo.path))
+        return detail_of(photo, mime_type_of(photo.path), file_state(photo))
 
     @api.get(
         "/photos/{photo_id}/thumbnail",
@@ -276,8 +280,47 @@ def create_app(
 
     @api.get("/status", response_model=StatusOut, summary="What the index holds")
     def status() -> StatusOut:
-        return StatusOut(photos=locked(store.count), max_limit=MAX_LIMIT, max_offset=MAX_OFFSET)
+        stats = locked(store.stats)
+        changed = stats.last_change
+        return StatusOut(
+            photos=stats.photos,
+            errors=stats.errors,
+            last_change=dt.datetime.fromtimestamp(changed, tz=dt.UTC) if changed else None,
+            models=models_out(),
+            max_limit=MAX_LIMIT,
+            max_offset=MAX_OFFSET,
+        )
 
+    def models_out() -> ModelsOut:
+        models = searcher.models
+        return ModelsOut(
+            image=models.image_model, text=models.text_model, text_loaded=models.text_loaded
+        )
+
+    warming = threading.Lock()
+
+    @api.post(
+        "/warmup",
+        response_model=WarmupOut,
+        summary="Start loading the text model now (the page asks when the search box is "
+        "focused), so the first search does not wait for it",
+    )
+    def warmup() -> WarmupOut:
+        models = searcher.models
+        if not models.text_loaded and warming.acquire(blocking=False):
+
+            def load() -> None:
+                try:
+                    models.text()
+                except Exception:  # the search that needs it reports the reason
+                    pass
+                finally:
+                    warming.release()
+
+            threading.Thread(target=load, name="text-model-warmup", daemon=True).start()
+        return WarmupOut(text_loaded=models.text_loaded)
+
+    api.include_router(library_routes(store, locked))
     app.include_router(api)
 
     @app.get("/_health", response_model=HealthOut, include_in_schema=False)

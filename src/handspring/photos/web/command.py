@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from handspring.photos.cli import DB_HELP
+from handspring.photos.cli_options import model_option
 from handspring.server.config import is_loopback
 
 DEFAULT_PORT = 8080
@@ -54,9 +55,8 @@ def _keys_given(
 @click.option(
     "--oidc-jwks-url", help="Where the issuer's signing keys are (default: from its discovery)."
 )
-@click.option(
-    "--image-model",
-    help="CLIP model for example-photo queries. Default: the one the index was built with.",
+@model_option(
+    "Image model, for example photos given as queries. Default: the one the index was built with."
 )
 @click.option(
     "--text-model",
