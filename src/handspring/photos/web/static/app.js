@@ -297,8 +297,9 @@ async function render(state) {
   }
   if (state.view === "similar") showReference(state.similar, generation);
   if (library) {
+    let timeline;
     try {
-      app.timeline = await getJson(`/api/timeline?${filterParams(state.filters)}`);
+      timeline = await getJson(`/api/timeline?${filterParams(state.filters)}`);
     } catch (error) {
       if (generation !== app.generation) return;
       app.list.hasMore = false;
@@ -306,7 +307,9 @@ async function render(state) {
       showFailure(error);
       return;
     }
+    // A late answer for an older list must not become the totals of the one on screen.
     if (generation !== app.generation) return;
+    app.timeline = timeline;
     fillJump();
     if (!hasFilters(state.filters) && !state.at) showMemories(generation);
   }
