@@ -13,7 +13,17 @@ store, then top-10 latency (p50/p99) as a server sees it (read-only store,
 in-memory int8 scan + exact re-scoring), with and without filters, checked
 against a float32 brute force in numpy.
 
+(c) The same search in Qdrant's embedded local mode (qdrant-client's own engine, what
+`qdrant:///folder` opens): the same vectors with the store's own payloads, written
+through the client in batches (the store's `put` looks each path up first, a scan
+per photo in this mode). Written to a folder, each point is committed on its own, so
+that write rate is measured for 30 s; the search runs on the same engine in memory,
+over as many vectors as it takes in --qdrant-seconds, without and with a date filter.
+It scans every vector, so a size short of --vectors is scaled to it linearly, and the
+table says so.
+
     python bench/photos_bench.py [--photos 40] [--vectors 1000000] [--queries 100]
+        [--qdrant-seconds 300] [--skip-qdrant]
 """
 
 from __future__ import annotations
@@ -28,6 +38,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -205,6 +219,115 @@ def search_worker(count: int, queries: int, db: str) -> dict:
     }
 
 
+def _bench_vectors(count: int, dim: int, chunk: int) -> Iterator[np.ndarray]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)  # the same vectors as search_worker's
+    for begin in range(0, count, chunk):
+        rows = rng.standard_normal((min(chunk, count - begin), dim), dtype=np.float32)
+        yield rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def _qdrant_points(begin: int, rows: np.ndarray, days: np.ndarray) -> list:
+    """Points as QdrantStore writes them: the named vector and the store's payload."""
+    from qdrant_client import models
+
+    from handspring.photos.stores.qdrant_payload import VECTOR, payload_of
+    from handspring.photos.stores.records import PhotoRecord
+
+    first_day = datetime.datetime(2000, 1, 1, 12)
+    points = []
+    for offset, vector in enumerate(rows):
+        i = begin + offset
+        taken = None if i % 10 == 9 else first_day + datetime.timedelta(days=int(days[i]))
+        record = PhotoRecord(
+            f"/library/{i % 10}/{i:07}.jpg", 4_000_000, i, f"{i:064x}", 4000, 3000, taken
+        )
+        payload = payload_of(record, True)
+        points.append(
+            models.PointStruct(id=i + 1, vector={VECTOR: vector.tolist()}, payload=payload)
+        )
+    return points
+
+
+def _qdrant_fill(store: object, count: int, budget_s: float, chunk: int) -> tuple[int, float]:
+    """Up to `count` points into `store`'s collection for at most `budget_s`: how many
+    went in, and in how long."""
+    import numpy as np
+
+    days = np.random.default_rng(1).integers(0, 25 * 365, count)
+    start = time.perf_counter()
+    written = 0
+    for rows in _bench_vectors(count, 512, chunk):
+        points = _qdrant_points(written, rows, days)
+        store.client.upsert(store.collection, points=points, wait=True)  # type: ignore[attr-defined]
+        written += len(points)
+        if time.perf_counter() - start > budget_s:
+            break
+    return written, time.perf_counter() - start
+
+
+def qdrant_search_worker(count: int, queries: int, folder: str, budget_s: float) -> dict:
+    """Qdrant's embedded mode: its write rate to a folder, then search latency over as
+    many of the `count` vectors as an in-memory collection takes in `budget_s`. See (c)
+    in the module notes."""
+    import warnings
+
+    import numpy as np
+    from qdrant_client import QdrantClient
+
+    from handspring.photos.stores.qdrant_store import DEFAULT_COLLECTION, QdrantStore
+    from handspring.photos.stores.records import ModelInfo, SearchFilter
+
+    warnings.simplefilter("ignore", UserWarning)  # "local mode is not recommended for..."
+    dim, info = 512, ModelInfo("bench-random-512", 512, "int8")
+    # On disk, as qdrant:///folder: every point is written and committed on its own.
+    disk = QdrantStore.local(folder)
+    disk.set_model(info)
+    disk_written, disk_s = _qdrant_fill(disk, count, min(30.0, budget_s), 500)
+    disk.close()
+    # In memory: the same engine without the per-point writes, so more points fit.
+    store = QdrantStore(QdrantClient(":memory:"), DEFAULT_COLLECTION, ":memory:", False, False)
+    store.set_model(info)
+    written, build_s = _qdrant_fill(store, count, budget_s, 5_000)
+    rss_loaded = _rss_mib()
+    rng = np.random.default_rng(2)
+    queries_ = rng.standard_normal((queries, dim), dtype=np.float32)
+    queries_ /= np.linalg.norm(queries_, axis=1, keepdims=True)
+    filters = {
+        "no filter": SearchFilter(),
+        "one year (not_before/not_after)": SearchFilter(
+            not_before=datetime.date(2020, 1, 1), not_after=datetime.date(2020, 12, 31)
+        ),
+    }
+    matrix = np.concatenate(list(_bench_vectors(written, dim, 20_000)))
+    latencies: dict[str, list[float]] = {}
+    mismatches = 0
+    for name, flt in filters.items():
+        times = []
+        for q in queries_:
+            t = time.perf_counter()
+            hits = store.search(q, flt, 10, 0)
+            times.append(1000 * (time.perf_counter() - t))
+            if name == "no filter":
+                top = np.argpartition(-(matrix @ q), 10)[:10]
+                expected = sorted(top.tolist(), key=lambda r: -float(matrix[r] @ q))
+                got = [h.photo.path for h in hits]
+                mismatches += got != [f"/library/{r % 10}/{r:07}.jpg" for r in expected]
+        latencies[name] = times
+    return {
+        "count": count,
+        "written": written,
+        "build_s": build_s,
+        "disk_written": disk_written,
+        "disk_s": disk_s,
+        "rss_loaded_mib": rss_loaded,
+        "latencies": latencies,
+        "mismatches": mismatches,
+        "queries": queries,
+    }
+
+
 # ---------------------------------------------------------------- tables
 
 
@@ -254,6 +377,47 @@ def _search_table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def _qdrant_table(res: dict, sqlite: dict | None) -> str:
+    scale = res["count"] / res["written"]
+    scaled = scale > 1.001
+    disk_rate = res["disk_written"] / res["disk_s"]
+    lines = [
+        f"Writing to a folder (qdrant:///folder, a commit per point): {disk_rate:.0f} points/s "
+        f"({res['disk_written']:,} in {res['disk_s']:.0f} s), so {res['count']:,} would take "
+        f"{res['count'] / disk_rate / 3600:.1f} h. Search measured on the same engine in "
+        f"memory: {res['written']:,} of {res['count']:,} vectors x 512 in "
+        f"{res['build_s']:.0f} s ({res['written'] / res['build_s']:.0f}/s); process RSS "
+        f"{res['rss_loaded_mib']:.0f} MiB; top-10 equal to float32 brute force: "
+        f"{res['queries'] - res['mismatches']}/{res['queries']}; {res['queries']} queries each.",
+    ]
+    if scaled:
+        lines[0] += (
+            f" The embedded mode scores every vector and, with a filter, checks every "
+            f"payload in Python, so its latency grows with the count: the columns at "
+            f"{res['count']:,} are the measured ones x {scale:.2f}, not measured."
+        )
+    lines.append("")
+    head = "| top 10, Qdrant embedded | p50 ms | p99 ms |"
+    if scaled:
+        head = (
+            f"| top 10, Qdrant embedded | p50 ms at {res['written']:,} | p99 ms at "
+            f"{res['written']:,} | p50 ms at {res['count']:,} (scaled) | p99 ms (scaled) |"
+        )
+    head += " SQLite p50 / p99 ms |"
+    lines += [head, "|---" + "|---:" * (head.count("|") - 2) + "|"]
+    for name, times in res["latencies"].items():
+        p50, p99 = _percentile(times, 0.5), _percentile(times, 0.99)
+        beside = "-"
+        if sqlite is not None and name in sqlite["latencies"]:
+            other = sqlite["latencies"][name]
+            beside = f"{_percentile(other, 0.5):.1f} / {_percentile(other, 0.99):.1f}"
+        cells = [f"{p50:.0f}", f"{p99:.0f}"]
+        if scaled:
+            cells += [f"{p50 * scale:.0f}", f"{p99 * scale:.0f}"]
+        lines.append(f"| {name} | {' | '.join(cells)} | {beside} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -263,6 +427,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--skip-indexing", action="store_true")
     parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--skip-qdrant", action="store_true")
+    parser.add_argument("--qdrant-seconds", type=float, default=300.0)
+    parser.add_argument("--qdrant-queries", type=int, default=5)
     parser.add_argument("--worker")
     parser.add_argument("--checkpoint")
     parser.add_argument("--folder")
@@ -271,6 +438,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker == "search":
         print(json.dumps(search_worker(args.vectors, args.queries, args.db)))
+        return
+    if args.worker == "qdrant-search":
+        result = qdrant_search_worker(
+            args.vectors, args.qdrant_queries, args.db, args.qdrant_seconds
+        )
+        print(json.dumps(result))
         return
     if args.worker:
         result = index_worker(args.worker, args.checkpoint, args.folder, args.db)
@@ -314,6 +487,21 @@ def main() -> None:
             search = spawn_worker(__file__, worker_args, env)
             print("\nSearch latency, SQLite store, exact top 10 (int8 scan + float32 re-scoring)\n")
             print(_search_table(search))
+        if not args.skip_qdrant:
+            print(
+                f"writing up to {args.vectors:,} vectors to Qdrant's embedded mode "
+                f"(at most {args.qdrant_seconds:.0f} s) ...",
+                file=sys.stderr,
+            )
+            worker_args = [
+                "--worker", "qdrant-search", "--vectors", str(args.vectors),
+                "--qdrant-queries", str(args.qdrant_queries),
+                "--qdrant-seconds", str(args.qdrant_seconds),
+                "--db", str(Path(tmp) / "qdrant"),
+            ]  # fmt: skip
+            qdrant = spawn_worker(__file__, worker_args, env)
+            print("\nSearch latency, Qdrant embedded local mode (qdrant:///folder), exact top 10\n")
+            print(_qdrant_table(qdrant, None if args.skip_search else search))
 
 
 if __name__ == "__main__":

@@ -142,3 +142,33 @@ def test_progress_bar_counts_the_photos_already_indexed() -> None:
     text = out.getvalue()
     assert text.startswith("resuming: 4 of 10 photos already indexed, 6 to go\n")
     assert "| 4/10 [" in text and "| 10/10 [" in text and "photos/s" in text
+
+
+def test_progress_lines_leave_the_model_load_out_of_the_rate() -> None:
+    clock = Clock()
+    out = io.StringIO()
+    progress = ProgressLines(out, every_s=10.0, clock=clock)
+    progress.start(total=100, indexed=0)
+    progress.model_loading()
+    clock.now = 90.0  # a slow first load: a graph build
+    progress.model_loaded()
+    clock.now = 100.0
+    progress.saved(10)
+    assert out.getvalue().splitlines() == [
+        "loading the image model...",
+        "indexing: 10/100 photos saved (10%), 1.0 photos/s, 01:30 left",
+    ]
+
+
+def test_progress_bar_says_the_model_is_loading() -> None:
+    out = io.StringIO()
+    bar = ProgressBar(out)
+    bar.start(total=10, indexed=2)
+    bar.model_loading()
+    loading = out.getvalue()
+    bar.model_loaded()
+    bar.saved(8)
+    bar.close()
+    assert "indexing (loading the image model):" in loading and "| 2/10 [" in loading
+    after = out.getvalue()[len(loading) :]
+    assert "indexing: " in after and "| 10/10 [" in after

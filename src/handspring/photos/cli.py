@@ -114,6 +114,16 @@ def photos() -> None:
     "terminal, else a line every 10 s.",
 )
 @click.option(
+    "--ray",
+    default=None,
+    metavar="ADDRESS",
+    callback=lambda ctx, param, value: _ray_address(value),
+    help="Read, decode and embed on a Ray cluster (pip install 'handspring[ray]'); the "
+    "scan and the commits stay here. ADDRESS: auto ($RAY_ADDRESS, else a cluster running "
+    "on this machine), local:N (start one of N CPUs for this run), ray://host:10001 (Ray "
+    "Client) or host:port. Every worker must see ROOTS at the same paths.",
+)
+@click.option(
     "--shards",
     type=click.IntRange(1),
     default=None,
@@ -152,6 +162,7 @@ def index(
     retry_errors: bool,
     commit_every: int,
     progress: bool | None,
+    ray: str | None,
     shards: int | None,
     replication_factor: int | None,
     write_consistency: int | None,
@@ -193,7 +204,12 @@ def index(
                 follow_external_links=follow_external_links,
             ),
         )
-        indexer = Indexer(store, options, progress=progress_for(sys.stderr, progress))
+        shown = progress_for(sys.stderr, progress)
+        indexer = (
+            Indexer(store, options, progress=shown)
+            if ray is None
+            else _ray_indexer(ray, store, options, shown)
+        )
         try:
             report = indexer.run(roots)
         except KeyboardInterrupt:
@@ -202,10 +218,43 @@ def index(
         except (HandspringError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(format_index_report(report), err=True)
+    if ray is not None and report.processed:
+        click.echo(indexer.stats.describe(), err=True)  # type: ignore[attr-defined]
     if report.refused_roots or report.scan.missing_roots:
         sys.exit(EXIT_ROOT_REFUSED)
     if report.held:
         sys.exit(EXIT_DELETIONS_HELD)
+
+
+def _ray_address(value: str | None) -> str | None:
+    """--ray's ADDRESS checked, as given (ray is imported only once a run needs it)."""
+    if value is None:
+        return None
+    from handspring.photos.indexing.ray_cluster import parse_ray_address
+
+    try:
+        parse_ray_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ray") from exc
+    return value
+
+
+def _ray_indexer(address: str, store: Any, options: Any, progress: Any) -> Any:
+    from handspring.photos.indexing.ray_cluster import parse_ray_address
+
+    try:
+        from handspring.photos.indexing.ray_pipeline import RayIndexer, RayOptions
+    except ImportError as exc:
+        raise click.ClickException(
+            f"--ray needs Ray ({exc.name} is missing): pip install 'handspring[ray]'"
+        ) from exc
+    return RayIndexer(
+        store,
+        options,
+        RayOptions(parse_ray_address(address)),
+        progress=progress,
+        notice=lambda line: click.echo(line, err=True),
+    )
 
 
 def _cluster_settings(

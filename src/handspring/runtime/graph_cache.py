@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -165,13 +165,53 @@ def cached_graph(
     if path.is_file():
         _mark_used(folder)
         return path, False
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _one_builder(folder):
+        if path.is_file():  # built by another process while this one waited
+            _mark_used(folder)
+            return path, False
+        _build_into(folder, build, info)
+    return path, True
+
+
+@contextlib.contextmanager
+def _one_builder(folder: Path) -> Iterator[None]:
+    """One build of a graph per machine at a time (Ray actors, server workers starting
+    together): the others wait here, then load what it built. Without flock, or where the
+    lock file cannot be made, builders race as before, benignly (see _build_into)."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None  # type: ignore[assignment]
+    lock = folder.parent / f".{folder.name}.lock"
+    try:
+        handle = open(lock, "ab")  # noqa: SIM115  # held across the yield
+    except OSError:
+        handle = None
+    if fcntl is None or handle is None:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            # The graph is in place (or the build failed): a later process finds the
+            # graph first; one waiting on this unlinked file re-checks for it.
+            lock.unlink(missing_ok=True)
+
+
+def _build_into(
+    folder: Path, build: Callable[[], onnx.ModelProto], info: Mapping[str, Any] | None
+) -> None:
     import onnx
 
     from handspring.graph.builder import writing_weights_to
 
+    path = folder / "model.onnx"
+    key = folder.name
     # Build into a sibling folder and rename it into place, so a crash or a
     # concurrent build never leaves a half-written graph under the key.
-    folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{key}."))
     try:
         # Weights go in a side file that ORT maps instead of parsing a copy of it out of
@@ -192,7 +232,6 @@ def cached_graph(
             for child in staging.iterdir():
                 child.unlink()
             staging.rmdir()
-    return path, True
 
 
 def _mark_used(folder: Path) -> None:

@@ -28,11 +28,25 @@ class IndexProgress(Protocol):
         """A commit: `done` photos of this run's work are saved so far."""
         ...
 
+    def model_loading(self) -> None:
+        """The image model starts loading (seconds, before the first photo is embedded)."""
+        ...
+
+    def model_loaded(self) -> None:
+        """The model is ready: rates are measured from here, not from the run's start."""
+        ...
+
     def close(self) -> None: ...
 
 
 class NoProgress:
     def start(self, total: int, indexed: int) -> None:
+        pass
+
+    def model_loading(self) -> None:
+        pass
+
+    def model_loaded(self) -> None:
         pass
 
     def saved(self, done: int) -> None:
@@ -72,6 +86,21 @@ class ProgressBar:
         if self._bar is not None:
             self._bar.update(self._indexed + done - self._bar.n)
 
+    def model_loading(self) -> None:
+        if self._bar is None:  # a new index loads its model before the run starts
+            print("loading the image model...", file=self._stream, flush=True)
+        else:
+            self._bar.set_description("indexing (loading the image model)")
+
+    def model_loaded(self) -> None:
+        """Restart the bar's clock: the seconds of the load are not photos' time."""
+        if self._bar is None:
+            return
+        done = self._bar.n
+        self._bar.reset(total=self._bar.total)
+        self._bar.initial = self._bar.n = self._bar.last_print_n = done
+        self._bar.set_description("indexing")
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
@@ -100,6 +129,13 @@ class ProgressLines:
         self._started = self._clock()
         if indexed and total > indexed:
             self._write(resume_line(total, indexed))
+
+    def model_loading(self) -> None:
+        self._write("loading the image model...")
+
+    def model_loaded(self) -> None:
+        if self._started is not None:
+            self._started = self._clock()  # the rate leaves the load out
 
     def saved(self, done: int) -> None:
         now = self._clock()

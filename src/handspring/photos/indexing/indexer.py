@@ -125,7 +125,7 @@ class Indexer:
             raise StoreError(
                 f"this index was built with image model {recorded.name!r}; this run asks for "
                 f"{self.options.image_model!r}. One index never mixes models: use "
-                f"--image-model {recorded.name}, or another --db for the other model"
+                f"--model {recorded.name}, or another --db for the other model"
             )
 
     def model(self) -> Model:
@@ -133,6 +133,7 @@ class Indexer:
         if self._model is None:
             import handspring
 
+            self.progress.model_loading()
             loaded = handspring.load(
                 self.options.image_model,
                 modalities=("image",),
@@ -146,17 +147,25 @@ class Indexer:
             if "image" not in loaded.modalities:
                 raise StoreError(f"{self.options.image_model} is a text model, not an image model")
             self._model = loaded
+            self.progress.model_loaded()
+        self._record_model(self._model.dim)
+        return self._model
+
+    def _record_model(self, dim: int) -> None:
+        """A new index records its model; an existing one must hold vectors of `dim`."""
         recorded = self.store.model()
         if recorded is None:
-            self.store.set_model(
-                ModelInfo(self.options.image_model, self._model.dim, self.options.precision)
-            )
-        elif recorded.dim != self._model.dim:
+            self.store.set_model(ModelInfo(self.options.image_model, dim, self.options.precision))
+        elif recorded.dim != dim:
             raise StoreError(
                 f"the index holds {recorded.dim}-d vectors; {self.options.image_model} "
-                f"gives {self._model.dim}-d"
+                f"gives {dim}-d"
             )
-        return self._model
+
+    def _start_model(self) -> None:
+        """Get the model ready and recorded before the first photo is written (a Ray run
+        loads it on the cluster instead: see ray_pipeline.py)."""
+        self.model()
 
     # ----------------------------------------------------------------- runs
 
@@ -187,7 +196,7 @@ class Indexer:
                 continue
             work.append((scanned, old))
         if (work or broken) and self.store.model() is None:
-            self.model()  # a new index records its model before its first photo
+            self._start_model()  # a new index records its model before its first photo
         self._pace = CommitPace(self.options.commit_every, self.options.commit_seconds)
         self._done = 0
         if work:
@@ -264,7 +273,7 @@ class Indexer:
                 prepared = pending.popleft()
                 prepared.data = b""  # let the bytes go
                 error = failures.get(row)
-                reason = None if error is None else _reason(error)
+                reason = None if error is None else failure_reason(error)
                 self._write_embedded(prepared, part.embeddings[row], reason, report)
                 self._done += 1
                 self._maybe_commit()
@@ -347,7 +356,8 @@ class Indexer:
             report.deleted = len(plan.delete)
 
 
-def _reason(error: Exception) -> str:
+def failure_reason(error: Exception) -> str:
+    """What the index records for a photo that could not be embedded."""
     reason = getattr(error, "reason", None) or str(error)
     detail = getattr(error, "detail", None)
     return f"{reason} ({detail})" if detail else reason
