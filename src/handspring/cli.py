@@ -17,6 +17,7 @@ import numpy as np
 from handspring.default_precision import CHOICES as PRECISION_CHOICES
 from handspring.default_precision import auto_help, resolve_precision
 from handspring.registry import DEFAULT_CLIP
+from handspring.runtime.backends import BACKENDS
 
 IMAGE_SUFFIXES = {
     ".jpg",
@@ -148,6 +149,14 @@ def main(verbose: bool) -> None:
     show_default=True,
     help=auto_help(DEFAULT_CLIP, "image"),
 )
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="auto: ONNX Runtime, or OpenVINO where it was measured faster (and for bf16); "
+    "openvino needs pip install 'handspring[openvino]'.",
+)
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads (default: all CPUs).")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--no-normalize", is_flag=True, help="Raw embeddings instead of unit length.")
@@ -171,6 +180,7 @@ def embed(
     texts_file: str | None,
     output: str | None,
     precision: str,
+    backend: str,
     threads: int | None,
     batch_size: int,
     no_normalize: bool,
@@ -207,6 +217,7 @@ def embed(
             model,
             modalities=list(inputs),
             precision=resolve_precision(precision, model, list(inputs)),
+            backend=backend,
             threads=threads,
             fast_decode=fast_decode,
             exif_orientation=not no_exif_orientation,
@@ -258,12 +269,14 @@ def embed(
         sys.exit(1)
 
 
-MODELS_HEADER = ("alias", "repo id", "modalities", "dim", "licence", "download", "int8", "cached")
+MODELS_HEADER = (
+    "alias", "repo id", "modalities", "dim", "licence", "download", "int8", "bf16", "cached",
+)  # fmt: skip
 RIGHT_ALIGNED = {"dim", "download", "cached"}
 
 
-def _int8_cell(gates: dict[str, float], modalities: tuple[str, ...]) -> str:
-    """The lowest measured int8-vs-fp32 cosine, over all towers or the ones named."""
+def _gate_cell(gates: dict[str, float], modalities: tuple[str, ...]) -> str:
+    """The lowest measured int8- or bf16-vs-fp32 cosine, over all towers or the ones named."""
     if not gates:
         return "-"
     towers = "all" if len(gates) == len(modalities) else ",".join(gates)
@@ -303,6 +316,7 @@ def models(as_json: bool) -> None:
     is in the Hugging Face cache; then the built graphs."""
     from handspring.catalog import catalog, describe_size, hub_cache_repos
     from handspring.registry import DEFAULT_TEXT
+    from handspring.runtime.backends import describe_backends
     from handspring.runtime.cache_entries import cache_entries
     from handspring.weights.sentence_transformers import packaged_minilm_folder
 
@@ -337,15 +351,19 @@ def models(as_json: bool) -> None:
                 str(k.dim),
                 k.licence or "-",
                 describe_size(k.download_mb * 10**6),
-                _int8_cell(e.int8_gates(), e.modalities),
+                _gate_cell(e.int8_gates(), e.modalities),
+                _gate_cell(e.bf16_gates(), e.modalities),
                 cached,
             )
         )
     _print_table(table)
     click.echo(
         "\nint8: the lowest int8-vs-fp32 cosine measured, over all towers or those named; "
-        "'-': never measured (int8 loads with a warning). download: approximate."
+        "'-': never measured (int8 loads with a warning). bf16: the same for the towers whose "
+        "bf16 gate passed (cosine and speed; --precision bf16 runs on OpenVINO). download: "
+        "approximate."
     )
+    click.echo(f"runtimes on this machine (--backend auto): {describe_backends()}")
     for e in entries:
         if e.known.pairs_with:
             click.echo(f"{e.known.alias}: text queries for {e.known.pairs_with}'s images")

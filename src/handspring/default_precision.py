@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from handspring.registry import FAMILIES, known_model
 
 AUTO = "auto"
-CHOICES = (AUTO, "int8", "fp32")
+CHOICES = (AUTO, "int8", "fp32", "bf16")  # bf16: OpenVINO on a CPU with bf16 units
 
 
 def default_precision(model: str, modalities: Iterable[str] | None = None) -> str:
