@@ -232,8 +232,9 @@ class Model:
                 ready = []
         if tower.sort_window > 1:
             ready.sort(key=lambda r: -tower.length(r[1]))  # stable: equal lengths keep order
-            for start in range(0, len(ready), size):
-                _run_into(tower, ready[start : start + size], out)
+            step = min(size, tower.sorted_run_rows)
+            for start in range(0, len(ready), step):
+                _run_into(tower, ready[start : start + step], out)
         elif ready:
             _run_into(tower, ready, out)
         for exc in errors:

@@ -106,6 +106,9 @@ class Tower(ABC):
     # Items of one session run; `run` splits larger batches. Image towers set it from
     # their token count (`items_per_run`).
     run_rows: int = 8
+    # Items of one run for towers that sort a batch by length (texts): shorter runs pad
+    # less, since each is padded only to its own longest item.
+    sorted_run_rows: int = 16
 
     def run_chunked(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """The session on `inputs`, in chunks of `run_rows` along the first axis."""
