@@ -242,7 +242,16 @@ def test_the_index_equals_a_local_one(
     ray_cluster: RayCluster, photo_models: PhotoModels, tmp_path: Path
 ) -> None:
     library = build_library(tmp_path / "photos")
+    # Names that are not UTF-8 cross Arrow's UTF-8 strings: a photo, and a damaged file
+    # whose error names it.
+    odd = library.root / os.fsdecode(b"odd-\xe9t\xe9")
+    age(write_photo(odd / os.fsdecode(b"caf\xe9.jpg"), seed=91), 7200)
+    whole = age(write_photo(odd / "whole.jpg", seed=92), 7200)
+    cut = odd / os.fsdecode(b"cut-\xff.jpg")
+    cut.write_bytes(whole.read_bytes()[:300])
+    age(cut, 7200)  # not "racy" (see scanning/reading.py): recorded alike by both runs
     local_report = _local_index(f"sqlite://{tmp_path / 'local.db'}", photo_models, library.root)
+    assert any("cut-" in path for path, _ in local_report.failed)
     store = open_store(f"sqlite://{tmp_path / 'ray.db'}")
     local = open_store(f"sqlite://{tmp_path / 'local.db'}", read_only=True)
     try:

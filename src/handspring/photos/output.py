@@ -1,5 +1,7 @@
 """Text the photo commands print: search results (table, paths, JSON), the index
-run's summary, and the index's status."""
+run's summary, and the index's status. Paths on stdout go through `display_path`: a
+name that is not valid UTF-8 would stop the print (stdout is strict UTF-8), and JSON
+cannot carry it."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from handspring.photos.stores.records import Hit, Photo
 from handspring.photos.stores.store import WritableStore
+from handspring.photos.stores.stored_paths import display_path
 
 if TYPE_CHECKING:  # the indexer's imports are heavy; only its report's type is needed
     from handspring.photos.indexing.indexer import IndexReport
@@ -25,7 +28,7 @@ def hit_json(hit: Hit) -> dict[str, Any]:
 def photo_json(photo: Photo) -> dict[str, Any]:
     return {
         "id": photo.id,
-        "path": photo.path,
+        "path": display_path(photo.path),
         "taken_at": photo.taken_at.isoformat() if photo.taken_at else None,
         "width": photo.width,
         "height": photo.height,
@@ -44,6 +47,10 @@ def _table(rows: list[tuple[str, ...]]) -> str:
         + row[-1]
         for row in rows
     )
+
+
+def _shown(photo: Photo) -> str:
+    return display_path(photo.path)
 
 
 def _taken(photo: Photo) -> str:
@@ -67,11 +74,11 @@ def format_photos(photos: list[Photo], output: str) -> str:
     if output == "json":
         return json.dumps([photo_json(p) for p in photos], ensure_ascii=False, indent=1)
     if output == "paths":
-        return "\n".join(p.path for p in photos)
+        return "\n".join(_shown(p) for p in photos)
     if not photos:
         return "no photos match"
     rows = [("id", "taken", "pixels", "size", "path")]
-    rows += [(str(p.id), _taken(p), _pixels(p), megabytes(p.size), p.path) for p in photos]
+    rows += [(str(p.id), _taken(p), _pixels(p), megabytes(p.size), _shown(p)) for p in photos]
     return _table(rows)
 
 
@@ -115,7 +122,7 @@ def format_duplicates(
         )
         lines += ["", f"group {number}: {len(photos)} photos, similarity {similarity}"]
         rows = [("id", "taken", "pixels", "size", "path")]
-        rows += [(str(p.id), _taken(p), _pixels(p), megabytes(p.size), p.path) for p in photos]
+        rows += [(str(p.id), _taken(p), _pixels(p), megabytes(p.size), _shown(p)) for p in photos]
         lines += ["  " + line for line in _table(rows).splitlines()]
     return "\n".join(lines)
 
@@ -128,13 +135,13 @@ def format_hits(hits: list[Hit], output: str) -> str:
     if output == "json":
         return json.dumps([hit_json(h) for h in hits], ensure_ascii=False, indent=1)
     if output == "paths":
-        return "\n".join(h.photo.path for h in hits)
+        return "\n".join(_shown(h.photo) for h in hits)
     rows = [("score", "id", "taken", "size", "path")]
     for hit in hits:
         photo = hit.photo
         taken = photo.taken_at.strftime("%Y-%m-%d %H:%M") if photo.taken_at else "-"
         size = f"{photo.width}x{photo.height}" if photo.width else "-"
-        rows.append((f"{hit.score:.3f}", str(photo.id), taken, size, photo.path))
+        rows.append((f"{hit.score:.3f}", str(photo.id), taken, size, _shown(photo)))
     if len(rows) == 1:
         return "no photos match"
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
@@ -218,7 +225,7 @@ def format_status(store: WritableStore, list_errors: bool, now: float | None = N
     width = max(len(label) for label, _ in rows)
     lines = [f"{label.ljust(width)}  {value}" for label, value in rows]
     if list_errors:
-        lines += [f"  {photo.path}: {photo.error}" for photo in store.errors()]
+        lines += [display_path(f"  {photo.path}: {photo.error}") for photo in store.errors()]
     return "\n".join(lines)
 
 

@@ -41,6 +41,7 @@ from handspring.photos.indexing.ray_dataset import PipelinePlan, PipelineRunner
 from handspring.photos.scanning.scan import ScannedFile, ScanReport
 from handspring.photos.stores.records import IndexedFile
 from handspring.photos.stores.store import StoreError, WritableStore
+from handspring.photos.stores.stored_paths import decode_stored, encode_stored
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,7 @@ class RayIndexer(Indexer):
             return True
         if batch[rw.OUTCOME][row] == rw.UNREAD:
             return False  # its content was expected to be indexed already, and is not
-        reason = str(batch[rw.REASON][row]) or None
+        reason = decode_stored(str(batch[rw.REASON][row])) or None
         self._write_embedded(prepared, batch[rw.VECTOR][row], reason, report)
         self.stats.embedded += reason is None
         self._done += 1
@@ -246,7 +247,8 @@ def _files_table(items: list[_Item]) -> Any:
     return pa.table(
         {
             rw.SEQ: pa.array(range(len(items)), type=pa.int64()),
-            rw.PATH: pa.array([i.scanned.path for i in items], type=pa.string()),
+            # Arrow strings are UTF-8: a name that is not (surrogate-escaped) travels escaped.
+            rw.PATH: pa.array([encode_stored(i.scanned.path) for i in items], type=pa.string()),
             rw.SIZE: pa.array([i.scanned.size for i in items], type=pa.int64()),
             rw.MTIME_NS: pa.array([i.scanned.mtime_ns for i in items], type=pa.int64()),
             rw.SKIP: pa.array([sorted(i.skip) for i in items], type=pa.list_(pa.string())),

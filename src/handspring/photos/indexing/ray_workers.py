@@ -31,6 +31,7 @@ from handspring.photos.indexing.indexer import failure_reason
 from handspring.photos.scanning.metadata import enable_heif
 from handspring.photos.scanning.reading import Prepared, prepare
 from handspring.photos.scanning.scan import ScannedFile
+from handspring.photos.stores.stored_paths import decode_stored, encode_stored
 from handspring.towers.base import Tower
 
 # Columns of the pipeline's rows.
@@ -108,7 +109,7 @@ def read_and_decode(
 
     def one(row: int) -> tuple[bytes, bytes, str, str]:
         scanned = ScannedFile(
-            str(batch[PATH][row]), int(batch[SIZE][row]), int(batch[MTIME_NS][row])
+            decode_stored(str(batch[PATH][row])), int(batch[SIZE][row]), int(batch[MTIME_NS][row])
         )
         return _read_one(scanned, set(batch[SKIP][row]), row, preprocessor, roots)
 
@@ -120,7 +121,8 @@ def read_and_decode(
         SEQ: batch[SEQ],
         META: _objects([d[0] for d in done]),
         INPUT: _objects([d[1] for d in done]),
-        REASON: np.array([d[2] for d in done], dtype=object),
+        # Arrow strings are UTF-8: a name that is not (surrogate-escaped) travels escaped.
+        REASON: np.array([encode_stored(d[2]) for d in done], dtype=object),
         OUTCOME: np.array([d[3] for d in done], dtype=object),
     }
 

@@ -27,6 +27,7 @@ from handspring.photos.stores.browsing import (
 )
 from handspring.photos.stores.qdrant_payload import photo_of, vector_of
 from handspring.photos.stores.records import SearchFilter
+from handspring.photos.stores.stored_paths import decode_stored
 
 _PAGE = 1000
 # Wider than float64's step near today's mtimes in ns (256): a margin for float ranges.
@@ -167,7 +168,7 @@ def folders(col: Collection, must: list[Any]) -> dict[str, int]:
         for point in page:
             folder = point.payload["path"].rpartition("/")[0] or "/"
             counts[folder] = counts.get(folder, 0) + 1
-    return counts
+    return {decode_stored(folder): count for folder, count in counts.items()}
 
 
 def vector_chunks(col: Collection, must: list[Any]) -> Iterator[tuple[np.ndarray, np.ndarray]]:

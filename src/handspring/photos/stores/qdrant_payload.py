@@ -1,5 +1,7 @@
 """What a photo is as a Qdrant point: its payload (the Photo fields, plus `taken_ts`,
-`month_day` and `folders` for the filters) and the way back."""
+`month_day` and `folders` for the filters) and the way back. Paths and error reasons
+are in their stored form (stored_paths.py): a payload is JSON, which cannot carry the
+lone surrogates of a file name that is not valid UTF-8."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from handspring.photos.stores.records import Photo, PhotoRecord, day_index, timestamp
+from handspring.photos.stores.stored_paths import decode_stored, encode_stored
 
 VECTOR = "image"  # the collection's named vector (cosine)
 
@@ -42,9 +45,10 @@ def folders_above(path: str) -> list[str]:
 
 def payload_of(record: PhotoRecord, has_vector: bool) -> dict[str, Any]:
     taken = record.taken_at
+    path = encode_stored(record.path)
     return {
-        "path": record.path,
-        "folders": folders_above(record.path),
+        "path": path,
+        "folders": folders_above(path),
         "size": record.size,
         "mtime_ns": record.mtime_ns,
         "sha256": record.sha256,
@@ -55,7 +59,7 @@ def payload_of(record: PhotoRecord, has_vector: bool) -> dict[str, Any]:
         "month_day": day_index(taken) if taken else None,
         "gps": list(record.gps) if record.gps else None,
         "exif": record.exif,
-        "error": record.error,
+        "error": None if record.error is None else encode_stored(record.error),
         "has_vector": has_vector and record.error is None,
     }
 
@@ -72,7 +76,7 @@ def photo_of(point: Any) -> Photo:
     gps = p.get("gps")
     return Photo(
         id=int(point.id),
-        path=p["path"],
+        path=decode_stored(p["path"]),
         size=int(p["size"]),
         mtime=int(p["mtime_ns"]) / 1e9,
         sha256=p["sha256"],
@@ -81,5 +85,11 @@ def photo_of(point: Any) -> Photo:
         taken_at=datetime.datetime.fromisoformat(taken) if taken else None,
         gps=(float(gps[0]), float(gps[1])) if gps else None,
         exif=p.get("exif") or {},
-        error=p.get("error"),
+        error=error_of(p),
     )
+
+
+def error_of(payload: dict[str, Any]) -> str | None:
+    """Why the photo could not be read, as the indexer recorded it; None if it could."""
+    error = payload.get("error")
+    return None if error is None else decode_stored(error)

@@ -39,6 +39,7 @@ from handspring.photos.stores.browsing import BrowseKey, BrowsePage, IndexStats,
 from handspring.photos.stores.qdrant_payload import (
     INDEXED_FIELDS,
     VECTOR,
+    error_of,
     payload_of,
     photo_of,
     vector_of,
@@ -55,6 +56,7 @@ from handspring.photos.stores.records import (
     day_index,
 )
 from handspring.photos.stores.store import StoreError
+from handspring.photos.stores.stored_paths import decode_stored, encode_stored
 
 DEFAULT_COLLECTION = "photos"
 SCHEMA = 1
@@ -312,7 +314,7 @@ class QdrantStore:
         return photo_of(records[0]) if records else None
 
     def get_by_path(self, path: str) -> Photo | None:
-        points = self._scroll(self._match("path", path), limit=1)
+        points = self._scroll(self._match("path", encode_stored(path)), limit=1)
         return photo_of(points[0]) if points else None
 
     def vector(self, photo_id: int) -> np.ndarray | None:
@@ -381,18 +383,19 @@ class QdrantStore:
 
     def files_under(self, roots: Sequence[str]) -> Iterator[IndexedFile]:
         for root in roots:
-            folder = root.rstrip("/") or "/"
+            folder = encode_stored(root.rstrip("/") or "/")
             for point in self._scroll(self._match("folders", folder)):
                 p = point.payload
-                self._remember(p["path"], int(point.id))
+                path = decode_stored(p["path"])
+                self._remember(path, int(point.id))
                 yield IndexedFile(
                     int(point.id),
-                    p["path"],
+                    path,
                     int(p["size"]),
                     int(p["mtime_ns"]),
                     p["sha256"],
                     bool(p["has_vector"]),
-                    p.get("error"),
+                    error_of(p),
                 )
 
     def vector_for_sha256(self, sha256: str) -> np.ndarray | None:
@@ -476,7 +479,7 @@ class QdrantStore:
             day = day_index(flt.on_this_day)
             must.append(m.FieldCondition(key="month_day", match=m.MatchValue(value=day)))
         if flt.folder is not None and flt.folder.rstrip("/"):
-            folder = flt.folder.rstrip("/")
+            folder = encode_stored(flt.folder.rstrip("/"))
             must.append(m.FieldCondition(key="folders", match=m.MatchValue(value=folder)))
         return m.Filter(must=must) if must else None
 
@@ -486,7 +489,7 @@ class QdrantStore:
         self._writable()
         photo_id = self._ids_by_path.get(record.path)
         if photo_id is None:
-            found = self._scroll(self._match("path", record.path), limit=1)
+            found = self._scroll(self._match("path", encode_stored(record.path)), limit=1)
             photo_id = int(found[0].id) if found else self._new_id()
             self._remember(record.path, photo_id)
         vectors: dict[str, list[float]] = {}

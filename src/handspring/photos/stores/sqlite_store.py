@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ from handspring.photos.stores.sqlite_schema import (
     schema_version,
 )
 from handspring.photos.stores.store import StoreError
+from handspring.photos.stores.stored_paths import decode_stored, encode_stored
 
 _PHOTO_COLUMNS = "id, path, size, mtime_ns, sha256, width, height, taken_at, lat, lon, exif, error"
 _LOAD_CHUNK = 20_000  # rows per fetch while loading vectors for the scan
@@ -142,7 +144,7 @@ class SqliteStore:
     def get_by_path(self, path: str) -> Photo | None:
         with self._lock:
             row = self._db.execute(
-                f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE path = ?", (path,)
+                f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE path = ?", (encode_stored(path),)
             ).fetchone()
         return _photo(row) if row else None
 
@@ -191,7 +193,8 @@ class SqliteStore:
                     (low, high),
                 ).fetchall()
             for row in rows:
-                yield IndexedFile(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6])
+                path, error = decode_stored(row[1]), _text_from_store(row[6])
+                yield IndexedFile(row[0], path, row[2], row[3], row[4], bool(row[5]), error)
 
     def vector_for_sha256(self, sha256: str) -> np.ndarray | None:
         with self._lock:
@@ -312,7 +315,7 @@ class SqliteStore:
             for (path,) in cursor:
                 folder = path.rpartition("/")[0] or "/"
                 counts[folder] = counts.get(folder, 0) + 1
-        return counts
+        return {decode_stored(folder): count for folder, count in counts.items()}
 
     def stats(self) -> IndexStats:
         with self._lock:
@@ -356,6 +359,8 @@ class SqliteStore:
         loaded = self._index()
         if loaded is None or limit == 0:
             return []
+        if flt.folder is not None:  # the loaded index holds stored paths (stored_paths.py)
+            flt = replace(flt, folder=encode_stored(flt.folder))
         allowed = loaded.allowed(flt)
         top = loaded.scan.top_k(query, limit + offset, self._vectors_of, allowed, flt.min_score)
         page = top[offset:]
@@ -501,7 +506,7 @@ def _record_columns(record: PhotoRecord) -> tuple[object, ...]:
     taken = record.taken_at
     lat, lon = record.gps if record.gps else (None, None)
     return (
-        record.path,
+        encode_stored(record.path),
         record.size,
         record.mtime_ns,
         record.sha256,
@@ -513,7 +518,7 @@ def _record_columns(record: PhotoRecord) -> tuple[object, ...]:
         lat,
         lon,
         json.dumps(record.exif, ensure_ascii=False, allow_nan=False),
-        record.error,
+        None if record.error is None else encode_stored(record.error),
     )
 
 
@@ -537,8 +542,9 @@ def _conditions(flt: SearchFilter) -> tuple[str, list[object]]:
 
 
 def _prefix_range(folder: str) -> tuple[str, str]:
-    """[low, high) of the paths under a folder: '/a/' <= path < '/a0' ('0' follows '/')."""
-    prefix = folder.rstrip("/") + "/"
+    """[low, high) of the stored paths under a folder: '/a/' <= path < '/a0' ('0' follows
+    '/'). A stored form keeps every "/" where it was, so this holds for them too."""
+    prefix = encode_stored(folder).rstrip("/") + "/"
     return prefix, prefix[:-1] + "0"
 
 
@@ -566,7 +572,7 @@ def _photo(row: Sequence) -> Photo:
     photo_id, path, size, mtime_ns, sha256, width, height, taken_at, lat, lon, exif, error = row
     return Photo(
         id=int(photo_id),
-        path=path,
+        path=decode_stored(path),
         size=int(size),
         mtime=mtime_ns / 1e9,
         sha256=sha256,
@@ -575,5 +581,9 @@ def _photo(row: Sequence) -> Photo:
         taken_at=datetime.datetime.fromisoformat(taken_at) if taken_at else None,
         gps=(lat, lon) if lat is not None and lon is not None else None,
         exif=json.loads(exif) if exif else {},
-        error=error,
+        error=_text_from_store(error),
     )
+
+
+def _text_from_store(stored: str | None) -> str | None:
+    return None if stored is None else decode_stored(stored)

@@ -28,6 +28,7 @@ from handspring.errors import HandspringError, ImageError
 from handspring.photos.search.searcher import Searcher, parse_query
 from handspring.photos.stores.records import Hit, Photo, SearchFilter
 from handspring.photos.stores.store import PhotoStore
+from handspring.photos.stores.stored_paths import display_path
 from handspring.photos.web.auth import (
     AuthConfig,
     AuthError,
@@ -75,7 +76,9 @@ def mime_type_of(path: str) -> str:
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"message": message}, status_code=status, headers=headers)
+    # A message may name a file whose name is not valid UTF-8, which JSON cannot carry.
+    body = {"message": display_path(message)}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -273,7 +276,7 @@ def create_app(
         return FileResponse(
             source,
             media_type=mime_type_of(photo.path),
-            filename=source.name,
+            filename=display_path(source.name),
             content_disposition_type="inline",
             headers=headers,
         )

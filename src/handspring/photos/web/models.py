@@ -14,6 +14,7 @@ from pydantic.alias_generators import to_camel
 from handspring.photos.search.duplicates import DEFAULT_THRESHOLD
 from handspring.photos.stores.browsing import BrowseKey, FolderCount, Timeline
 from handspring.photos.stores.records import Hit, Photo, SearchFilter
+from handspring.photos.stores.stored_paths import display_path
 from handspring.photos.web import exif_details
 from handspring.photos.web.file_state import FileState
 
@@ -261,8 +262,9 @@ def _summary_fields(photo: Photo) -> dict[str, Any]:
     base = f"/api/photos/{photo.id}"
     return {
         "id": photo.id,
-        "name": Path(photo.path).name,
-        "path": photo.path,
+        # JSON cannot carry a name that is not valid UTF-8; the page finds files by id.
+        "name": display_path(Path(photo.path).name),
+        "path": display_path(photo.path),
         "taken_at": photo.taken_at,
         "width": photo.width,
         "height": photo.height,
@@ -291,9 +293,9 @@ def detail_of(photo: Photo, mime_type: str, state: FileState) -> PhotoDetail:
         camera=exif_details.camera(photo.exif),
         lens=exif_details.lens(photo.exif),
         exposure=exif_details.exposure(photo.exif),
-        error=photo.error,
+        error=None if photo.error is None else display_path(photo.error),
         file_state=state.state,
-        file_message=state.message,
+        file_message=None if state.message is None else display_path(state.message),
     )
 
 
@@ -308,5 +310,7 @@ def timeline_of(timeline: Timeline) -> TimelineOut:
 
 def folders_of(folders: list[FolderCount]) -> FoldersOut:
     return FoldersOut(
-        folders=[FolderOut(path=f.path, photos=f.photos, depth=f.depth) for f in folders]
+        folders=[
+            FolderOut(path=display_path(f.path), photos=f.photos, depth=f.depth) for f in folders
+        ]
     )
