@@ -56,8 +56,14 @@ def test_index_again_and_status(
     assert lines[1] == f"photos       {len(library.photos)} searchable"
     assert lines[2] == f"image model  {photo_models.image} (40-d, fp32)"
     assert re.fullmatch(r"last change  \d{4}-\d\d-\d\d \d\d:\d\d \(.+\)", lines[3]), lines[3]
-    assert lines[4] == f"unreadable   {len(library.broken)} files"
-    assert f"  {library.root / 'broken/empty.png'}: empty file (0 bytes)" in lines[5:]
+    unchanged = len(library.photos) + len(library.broken)
+    assert re.fullmatch(
+        rf"last run     \d{{4}}-\d\d-\d\d \d\d:\d\d \(.+\), took \d\d:\d\d: "
+        rf"{unchanged} unchanged",
+        lines[4],
+    ), lines[4]
+    assert lines[5] == f"unreadable   {len(library.broken)} files"
+    assert f"  {library.root / 'broken/empty.png'}: empty file (0 bytes)" in lines[6:]
     assert "SqliteStore(" not in status.stdout
 
 

@@ -15,6 +15,8 @@ from handspring.embedder import Model
 from handspring.photos.indexing.index_progress import ProgressBar, ProgressLines
 from handspring.photos.indexing.indexer import Indexer
 from handspring.photos.indexing.pacing import CommitPace, embed_in_growing_batches, growing
+from handspring.photos.output import _last_run
+from handspring.photos.stores.browsing import LastRun
 from handspring.photos.stores.sqlite_store import SqliteStore
 from tests.photos.conftest import PhotoModels, index_options
 from tests.support.photo_library import age, encoded_photo, write_photo
@@ -172,3 +174,15 @@ def test_progress_bar_says_the_model_is_loading() -> None:
     assert "indexing (loading the image model):" in loading and "| 2/10 [" in loading
     after = out.getvalue()[len(loading) :]
     assert "indexing: " in after and "| 10/10 [" in after
+
+
+def test_status_says_what_the_last_run_did() -> None:
+    run = LastRun(finished=1000.0, seconds=65.0, added=12, updated=2, failed=3, unchanged=40)
+    assert _last_run(run, now=1000.0 + 120).endswith(
+        "(2 minutes ago), took 01:05: 12 added, 2 updated, 3 unreadable, 40 unchanged"
+    )
+    stopped = LastRun(finished=1000.0, seconds=3.0, completed=False)
+    assert _last_run(stopped, now=1000.0).endswith(
+        "(just now), took 00:03: nothing to do (interrupted; what it saved is kept)"
+    )
+    assert _last_run(None, now=0.0) == "none recorded"

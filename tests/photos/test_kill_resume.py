@@ -156,6 +156,12 @@ def test_ctrl_c_saves_the_work_done(tmp_path: Path, photo_models: PhotoModels) -
     assert "interrupted: the work done so far is saved" in stderr
     saved = _sqlite_rows(db_path)
     assert saved == INTERRUPTED_AFTER  # committed or not, every photo written was kept
+    store = open_store(url, read_only=True)
+    try:
+        last = store.stats().last_run
+    finally:
+        store.close()
+    assert last is not None and not last.completed and last.added == saved
     resumed = _resume(tmp_path / "lib", url, photo_models)
     assert f"{PHOTOS - saved} added" in resumed.stderr
     _check_complete(url, expected)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from handspring.photos.stores.browsing import LastRun
 from handspring.photos.stores.records import MAX_PHOTO_ID, SearchFilter, date_bounds
 from handspring.photos.stores.store import StoreError, WritableStore, open_store
 from tests.support.photo_records import DIM, TEST_MODEL, record, unit_vector
@@ -198,3 +199,23 @@ def test_store_urls(tmp_path: Path) -> None:
     plain = open_store(str(tmp_path / "sub" / "plain.db"))  # a plain path: SQLite, folders made
     plain.close()
     assert (tmp_path / "sub" / "plain.db").is_file()
+
+
+def test_the_last_run_is_kept_at_once_and_is_not_a_change(store_url: str) -> None:
+    store = open_store(store_url)
+    store.set_model(TEST_MODEL)
+    store.put(record("/lib/a.jpg", 1), unit_vector(1))
+    store.commit()
+    changed = store.stats().last_change
+    assert store.stats().last_run is None  # an index written before runs were recorded
+    run = LastRun(finished=1.8e9, seconds=65.5, added=12, deleted=1, failed=3, completed=False)
+    store.record_run(run)
+    assert store.stats().last_change == changed
+    store.close()  # no commit: recording a run needs none
+    again = open_store(store_url, read_only=True)
+    try:
+        assert again.stats().last_run == run
+        with pytest.raises(StoreError, match="read-only"):
+            again.record_run(run)
+    finally:
+        again.close()

@@ -38,6 +38,7 @@ from handspring.photos.scanning.deletions import DeletionPolicy, HeldDeletions, 
 from handspring.photos.scanning.metadata import enable_heif
 from handspring.photos.scanning.reading import Prepared, read_ahead
 from handspring.photos.scanning.scan import ScannedFile, ScanOptions, ScanReport, scan_roots
+from handspring.photos.stores.browsing import LastRun
 from handspring.photos.stores.records import IndexedFile, ModelInfo, PhotoRecord
 from handspring.photos.stores.store import StoreError, WritableStore
 
@@ -201,17 +202,35 @@ class Indexer:
         self._done = 0
         if work:
             self.progress.start(len(scan.files), len(scan.files) - len(work))
+        completed = False
         try:
             self._record_broken_links(broken, known, report)
             self._process(work, report)
             self._delete_gone(scan, known, gone, policy, report)
+            completed = True
         finally:
             try:
                 self._commit()
+                report.seconds = time.perf_counter() - start
+                self._record_run(report, completed)
             finally:
                 self.progress.close()
-        report.seconds = time.perf_counter() - start
         return report
+
+    def _record_run(self, report: IndexReport, completed: bool) -> None:
+        """What `photos status` says of the last run; an interrupted run says so."""
+        self.store.record_run(
+            LastRun(
+                finished=time.time(),
+                seconds=round(report.seconds, 3),
+                added=report.added,
+                updated=report.updated + report.moved + report.touched + report.reused,
+                deleted=report.deleted,
+                failed=len(report.failed),
+                unchanged=report.unchanged,
+                completed=completed,
+            )
+        )
 
     def _broken_links(self, scan: ScanReport, known: dict[str, IndexedFile]) -> dict[str, str]:
         """Symlinks leading nowhere that stand for a photo file: path -> reason."""

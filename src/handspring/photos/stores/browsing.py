@@ -9,11 +9,14 @@ all descending. A page is the `limit` photos after a BrowseKey (keyset paging), 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import json
 import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from handspring.photos.stores.records import Photo, timestamp
 
@@ -176,6 +179,34 @@ def _sort_key(path: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class LastRun:
+    """What the last `photos index` run did, kept by the store (`record_run`)."""
+
+    finished: float  # Unix seconds
+    seconds: float
+    added: int = 0
+    updated: int = 0  # embedded again, or moved, touched or copied
+    deleted: int = 0
+    failed: int = 0  # files that could not be read
+    unchanged: int = 0
+    completed: bool = True  # False: interrupted (Ctrl-C, an error); its commits are kept
+
+    def as_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | dict[str, Any] | None) -> LastRun | None:
+        """None for nothing recorded, or a record this version cannot read."""
+        if text is None:
+            return None
+        try:
+            fields = json.loads(text) if isinstance(text, str) else dict(text)
+            return cls(**{f.name: fields[f.name] for f in dataclasses.fields(cls)})
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+@dataclass(frozen=True)
 class IndexStats:
     """What `photos status` and the page's header say of an index."""
 
@@ -185,3 +216,4 @@ class IndexStats:
     errors: int  # files that could not be read
     bytes_on_disk: int | None  # None: not known (a server's collection)
     last_change: float | None  # Unix seconds of the last commit that changed something
+    last_run: LastRun | None = None  # None: no run recorded (an index of an older version)

@@ -23,6 +23,7 @@ the shard count, fixed at creation, is only checked.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import warnings
@@ -35,7 +36,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import numpy as np
 
 from handspring.photos.stores import qdrant_browse
-from handspring.photos.stores.browsing import BrowseKey, BrowsePage, IndexStats, Timeline
+from handspring.photos.stores.browsing import BrowseKey, BrowsePage, IndexStats, LastRun, Timeline
 from handspring.photos.stores.qdrant_payload import (
     INDEXED_FIELDS,
     VECTOR,
@@ -366,7 +367,8 @@ class QdrantStore:
         kind = "Qdrant server" if self.remote else "Qdrant (embedded)"
         where = f"{self.where} (collection {self.collection})"
         last = self._meta.get("last_commit")
-        return IndexStats(kind, where, self.count(), errors, size, last)
+        run = LastRun.from_json(self._meta.get("last_run"))
+        return IndexStats(kind, where, self.count(), errors, size, last, run)
 
     def _browsed(self) -> qdrant_browse.Collection:
         return qdrant_browse.Collection(self.client, self.collection, self._models)
@@ -539,6 +541,14 @@ class QdrantStore:
         photo_id = int(self._meta.get("next_id", 1))
         self._meta["next_id"] = photo_id + 1
         return photo_id
+
+    def record_run(self, run: LastRun) -> None:
+        if self.read_only:
+            raise StoreError(f"{self}: opened read-only")
+        if not self._exists():  # nothing indexed yet: no collection to keep it in
+            return
+        self._meta["last_run"] = dataclasses.asdict(run)
+        self.client.update_collection(self.collection, metadata=self._meta)
 
     def commit(self) -> None:
         if not self._operations:

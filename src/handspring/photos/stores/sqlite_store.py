@@ -23,6 +23,7 @@ from handspring.photos.stores.browsing import (
     BrowseKey,
     BrowsePage,
     IndexStats,
+    LastRun,
     Timeline,
     key_after,
     months_newest_first,
@@ -330,7 +331,10 @@ class SqliteStore:
             for suffix in ("", "-wal")
             if Path(self.path + suffix).is_file()
         )
-        return IndexStats("SQLite", self.path, self.count(), int(errors), size, last)
+        return IndexStats(
+            "SQLite", self.path, self.count(), int(errors), size, last,
+            LastRun.from_json(meta.get("last_run")),
+        )  # fmt: skip
 
     def vector_chunks(
         self, flt: SearchFilter | None = None
@@ -460,6 +464,14 @@ class SqliteStore:
     def delete(self, photo_ids: Sequence[int]) -> None:
         for chunk in _chunks([int(i) for i in photo_ids]):
             self._write(f"DELETE FROM photos WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+
+    def record_run(self, run: LastRun) -> None:
+        if self.read_only:
+            raise StoreError(f"{self.path}: opened read-only")
+        with self._lock:  # outside a transaction: committed at once, and not a change
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_run', ?)", (run.as_json(),)
+            )
 
     def commit(self) -> None:
         with self._lock:

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from handspring.errors import HandspringError
-from handspring.photos.stores.browsing import BrowseKey, BrowsePage, IndexStats, Timeline
+from handspring.photos.stores.browsing import BrowseKey, BrowsePage, IndexStats, LastRun, Timeline
 from handspring.photos.stores.records import (
     Hit,
     IndexedFile,
@@ -105,6 +105,11 @@ class WritableStore(PhotoStore, Protocol):
         ...
 
     def commit(self) -> None: ...
+
+    def record_run(self, run: LastRun) -> None:
+        """Keep what an index run did (`stats().last_run`), at once and durably; not a
+        change of the index (`last_change` stays)."""
+        ...
 
 
 def default_store_url() -> str:
