@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 import re
 import shutil
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -580,3 +582,39 @@ def test_spinning_reaches_every_session(tiny_hf: Path, spinning: bool) -> None:
         options = tower.session.get_session_options()
         entry = options.get_session_config_entry("session.intra_op.allow_spinning")
         assert entry == ("1" if spinning else "0")
+
+
+# A run from a built graph cache never imports onnx (the install may leave it out); a
+# graph missing from the cache then says what to install.
+WITHOUT_ONNX = """
+import sys
+sys.modules["onnx"] = None  # `import onnx` now fails, as where it is not installed
+import numpy as np
+import handspring
+from handspring.errors import HandspringError
+try:
+    model = handspring.load(sys.argv[1], precision=sys.argv[2])
+except HandspringError as exc:
+    print("refused:", exc)
+    raise SystemExit(3)
+vectors = np.concatenate([model.embed_texts(["a cat"]), model.embed_images([sys.argv[3]]).embeddings])
+np.save(sys.argv[4], vectors)
+"""
+
+
+def test_a_run_from_the_graph_cache_needs_no_onnx(
+    tiny_hf: Path, pics: list[Path], tmp_path: Path
+) -> None:
+    folder = _unique_copy(tiny_hf, tmp_path / "ckpt", nudge=0.125)
+    out = tmp_path / "vectors.npy"
+    argv = [sys.executable, "-c", WITHOUT_ONNX, str(folder)]
+    cold = subprocess.run([*argv, "int8", str(pics[0]), str(out)], capture_output=True, text=True)
+    assert cold.returncode == 3, cold.stderr
+    assert "is not in the graph cache" in cold.stdout and "pip install onnx" in cold.stdout
+    built = handspring.load(folder, precision="int8")  # builds, with onnx
+    warm = subprocess.run([*argv, "int8", str(pics[0]), str(out)], capture_output=True, text=True)
+    assert warm.returncode == 0, warm.stdout + warm.stderr
+    expected = np.concatenate(
+        [built.embed_texts(["a cat"]), built.embed_images(pics[:1]).embeddings]
+    )
+    np.testing.assert_array_equal(np.load(out), expected)

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from handspring.errors import HandspringError
+
 if TYPE_CHECKING:
     import onnx
 
@@ -165,6 +167,7 @@ def cached_graph(
     if path.is_file():
         _mark_used(folder)
         return path, False
+    _check_builder_installed(key, info)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with _one_builder(folder):
         if path.is_file():  # built by another process while this one waited
@@ -172,6 +175,21 @@ def cached_graph(
             return path, False
         _build_into(folder, build, info)
     return path, True
+
+
+def _check_builder_installed(key: str, info: Mapping[str, Any] | None) -> None:
+    """Only a build needs onnx: an install that runs from a pre-built cache may leave it out
+    (31 MB); then a graph missing from the cache is an error that says so."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError as exc:
+        options = dict((info or {}).get("options", {}))
+        what = " ".join(str(options[k]) for k in ("family", "tower", "precision") if k in options)
+        raise HandspringError(
+            f"the graph {key[:12]} ({what or 'unknown'}) is not in the graph cache "
+            f"({cache_root() / 'graphs'}), and building it needs onnx, which is not "
+            "installed: pip install onnx, or run where the cache was built"
+        ) from exc
 
 
 @contextlib.contextmanager
