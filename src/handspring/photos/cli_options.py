@@ -1,15 +1,19 @@
-"""Options the photo commands share with the rest of the command line: `-m/--model` for
-the image model (the old `--image-model` still works, unlisted) and `--precision` with
-one default everywhere ("auto": int8 where the model's measured gate passed)."""
+"""What the photo commands share: `-m/--model` for the image model (the old
+`--image-model` still works, unlisted) and `--precision` with one default everywhere
+("auto": int8 where the model's measured gate passed), `--db`, days as the filters take
+them, and opening the index with clean errors."""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from typing import Any
 
 import click
 
 from handspring.default_precision import CHOICES, auto_help
+from handspring.errors import HandspringError
+from handspring.photos.stores.store import DEFAULT_STORE_ENV, default_store_url, open_store
 
 # As indexing/indexer.py's and search/duplicates.py's (a test checks), without their imports.
 DEFAULT_IMAGE_MODEL = "st-clip-vit-b-32"  # the original photo-search tool's image model
@@ -53,3 +57,51 @@ def precision_option(model: str, tower: str = "image") -> Callable[[Any], Any]:
         show_default=True,
         help=auto_help(model, tower),
     )
+
+
+DB_HELP = (
+    "The index: a file path or sqlite:///abs/path.db (SQLite, the default), "
+    "qdrant:///abs/folder (Qdrant, embedded) or qdrant+http(s)://host:port. "
+    f"Default: ${DEFAULT_STORE_ENV}, else ~/.local/share/handspring/photos.db."
+)
+
+
+def db_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--db", default=None, metavar="URL", help=DB_HELP)(command)
+
+
+def parse_day(value: str | None) -> datetime.date | None:
+    if value is None:
+        return None
+    if value == "today":
+        return datetime.date.today()
+    for pattern in ("%Y-%m-%d", "%m-%d"):
+        try:
+            parsed = datetime.datetime.strptime(value, pattern)
+        except ValueError:
+            continue
+        # A month-day alone goes in a leap year, so Feb 29 is a valid day.
+        return (
+            parsed.date()
+            if pattern == "%Y-%m-%d"
+            else datetime.date(2000, parsed.month, parsed.day)
+        )
+    raise click.BadParameter(f"{value!r}: expected YYYY-MM-DD or MM-DD", param_hint="--on-this-day")
+
+
+class open_index:
+    """open_store for a command: errors as clean messages, closed on the way out."""
+
+    def __init__(self, db: str | None, read_only: bool = False) -> None:
+        self.url = db or default_store_url()
+        self.read_only = read_only
+
+    def __enter__(self) -> Any:
+        try:
+            self.store = open_store(self.url, read_only=self.read_only)
+        except HandspringError as exc:
+            raise click.ClickException(str(exc)) from exc
+        return self.store
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.close()
