@@ -6,7 +6,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -14,7 +14,18 @@ from click.core import ParameterSource
 from handspring.default_precision import CHOICES as PRECISION_CHOICES
 from handspring.default_precision import auto_help, resolve_precision
 from handspring.registry import DEFAULT_CLIP, DEFAULT_TEXT
-from handspring.server.config import DEFAULT_IMAGE_FORMATS, ModelSpec, ServerConfig
+from handspring.server.config import (
+    DEFAULT_IMAGE_FORMATS,
+    DEFAULT_KEEP_ALIVE_S,
+    ModelSpec,
+    ServerConfig,
+)
+
+if TYPE_CHECKING:  # uvicorn and the app are imported when a server starts, not for --help
+    import uvicorn
+    from starlette.types import ASGIApp
+
+    from handspring.server.guards.shutdown import GracefulServer
 
 DEFAULT_MODELS = (f"clip={DEFAULT_CLIP}", f"minilm={DEFAULT_TEXT}")
 
@@ -199,36 +210,52 @@ def _key_file(ctx: click.Context, param: click.Parameter, path: str | None) -> t
     default=30.0,
     help="Seconds to finish requests in flight after SIGTERM.",
 )
+@_option(
+    "--keep-alive",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_KEEP_ALIVE_S,
+    help="Seconds an idle HTTP keep-alive connection stays open: longer than the idle "
+    "timeout of the clients' connection pools and of any proxy in front (nginx, load "
+    "balancers: often 60 s), so the server never closes a connection they are reusing.",
+)
 @_option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 @_option("--log-format", type=click.Choice(["json", "text"]), default="json")
 def serve(**opts: Any) -> None:
     """Serve embeddings over HTTP: OpenAI, Weaviate, TEI, Immich, photo-search and Open
     Inference Protocol contracts; and over gRPC with --grpc-port."""
-    import uvicorn
-
     from handspring.server import logs
-    from handspring.server.app import create_app
-    from handspring.server.guards.shutdown import GracefulServer
 
     logs.configure(opts["log_level"], json_lines=opts["log_format"] == "json")
     try:
         config = config_from_options(opts)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    server_for(config).run()
+
+
+def server_for(config: ServerConfig) -> GracefulServer:
+    """The app and the uvicorn server `handspring serve` runs for `config`."""
+    from handspring.server.app import create_app
+    from handspring.server.guards.shutdown import GracefulServer
+
     app = create_app(config)
-    server = GracefulServer(
-        uvicorn.Config(
-            app,
-            host=config.host,
-            port=config.port,
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            timeout_graceful_shutdown=opts["graceful_timeout"],
-        ),
-        app.state.handspring.draining,
+    return GracefulServer(uvicorn_config(app, config), app.state.handspring.draining)
+
+
+def uvicorn_config(app: ASGIApp, config: ServerConfig) -> uvicorn.Config:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=config.graceful_timeout,
+        # uvicorn types it int, but times it with loop.call_later: fractions work.
+        timeout_keep_alive=config.keep_alive,  # type: ignore[arg-type]
     )
-    server.run()
 
 
 def config_from_options(opts: dict[str, Any]) -> ServerConfig:

@@ -10,6 +10,11 @@ from handspring.preprocess.decode import DEFAULT_MAX_PIXELS
 
 # Pillow's format names; HEIF needs pillow-heif, registered when it is installed.
 DEFAULT_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
+# Seconds an idle keep-alive connection stays open. uvicorn's own 5 s is shorter than the
+# idle timeouts of connection pools and load balancers (60 s for nginx upstreams and AWS
+# ALBs): the server then closes connections a client is about to reuse, and the request
+# sent into that close fails. The server should be the last to let go of a connection.
+DEFAULT_KEEP_ALIVE_S = 75.0
 
 
 def is_loopback(host: str) -> bool:
@@ -54,6 +59,7 @@ class ServerConfig:
     grpc_port: int | None = None
     # Seconds that requests in flight get to finish once a shutdown begins.
     graceful_timeout: float = 30.0
+    keep_alive: float = DEFAULT_KEEP_ALIVE_S  # seconds an idle HTTP connection stays open
     # Any of these keys opens the API (several: one per client, rotated one at a time).
     api_keys: tuple[str, ...] = ()
     # Listening beyond loopback with no key is refused unless this says it is meant.
@@ -100,6 +106,8 @@ class ServerConfig:
             raise ValueError(f"--grpc-port must be a port (0 to 65535), got {self.grpc_port}")
         if self.grpc_port and self.grpc_port == self.port:
             raise ValueError(f"--grpc-port {self.grpc_port} is the HTTP --port: give another")
+        if not self.keep_alive > 0:
+            raise ValueError(f"--keep-alive must be over 0 seconds, got {self.keep_alive}")
         if self.max_queue_ms < 0:
             raise ValueError(f"--max-queue-ms must be 0 (off) or more, got {self.max_queue_ms}")
         for default in (

@@ -123,9 +123,22 @@ def error_body(
     return {"error": message}
 
 
+def not_json(reason: str, position: int | None = None) -> str:
+    """The message for a body that does not parse as JSON: there is no field to name."""
+    where = f" at position {position}" if position is not None else ""
+    return f"the request body is not JSON: {reason}{where}"
+
+
 def validation_problem(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
     """A request body's validation errors as one message (the first five, each naming its
     field), and the first field."""
+    if errors and errors[0].get("type") == "json_invalid":
+        # FastAPI's loc is ("body", offset); pydantic's JSON parser has none, and puts the
+        # line and column in its reason instead.
+        error = errors[0]
+        offset = error["loc"][-1] if error["loc"] else None
+        reason = (error.get("ctx") or {}).get("error") or error["msg"]
+        return not_json(str(reason), offset if isinstance(offset, int) else None), None
     problems = []
     for error in errors[:5]:
         where = ".".join(str(p) for p in error["loc"] if p != "body") or "body"

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import click
 
-from handspring.photos.cli import DB_HELP
-from handspring.photos.cli_options import model_option
-from handspring.server.config import is_loopback
+from handspring.photos.cli_options import DB_HELP, model_option
+from handspring.server.config import DEFAULT_KEEP_ALIVE_S, is_loopback
 
 DEFAULT_PORT = 8080
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -148,7 +147,15 @@ def serve(
         err=True,
     )
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            server_header=False,
+            # As `handspring serve`'s: never the first to close a connection a client reuses.
+            timeout_keep_alive=DEFAULT_KEEP_ALIVE_S,  # type: ignore[arg-type]
+        )
     finally:
         store.close()
 

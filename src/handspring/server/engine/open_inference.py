@@ -187,8 +187,15 @@ async def _embed(
     service = state.service
     if name == "text":
         texts = [_text(element, f"{name}[{i}]") for i, element in enumerate(tensor.elements)]
+        # A BYTES element may be empty in KServe and Triton; the model decides, and a text
+        # tower embeds "" (its special tokens), as the library does.
         result = await service.embed_texts(
-            spec, texts, param=name, normalize=normalize, dimensions=dimensions
+            spec,
+            texts,
+            param=name,
+            normalize=normalize,
+            dimensions=dimensions,
+            empty_text_ok=True,
         )
         return result.vectors
     refs = [

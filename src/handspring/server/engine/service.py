@@ -87,15 +87,19 @@ class EmbeddingService:
         truncate: bool | None = None,
         prompt_name: str | None = None,
         empty_ok: bool = False,
+        empty_text_ok: bool = False,
     ) -> TextResult:
         """`normalize=None` keeps the model's own choice (a Normalize module). With
-        `empty_ok`, no texts get no rows (of the width asked for) rather than a 422."""
+        `empty_ok`, no texts get no rows (of the width asked for) rather than a 422. An
+        empty text is refused (400, as OpenAI and TEI do) unless `empty_text_ok`."""
         if not texts and empty_ok:
             return await self._no_texts(spec, dimensions)
         self._check_count(len(texts), param)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise RequestError(422, f"{param}[{i}]: expected a string", param=param)
+            if not text and not empty_text_ok:
+                raise RequestError(400, f"{param}[{i}]: the input is empty", param=param)
             refuse_file_as_text(text, f"{param}[{i}]", param)
             if len(text) > self.config.max_text_chars:
                 raise RequestError(

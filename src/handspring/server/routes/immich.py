@@ -89,7 +89,9 @@ async def predict(
         )
     # Immich cleans the text's whitespace before it prefixes the language code.
     query = _language_prefix(model_name, options.get("language")) + " ".join(inputs.split())
-    texts = await state.service.embed_texts(spec, [query], param="text")
+    # Blank text cleans to "", which Immich's service embeds (an empty `text` field never
+    # gets here: routes.predict reads it as none given, as FastAPI does).
+    texts = await state.service.embed_texts(spec, [query], param="text", empty_text_ok=True)
     return JSONResponse({"clip": _serialize(texts.vectors[0])})
 
 

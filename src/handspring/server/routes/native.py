@@ -50,30 +50,33 @@ class ItemsRequest(BaseModel):
 @router.post("/embed")
 async def embed_any(body: ItemsRequest, request: Request) -> dict:
     if body.modality == "text":
-        return await embed_texts(
-            TextsRequest(
-                texts=body.inputs,
-                model=body.model,
-                normalize=body.normalize,
-                dimensions=body.dimensions,
-            ),
-            request,
+        texts = TextsRequest(
+            texts=body.inputs,
+            model=body.model,
+            normalize=body.normalize,
+            dimensions=body.dimensions,
         )
+        return await _embed_texts(request, texts, "inputs")  # errors name the field sent
     return await _embed_items(request, body.modality, body.inputs, "inputs", body)
 
 
 @router.post("/embed/texts")
 async def embed_texts(body: TextsRequest, request: Request) -> dict:
+    return await _embed_texts(request, body, "texts")
+
+
+async def _embed_texts(request: Request, body: TextsRequest, param: str) -> dict:
     state = ServerState.of(request)
     spec = state.pool.find(body.model, "text")
     result = await state.service.embed_texts(
         spec,
         body.texts,
-        param="texts",
+        param=param,
         normalize=body.normalize,
         dimensions=body.dimensions,
         truncate=body.truncate,
         prompt_name=body.prompt_name,
+        empty_text_ok=True,  # as the library (and gRPC) embed "": the tokenizer's specials
     )
     return {
         "model": result.model,

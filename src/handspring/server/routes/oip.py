@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 
 from handspring.server.engine import open_inference as oip
-from handspring.server.errors import RequestError, validation_problem
+from handspring.server.errors import RequestError, not_json, validation_problem
 from handspring.server.inputs.body_fields import NotEmpty
 from handspring.server.state import ServerState
 
@@ -293,8 +293,10 @@ def _split_body(raw: bytes, header_length: str | None) -> tuple[InferenceRequest
         raw, binary = raw[: int(header_length)], raw[int(header_length) :]
     try:
         return InferenceRequest.model_validate(json.loads(raw)), binary
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestError(400, f"the body is not JSON: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise RequestError(400, not_json(exc.msg, exc.pos)) from None
+    except UnicodeDecodeError as exc:
+        raise RequestError(400, not_json(f"not UTF-8 ({exc.reason})", exc.start)) from None
     except ValidationError as exc:
         raise RequestError(400, validation_problem(exc.errors())[0]) from None
 

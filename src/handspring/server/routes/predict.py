@@ -9,6 +9,7 @@ Immich's shape on this path.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -20,6 +21,7 @@ from handspring.server.errors import (
     Contract,
     RequestError,
     error_body,
+    not_json,
     validation_problem,
 )
 from handspring.server.inputs.body_fields import NO_INPUTS
@@ -84,7 +86,7 @@ async def predict(request: Request) -> Response:
     if await _is_form(request):
         return await _immich(request)
     try:
-        body = PredictRequest.model_validate_json(await request.body())
+        body = PredictRequest.model_validate(_json_body(await request.body()))
         return JSONResponse(await tei_predict(body, ServerState.of(request)))
     except ValidationError as exc:
         message, _ = validation_problem(exc.errors(include_url=False))
@@ -97,15 +99,23 @@ async def predict(request: Request) -> Response:
         return _tei_error(504, f"the request took over {limit:g} s")
 
 
+def _json_body(raw: bytes) -> Any:
+    """The body parsed as FastAPI parses the other routes' (so errors read the same)."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise RequestError(422, not_json(exc.msg, exc.pos)) from None
+    except UnicodeDecodeError as exc:
+        raise RequestError(422, not_json(f"not UTF-8 ({exc.reason})", exc.start)) from None
+
+
 async def _is_form(request: Request) -> bool:
     """Immich's multipart form, or a urlencoded one; but a JSON body sent as urlencoded
-    (`curl -d '{...}'` without a content type) is TEI's."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith(_FORMS[0]):
+    (`curl -d '{...}'` without a content type) is TEI's. Media types ignore case."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == _FORMS[0]:
         return True
-    return content_type.startswith(_FORMS[1]) and not (await request.body()).lstrip().startswith(
-        b"{"
-    )
+    return media_type == _FORMS[1] and not (await request.body()).lstrip().startswith(b"{")
 
 
 def _tei_error(status: int, message: str) -> JSONResponse:
@@ -113,14 +123,29 @@ def _tei_error(status: int, message: str) -> JSONResponse:
 
 
 async def _immich(request: Request) -> Response:
-    """Immich's form, read as its route's parameters would be."""
+    """Immich's form, read as its route's parameters would be. A form that does not parse
+    (no boundary, a broken part) is Starlette's 400, which the app gives in Immich's shape
+    on this path, as FastAPI does in Immich's service."""
     async with request.form() as form:  # closes the uploaded parts' spool files
-        entries, image, text = form.get("entries"), form.get("image"), form.get("text")
-        if not isinstance(entries, str):
+        entries, image, text = (_given(form.get(name)) for name in ("entries", "image", "text"))
+        if entries is None:
             raise RequestError(422, "entries: Field required", param="entries")
+        if not isinstance(entries, str):
+            raise RequestError(
+                422, "entries: expected a form field (a JSON string), not a file", param="entries"
+            )
         if text is not None and not isinstance(text, str):
             raise RequestError(422, "text: expected a form field, not a file", param="text")
         if isinstance(image, str):
             raise RequestError(422, "image: expected a file part", param="image")
         data = await image.read() if isinstance(image, UploadFile) else None
     return await immich.predict(request, entries, data, text)
+
+
+def _given(value: UploadFile | str | None) -> UploadFile | str | None:
+    """None for what FastAPI reads as a missing form field: an empty value, or an empty
+    file part with no file name (a form's unfilled file input). So an empty `text` is
+    Immich's 400 "Either image or text must be provided", as Immich's service answers."""
+    if value == "" or (isinstance(value, UploadFile) and value.filename == "" and value.size == 0):
+        return None
+    return value

@@ -73,7 +73,11 @@ async def vectorize(body: VectorizeRequest, request: Request) -> dict:
     spec = state.pool.find_for(None, given or ["image"])
     answer: dict[str, list[list[float]]] = {"textVectors": [], "imageVectors": []}
     if body.texts:
-        texts = await state.service.embed_texts(spec, body.texts, param="texts", normalize=False)
+        # Weaviate sends an object's empty text property as "", and multi2vec-clip's
+        # container embeds it: refusing it would fail the object's import.
+        texts = await state.service.embed_texts(
+            spec, body.texts, param="texts", normalize=False, empty_text_ok=True
+        )
         answer["textVectors"] = texts.vectors.tolist()
     for param, (modality, field) in _VECTORIZE.items():
         values: list[str] = getattr(body, param)
@@ -106,12 +110,17 @@ async def vectors(body: VectorsRequest, request: Request) -> dict:
     state = ServerState.of(request)
     spec = state.pool.find(None, "text")
     batch = body.texts is not None
-    texts = body.texts if batch else [body.text if body.text is not None else ""]
+    if body.texts is not None:
+        texts, param = body.texts, "texts"
+    elif body.text is not None:
+        texts, param = [body.text], "text"
+    else:  # text2vec-transformers' `text` is required
+        raise RequestError(422, "text: Field required (or texts, for a batch)", param="text")
     prompt = await state.prompt_if_known(spec, body.config.task_type)
     result = await state.service.embed_texts(
         spec,
-        texts or [],
-        param="texts" if batch else "text",
+        texts,
+        param=param,
         normalize=None,
         dimensions=body.config.dimensions,
         prompt_name=prompt,
@@ -120,4 +129,4 @@ async def vectors(body: VectorsRequest, request: Request) -> dict:
     dim = int(result.vectors.shape[1])
     if batch:
         return {"vectors": result.vectors.tolist(), "dims": dim}
-    return {"text": body.text or "", "vector": result.vectors[0].tolist(), "dim": dim}
+    return {"text": body.text, "vector": result.vectors[0].tolist(), "dim": dim}
