@@ -14,6 +14,7 @@ from click.core import ParameterSource
 from handspring.default_precision import CHOICES as PRECISION_CHOICES
 from handspring.default_precision import auto_help, resolve_precision
 from handspring.registry import DEFAULT_CLIP, DEFAULT_TEXT
+from handspring.runtime.backends import BACKENDS
 from handspring.server.config import (
     DEFAULT_IMAGE_FORMATS,
     DEFAULT_KEEP_ALIVE_S,
@@ -85,7 +86,7 @@ def _key_file(ctx: click.Context, param: click.Parameter, path: str | None) -> t
     env="HANDSPRING_MODELS",
     multiple=True,
     default=DEFAULT_MODELS,
-    help="NAME=SOURCE[:fp32|:int8] or SOURCE; repeat for several models. SOURCE is an "
+    help="NAME=SOURCE[:fp32|:int8|:bf16] or SOURCE; repeat for several models. SOURCE is an "
     "alias, a repo id or a folder. In the environment, separate them with spaces.",
 )
 @_option(
@@ -137,6 +138,13 @@ def _key_file(ctx: click.Context, param: click.Parameter, path: str | None) -> t
     type=int,
     default=None,
     help="ONNX Runtime threads per session (default: all CPUs).",
+)
+@_option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    help="auto: ONNX Runtime, or OpenVINO where it was measured faster (and for bf16); "
+    "openvino needs pip install 'handspring[openvino]'.",
 )
 @_option(
     "--spinning/--no-spinning",

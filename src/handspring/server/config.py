@@ -42,10 +42,10 @@ class ModelSpec:
         name, _, source = text.partition("=")
         if not source:
             name, source = text, text
-        if source.endswith((":fp32", ":int8")):
+        if source.endswith((":fp32", ":int8", ":bf16")):
             source, _, precision = source.rpartition(":")
         if not name or not source:
-            raise ValueError(f"model {text!r}: expected NAME=SOURCE[:fp32|:int8] or SOURCE")
+            raise ValueError(f"model {text!r}: expected NAME=SOURCE[:fp32|:int8|:bf16] or SOURCE")
         return cls(name=name, source=source, precision=precision)
 
 
@@ -67,6 +67,9 @@ class ServerConfig:
     preload: bool = False  # load every model at start-up rather than on first use
     idle_unload_s: float = 0.0  # 0: never unload
     threads: int | None = None  # ONNX Runtime threads per session
+    # The runtime of every model: "auto" (ONNX Runtime, OpenVINO where measured faster and
+    # for bf16), "onnxruntime" or "openvino" (handspring[openvino]).
+    backend: str = "auto"
     spinning: bool = True  # ORT threads spin between ops; off leaves the cores to HTTP work
     # Dynamic batching.
     max_batch: int = 32

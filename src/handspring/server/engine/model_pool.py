@@ -174,6 +174,7 @@ class ModelPool:
                 load,
                 spec.source,
                 precision=spec.precision,
+                backend=self.config.backend,
                 threads=self.config.threads,
                 max_pixels=self.config.max_pixels,
                 max_audio_seconds=self.config.max_audio_seconds,
@@ -284,6 +285,8 @@ class ModelPool:
                     "dim": loaded.model.dim,
                     "modalities": list(loaded.modalities),
                     "load_seconds": round(loaded.load_seconds, 3),
+                    # The runtime each tower runs on ("onnxruntime" or "openvino").
+                    "backends": {m: t.compiled.backend for m, t in loaded.model.towers.items()},
                 }
             out.append(entry)
         return out
