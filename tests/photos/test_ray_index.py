@@ -31,6 +31,7 @@ from handspring.photos.indexing.indexer import Indexer, IndexReport
 from handspring.photos.indexing.ray_cluster import RayAddress, parse_ray_address
 from handspring.photos.stores.store import WritableStore, open_store
 from tests.photos.conftest import PhotoModels, index_options
+from tests.photos.test_kill_resume import _sqlite_rows
 from tests.support.photo_library import age, build_library, touch_later, write_photo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -378,19 +379,6 @@ def test_an_actor_killed_mid_run_costs_nothing(
             worst = _max_abs_difference(local, ray_index, tmp_path / "lib")
     print(f"\nactor killed mid-run: {len(expected)} photos, 0 lost, 0 twice, max abs {worst:.3g}")
     assert worst == 0.0
-
-
-def _sqlite_rows(path: Path) -> int:
-    if not path.exists():
-        return 0
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            return int(db.execute("SELECT count(*) FROM photos").fetchone()[0])
-        finally:
-            db.close()
-    except sqlite3.OperationalError:  # created but no schema yet
-        return 0
 
 
 def _index_args(root: Path, url: str, models: PhotoModels, address: str) -> list[str]:

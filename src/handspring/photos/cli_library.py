@@ -9,6 +9,7 @@ import click
 from handspring.errors import HandspringError
 from handspring.photos.cli_options import (
     DEFAULT_THRESHOLD,
+    date_options,
     db_option,
     open_index,
     parse_day,
@@ -42,16 +43,9 @@ from handspring.photos.stores.records import SearchFilter
     help="Text model for queries (default: the multilingual model for st-clip-vit-b-32, "
     "else the image model's own text tower).",
 )
-@click.option("--from", "not_before", type=click.DateTime(["%Y-%m-%d"]), help="Taken on or after.")
-@click.option("--to", "not_after", type=click.DateTime(["%Y-%m-%d"]), help="Taken on or before.")
-@click.option(
-    "--on-this-day",
-    is_flag=False,
-    flag_value="today",
-    default=None,
-    metavar="[YYYY-MM-DD|MM-DD]",
-    help="Taken on this month and day, any year; without a value, today (put it after "
-    "QUERY). With no QUERY, lists those photos newest first, as `photos list` does.",
+@date_options(
+    "Taken on this month and day, any year; without a value, today (put it after QUERY). "
+    "With no QUERY, lists those photos newest first, as `photos list` does."
 )
 @click.option("--min-score", type=float, default=None, help="Keep cosine >= this.")
 @click.option("--folder", type=click.Path(file_okay=False), help="Only photos under this folder.")
@@ -166,16 +160,7 @@ def status(db: str | None, list_errors: bool) -> None:
 
 @click.command("list")
 @db_option
-@click.option("--from", "not_before", type=click.DateTime(["%Y-%m-%d"]), help="Taken on or after.")
-@click.option("--to", "not_after", type=click.DateTime(["%Y-%m-%d"]), help="Taken on or before.")
-@click.option(
-    "--on-this-day",
-    is_flag=False,
-    flag_value="today",
-    default=None,
-    metavar="[YYYY-MM-DD|MM-DD]",
-    help="Taken on this month and day, any year; without a value, today.",
-)
+@date_options("Taken on this month and day, any year; without a value, today.")
 @click.option("--folder", type=click.Path(file_okay=False), help="Only photos under this folder.")
 @click.option("-k", "--top", type=click.IntRange(1), default=None, help="At most this many.")
 @click.option(

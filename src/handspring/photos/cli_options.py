@@ -70,6 +70,30 @@ def db_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--db", default=None, metavar="URL", help=DB_HELP)(command)
 
 
+def date_options(on_this_day_help: str) -> Callable[[Any], Any]:
+    """--from, --to and --on-this-day [DAY], as the search filters take them."""
+    dates = click.DateTime(["%Y-%m-%d"])
+    options = (
+        click.option("--from", "not_before", type=dates, help="Taken on or after."),
+        click.option("--to", "not_after", type=dates, help="Taken on or before."),
+        click.option(
+            "--on-this-day",
+            is_flag=False,
+            flag_value="today",
+            default=None,
+            metavar="[YYYY-MM-DD|MM-DD]",
+            help=on_this_day_help,
+        ),
+    )
+
+    def add(command: Any) -> Any:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return add
+
+
 def parse_day(value: str | None) -> datetime.date | None:
     if value is None:
         return None
