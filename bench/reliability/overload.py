@@ -21,8 +21,17 @@ Per server and load, one row:
 Servers: the old behaviour (`--max-queue-ms 0`, with `--max-queue 128` and with the default
 1024), and the new default (admission control with `--max-queue-ms`, the budget).
 
+With `--pin`, the server runs on one CPU and this client on another (sched_setaffinity,
+for both the capacity and the open-loop rows): a 10x load is hundreds of requests a
+second, each costing the client about as much CPU as the server spends refusing it, so on
+shared cores the client takes cores from the server it measures and its own lag shows as
+429 latency. Pinned, the capacity is one CPU's; the header says which way a run was made.
+Report both: pinned figures alone would hide what a client on the same machine costs.
+
     python bench/reliability/overload.py                    # the full run, 5-6 minutes
+    python bench/reliability/overload.py --pin              # server and client on a CPU each
     python bench/reliability/overload.py --seconds 4 --capacity-seconds 4   # a quick look
+    python bench/reliability/overload.py --servers new      # the admission-controlled one only
     python bench/reliability/overload.py --work /tmp/overload   # keep the model and graphs
 
 Needs the test extra (torch writes the random checkpoint).
@@ -38,7 +47,7 @@ import resource
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h11
@@ -69,8 +78,44 @@ DRAIN_S = 75.0
 
 @dataclass(frozen=True)
 class Config:
+    key: str  # for --servers
     label: str
     flags: tuple[str, ...]
+    rows: bool = True  # False: started only to measure the capacity
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """Which CPUs the server and this client run on; None: wherever the kernel puts them."""
+
+    server: int | None = None
+    client: int | None = None
+
+    @classmethod
+    def split(cls) -> Pinning:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            sys.exit(f"--pin needs two CPUs; this process may use {len(cpus)}")
+        return cls(server=cpus[0], client=cpus[1])
+
+    def server_argv(self, argv: list[str]) -> list[str]:
+        # Pinned before it starts: ONNX Runtime sizes its thread pool from the affinity.
+        return argv if self.server is None else ["taskset", "-c", str(self.server), *argv]
+
+    def pin_client(self) -> None:
+        if self.client is not None:
+            os.sched_setaffinity(0, {self.client})
+
+    def describe(self) -> str:
+        if self.server is None:
+            return (
+                f"{os.cpu_count()} CPUs shared by the server, the client and the rest of the "
+                "machine"
+            )
+        return (
+            f"pinned: the server on CPU {self.server}, the client on CPU {self.client} "
+            f"(of {os.cpu_count()}; the rest of the machine may use either)"
+        )
 
 
 @dataclass
@@ -220,18 +265,22 @@ def prepare_model(work: Path, precision: str, env: dict[str, str]) -> Path:
 
 def configs(budget_ms: float) -> list[Config]:
     return [
-        Config("old: --max-queue 128", ("--max-queue-ms", "0", "--max-queue", "128")),
-        Config("old: --max-queue 1024 (default)", ("--max-queue-ms", "0")),
-        Config(f"new default: --max-queue-ms {budget_ms:g}", ("--max-queue-ms", f"{budget_ms:g}")),
+        Config("old128", "old: --max-queue 128", ("--max-queue-ms", "0", "--max-queue", "128")),
+        Config("old1024", "old: --max-queue 1024 (default)", ("--max-queue-ms", "0")),
+        Config(
+            "new",
+            f"new default: --max-queue-ms {budget_ms:g}",
+            ("--max-queue-ms", f"{budget_ms:g}"),
+        ),
     ]
 
 
-def report(phases: list[Phase], args: argparse.Namespace) -> None:
+def report(phases: list[Phase], args: argparse.Namespace, pinning: Pinning) -> None:
     budget = f"{args.budget_ms:g} ms"
     print(
         f"CLIP ViT-B/32 (random weights, {args.precision}), one 640x480 JPEG (base64) per "
-        f"request on POST /v1/embeddings; {os.cpu_count()} CPUs shared by the server, the "
-        f"client and the rest of the machine. Capacity: {CAPACITY_CLIENTS} closed-loop "
+        f"request on POST /v1/embeddings; {pinning.describe()}. Capacity: "
+        f"{CAPACITY_CLIENTS} closed-loop "
         f"clients for {args.capacity_seconds:g} s. Open-loop Poisson arrivals for "
         f"{args.seconds:g} s per row; every request waited for. Useful: 200s within "
         f"{budget}.\n"
@@ -268,37 +317,54 @@ def main() -> None:
     parser.add_argument("--budget-ms", type=float, default=1000.0, help="the latency budget")
     parser.add_argument("--precision", default="int8", choices=["int8", "fp32"])
     parser.add_argument("--work", type=Path, help="keep the model and graphs here")
+    parser.add_argument(
+        "--pin", action="store_true", help="the server on one CPU, this client on another"
+    )
+    parser.add_argument(
+        "--servers", default="old128,old1024,new", help="which of old128, old1024, new, in order"
+    )
     args = parser.parse_args()
     raise_open_files_limit()
     factors = [float(f) for f in args.factors.split(",")]
+    known = {c.key: c for c in configs(args.budget_ms)}
+    chosen = [known[k] for k in args.servers.split(",") if k in known]
+    if not chosen or len(chosen) != len(args.servers.split(",")):
+        parser.error(f"--servers: a comma-separated list of {', '.join(known)}")
+    pinning = Pinning.split() if args.pin else Pinning()
     with tempfile.TemporaryDirectory(prefix="overload-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, HANDSPRING_CACHE=str(work / "cache"), HF_HUB_OFFLINE="1")
         model = prepare_model(work, args.precision, env)
+        pinning.pin_client()  # after the model is written and built, on every CPU
         route = openai_image_route(photos_base64(), "clip")
         cli = str(Path(sys.executable).parent / "handspring")
         phases: list[Phase] = []
         capacity: float | None = None
-        for index, config in enumerate(configs(args.budget_ms)):
+        # Capacity is measured where nothing is shed: on an old server, run first (its own
+        # when --servers leaves them out).
+        if chosen[0].key == "new":
+            chosen = [replace(known["old1024"], rows=False), *chosen]
+        for index, config in enumerate(chosen):
             argv = [cli, "serve", "--model", f"clip={model}:{args.precision}", "--preload"]
             argv += ["--graceful-timeout", "1"]  # a backlog left after a row is not waited for
+            argv = pinning.server_argv([*argv, *config.flags])
             log = work / f"server-{index}.log"
-            server = Server(config.label, "CLIP", [*argv, *config.flags], env, log)
+            server = Server(config.label, "CLIP", argv, env, log)
             print(f"starting {config.label} ...", file=sys.stderr)
             server.start()
             try:
                 closed_loop_rate(server, route, WARMUP_CLIENTS, args.warmup)
-                if capacity is None:  # the first server has no admission: nothing is shed
+                if capacity is None:
                     capacity = closed_loop_rate(
                         server, route, CAPACITY_CLIENTS, args.capacity_seconds
                     )
                     print(f"  capacity: {capacity:.1f} requests/s", file=sys.stderr)
-                for factor in factors:
+                for factor in factors if config.rows else ():
                     phases.append(run_phase(server, route, factor, capacity, args))
             finally:
                 server.stop()
-    report(phases, args)
+    report(phases, args, pinning)
 
 
 if __name__ == "__main__":

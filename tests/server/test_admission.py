@@ -183,6 +183,54 @@ def test_a_stall_reads_as_no_answers_not_as_no_rate() -> None:
         assert controller.rate() == 0.0, tenths
 
 
+def test_once_the_server_is_full_the_budget_rules_below_the_floor() -> None:
+    clock = Clock()
+    controller = AdmissionController(budget_s=1.0, floor=32, window_s=3.0, clock=clock)
+    _measured(controller, clock, 64, 1 / 32)  # 32 answers a busy second
+    by_budget = math.floor(32 * 1.0 * ADMIT_SHARE)
+    assert by_budget < 32
+    assert controller.limit() == 32 and not controller.full_lately()  # quiet: the floor
+    for _ in range(31):  # a burst of a batch's worth at a quiet server: all admitted
+        assert controller.admit().admitted
+    assert controller.limit() == 32 and not controller.full_lately()
+    assert controller.admit().admitted
+    assert controller.full_lately() and controller.limit() == by_budget  # a batch in flight
+    assert not controller.admit().admitted
+    assert controller.in_flight == 32  # those admitted stay admitted, above the limit
+    clock.now += 0.5
+    for _ in range(32 - by_budget):  # answered at the same rate: 32 a second
+        controller.release()
+    assert controller.rate() == 32.0 and controller.in_flight == by_budget
+    refused_at = clock.now
+    refused = controller.admit()  # the budget's limit, not the floor's
+    assert not refused.admitted and refused.wait_s == by_budget / 32
+    clock.now += 1 / 32
+    controller.release()
+    assert controller.admit().admitted  # room under the budget's limit
+    while controller.in_flight:
+        clock.now += 1 / 32
+        controller.release()
+    clock.now = refused_at + 3.0 - 1 / 32  # idle since, and a refusal still this recent
+    assert controller.full_lately() and controller.limit() == by_budget
+    clock.now = refused_at + 3.0  # not full for a whole window: a quiet server again
+    assert not controller.full_lately() and controller.limit() == 32
+    assert math.floor(controller.rate() * 1.0 * ADMIT_SHARE) == by_budget  # the same rate
+
+
+def test_a_stall_of_a_full_server_is_not_given_the_floor() -> None:
+    clock = Clock()
+    controller = AdmissionController(budget_s=1.0, floor=4, window_s=2.0, clock=clock)
+    _measured(controller, clock, 64, 1 / 64)
+    for _ in range(32):
+        assert controller.admit().admitted
+    assert not controller.admit().admitted
+    clock.now += 2.0  # busy a whole window without an answer, refusing all the while
+    for _ in range(8):
+        assert not controller.admit().admitted
+        clock.now += 0.25
+    assert controller.rate() == 0.0 and controller.limit() == 1  # not the floor's 4
+
+
 def test_at_very_high_rates_the_window_is_the_samples_kept() -> None:
     clock = Clock()
     controller = AdmissionController(budget_s=1.0, floor=1, window_s=10.0, clock=clock)

@@ -10,6 +10,11 @@ the rate is its capacity for the requests it is getting, whatever they are (text
 one item or many). No figure is configured: the limit follows the machine, the model and
 the mix of requests.
 
+A batch's worth of requests is admitted whatever the rate (`floor_for`), so that a burst
+of concurrent clients at a quiet server is not shed by a rate measured while it was nearly
+idle; but not once the server has been full (that many in flight, or a refusal) in the
+last `window_s` seconds: its rate is then its capacity, and the budget alone rules.
+
 A refused request costs its headers and one small JSON answer: it is never parsed, its
 images are never decoded, and a client that waits for `100 Continue` never sends its body.
 An admitted request is never refused later: shedding happens at the door only.
@@ -47,12 +52,13 @@ MAX_RETRY_AFTER_S = 60
 
 
 def floor_for(max_batch: int) -> int:
-    """Requests always admitted, whatever the rate: a batch's worth. A batch of concurrent
-    clients (parallel indexing workers) is never shed, even by a rate measured while the
-    server was nearly idle, which can be far below its capacity; and a stalled server
-    still takes some. The cost: for a model slower than 2 x max_batch / budget requests a
-    second (64/s at the defaults), the floor, not the budget, bounds the backlog (lower
-    --max-batch to tighten it)."""
+    """Requests admitted whatever the rate at a server that has not been full lately: a
+    batch's worth. A batch of concurrent clients (parallel indexing workers) arriving at a
+    quiet server is not shed by a rate measured while it was nearly idle, which can be far
+    below its capacity; and a stalled server still takes some. Once that many are in flight
+    the floor yields to the budget (see `AdmissionController`): otherwise, for a model
+    slower than 2 x max_batch / budget requests a second (64/s at the defaults), the floor,
+    not the budget, would bound the backlog under sustained overload."""
     return max(1, max_batch)
 
 
@@ -67,9 +73,15 @@ class Decision:
 class AdmissionController:
     """Counts admitted requests in flight and measures how fast they are answered.
 
-    Below `floor` requests in flight every request is admitted (see `floor_for`). Beyond
-    it, a request is admitted while `in_flight / rate` stays within `ADMIT_SHARE *
-    budget_s`; before a rate is measured, up to `unmeasured_cap`.
+    A request is admitted while `in_flight / rate` stays within `ADMIT_SHARE * budget_s`;
+    before a rate is measured, up to `unmeasured_cap`. Below `floor` requests in flight
+    every request is admitted (see `floor_for`), unless the server was full in the last
+    `window_s` seconds: `floor` requests in flight at once (a batch's worth: the engine
+    runs at its capacity), or a request refused (which, outside that, happens only with
+    `floor` or more in flight). Then the rate measured is its capacity, and the budget
+    applies alone (with nothing in flight, a request is still admitted). Under sustained
+    overload the floor would otherwise bound the backlog of a slow model: every admitted
+    request would wait about a whole batch behind another.
 
     The rate is measured from the answer of the last request that was already in flight
     when the first answer came: the busy time before (a model's load) says nothing of the
@@ -102,6 +114,7 @@ class AdmissionController:
         self._origin: float | None = None  # busy clock where the rate is measured from
         self._before_origin = 0  # answers still due to requests admitted before it
         self._stamps: deque[float] = deque(maxlen=MAX_SAMPLES)  # busy clock at each answer
+        self._full_at: float | None = None  # clock time the server was last full
 
     @property
     def in_flight(self) -> int:
@@ -138,6 +151,12 @@ class AdmissionController:
         """Requests in flight beyond which new ones are refused."""
         return self._limit(self.rate())
 
+    def full_lately(self) -> bool:
+        """Whether the server was full (see the class) in the last `window_s` seconds: of
+        the clock, not busy time, so that after a quiet spell a burst finds the floor."""
+        full = self._full_at
+        return full is not None and self._clock() - full < self.window_s
+
     def admit(self) -> Decision:
         """Admit one request (the caller must `release` it once answered), or refuse it."""
         rate = self.rate()
@@ -147,7 +166,10 @@ class AdmissionController:
             if in_flight == 0:
                 self._busy_since = self._clock()
             self._in_flight += 1
+            if self._in_flight >= self.floor:
+                self._full_at = self._clock()
             return Decision(True, in_flight, wait, 0)
+        self._full_at = self._clock()
         retry = 1 if wait is None else max(1, math.ceil(min(wait, MAX_RETRY_AFTER_S)))
         return Decision(False, in_flight, wait, retry)
 
@@ -161,7 +183,8 @@ class AdmissionController:
     def _limit(self, rate: float | None) -> int:
         if rate is None:
             return self.unmeasured_cap
-        return max(self.floor, math.floor(rate * self.budget_s * ADMIT_SHARE))
+        floor = 1 if self.full_lately() else self.floor
+        return max(floor, math.floor(rate * self.budget_s * ADMIT_SHARE))
 
     def release(self) -> None:
         """One admitted request has been answered (whatever the answer)."""
