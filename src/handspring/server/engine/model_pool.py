@@ -205,6 +205,10 @@ class ModelPool:
     async def lease(self, spec: ModelSpec) -> AsyncIterator[LoadedModel]:
         """The loaded model, kept in memory while the lease is held."""
         loaded = await self._load(spec)
+        # Between a load's end and this line the loop ran other work (a collection, the
+        # idle unloader): a model unloaded meanwhile is loaded again, never leased.
+        while self._loaded.get(spec.name) is not loaded:
+            loaded = await self._load(spec)
         loaded.leases += 1
         try:
             yield loaded
