@@ -25,6 +25,7 @@ import pytest
 import uvicorn
 from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -300,7 +301,11 @@ def test_the_folder_picker_narrows_the_library(page: WebDriver, web_library: Web
         if i in {web_library.ids[p] for p in web_library.ids if p.startswith(recent + "/")}
     ]
     assert tile_ids(page) == expected
-    assert text_of(page, "summary") == f"{len(expected)} photos match the filters"
+    summary = f"{len(expected)} photos match the filters"
+    try:
+        wait_for(page, lambda d: text_of(d, "summary") == summary)
+    except TimeoutException:
+        raise AssertionError(f"{text_of(page, 'summary')!r}, not {summary!r}") from None
     open_page(page, page.current_url)  # the folder is in the URL
     assert (
         Select(page.find_element(By.ID, "folder")).first_selected_option.get_attribute("value")

@@ -33,6 +33,7 @@ class PhotoList {
     this.generation = generation;
     this.items = [];
     this.total = null;
+    this.timeline = null; // the library's totals under this list's filters (library view)
     this.hasMore = true;
     this.loading = null; // the page being fetched
     this.cursor = state.view === "library" ? startOf(state.at) : 0;
@@ -209,7 +210,7 @@ function showSummary() {
   const state = app.state;
   let text = "";
   if (state.view === "library") {
-    const total = app.timeline?.total;
+    const total = list?.timeline?.total;
     const filtered = hasFilters(state.filters);
     if (total !== undefined) {
       text = fmt.plural(total, "photo");
@@ -310,6 +311,7 @@ async function render(state) {
     // A late answer for an older list must not become the totals of the one on screen.
     if (generation !== app.generation) return;
     app.timeline = timeline;
+    app.list.timeline = timeline; // the totals of this list, whatever comes after
     fillJump();
     if (!hasFilters(state.filters) && !state.at) showMemories(generation);
   }
