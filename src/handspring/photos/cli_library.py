@@ -11,6 +11,8 @@ from handspring.photos.cli_options import (
     DEFAULT_THRESHOLD,
     date_options,
     db_option,
+    folder_option,
+    format_option,
     open_index,
     parse_day,
 )
@@ -48,16 +50,10 @@ from handspring.photos.stores.records import SearchFilter
     "With no QUERY, lists those photos newest first, as `photos list` does."
 )
 @click.option("--min-score", type=float, default=None, help="Keep cosine >= this.")
-@click.option("--folder", type=click.Path(file_okay=False), help="Only photos under this folder.")
+@folder_option
 @click.option("-k", "--top", type=click.IntRange(0), default=10, show_default=True)
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
-@click.option(
-    "--format",
-    "output",
-    type=click.Choice(["table", "paths", "json"]),
-    default="table",
-    show_default=True,
-)
+@format_option("table", "paths", "json")
 def search(
     query: tuple[str, ...],
     db: str | None,
@@ -161,15 +157,9 @@ def status(db: str | None, list_errors: bool) -> None:
 @click.command("list")
 @db_option
 @date_options("Taken on this month and day, any year; without a value, today.")
-@click.option("--folder", type=click.Path(file_okay=False), help="Only photos under this folder.")
+@folder_option
 @click.option("-k", "--top", type=click.IntRange(1), default=None, help="At most this many.")
-@click.option(
-    "--format",
-    "output",
-    type=click.Choice(["table", "paths", "json"]),
-    default="table",
-    show_default=True,
-)
+@format_option("table", "paths", "json")
 def list_photos(
     db: str | None,
     not_before: datetime.datetime | None,
@@ -219,14 +209,8 @@ def list_photos(
     show_default=True,
     help="Cosine similarity at or above which two photos are near-duplicates.",
 )
-@click.option("--folder", type=click.Path(file_okay=False), help="Only photos under this folder.")
-@click.option(
-    "--format",
-    "output",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
+@folder_option
+@format_option("table", "json")
 def duplicates(db: str | None, threshold: float, folder: str | None, output: str) -> None:
     """Groups of near-duplicate photos, with sizes and dates, to choose what to keep.
     It only lists them: nothing is deleted. Every pair is compared exactly (an int8

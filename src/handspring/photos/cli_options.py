@@ -70,6 +70,18 @@ def db_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--db", default=None, metavar="URL", help=DB_HELP)(command)
 
 
+folder_option = click.option(
+    "--folder", type=click.Path(file_okay=False), help="Only photos under this folder."
+)
+
+
+def format_option(*formats: str) -> Callable[[Any], Any]:
+    """--format into `output`, the first of `formats` by default."""
+    return click.option(
+        "--format", "output", type=click.Choice(formats), default=formats[0], show_default=True
+    )
+
+
 def date_options(on_this_day_help: str) -> Callable[[Any], Any]:
     """--from, --to and --on-this-day [DAY], as the search filters take them."""
     dates = click.DateTime(["%Y-%m-%d"])
