@@ -315,6 +315,64 @@ def test_the_folder_picker_narrows_the_library(page: WebDriver, web_library: Web
     assert tile_ids(page) == expected
 
 
+class TimelineHeldStore:
+    """The real store, whose totals for a folder wait at a gate the test opens; it notes
+    each page of that folder asked for while they wait."""
+
+    def __init__(self, store: object, folder: str) -> None:
+        self._store = store
+        self.folder = folder
+        self.gate = threading.Event()
+        self.asked = threading.Event()
+        self.pages_while_held = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    def timeline(self, flt: object) -> object:
+        if getattr(flt, "folder", None) == self.folder:
+            self.asked.set()
+            self.gate.wait(timeout=60)
+        return self._store.timeline(flt)  # type: ignore[attr-defined]
+
+    def browse(self, flt: object, *args: object) -> object:
+        if getattr(flt, "folder", None) == self.folder and not self.gate.is_set():
+            self.pages_while_held += 1
+        return self._store.browse(flt, *args)  # type: ignore[attr-defined]
+
+
+def test_a_library_list_waits_for_its_totals(
+    browser: WebDriver, web_library: WebLibrary, tmp_path: Path
+) -> None:
+    """Pages shown before the totals came back left the summary empty (seen in CI): the
+    page's scroll watcher loaded them while /api/timeline was still on its way."""
+    recent = str(web_library.root / "recent")
+    store = open_store(str(web_library.db), read_only=True)
+    held = TimelineHeldStore(store, recent)
+    try:
+        app = create_app(held, web_library.searcher(store), thumbnail_cache=tmp_path / "t")  # type: ignore[arg-type]
+        with running(app) as url:
+            open_page(browser, url)
+            before = grid_state(browser)[0]
+            Select(browser.find_element(By.ID, "folder")).select_by_value(recent)
+            assert held.asked.wait(timeout=60), "the page never asked for the folder's totals"
+            # Two animation frames: the scroll watcher has had its turn to ask for a page.
+            browser.execute_async_script(
+                "requestAnimationFrame(() => requestAnimationFrame(arguments[0]))"
+            )
+            assert held.pages_while_held == 0 and tile_ids(browser) == []
+            held.gate.set()
+            settled_after(browser, before)
+            scroll_to_the_end(browser)
+            count = sum(1 for p in web_library.ids if p.startswith(recent + "/"))
+            assert text_of(browser, "summary") == f"{count} photos match the filters"
+            headings = browser.find_elements(By.CSS_SELECTOR, "#grid h2.month")
+            assert headings and all(h.find_elements(By.CLASS_NAME, "count") for h in headings)
+    finally:
+        held.gate.set()
+        store.close()
+
+
 # ------------------------------------------------------------------ search
 
 

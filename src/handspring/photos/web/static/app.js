@@ -35,6 +35,9 @@ class PhotoList {
     this.total = null;
     this.timeline = null; // the library's totals under this list's filters (library view)
     this.hasMore = true;
+    // The library's pages wait for its totals: a page shown before them would head its
+    // months without counts, and the summary would have nothing to say.
+    this.ready = state.view !== "library";
     this.loading = null; // the page being fetched
     this.cursor = state.view === "library" ? startOf(state.at) : 0;
     this.thumbnails = new Thumbnails();
@@ -115,7 +118,7 @@ function gridState(text) {
 
 async function loadMore() {
   const list = app.list;
-  if (!list || !list.hasMore || list.loading) return;
+  if (!list || !list.ready || !list.hasMore || list.loading) return;
   const first = list.items.length === 0;
   gridState("loading");
   if (first) {
@@ -312,6 +315,7 @@ async function render(state) {
     if (generation !== app.generation) return;
     app.timeline = timeline;
     app.list.timeline = timeline; // the totals of this list, whatever comes after
+    app.list.ready = true;
     fillJump();
     if (!hasFilters(state.filters) && !state.at) showMemories(generation);
   }
