@@ -35,6 +35,8 @@ from handspring.server.guards.admission import (
     AdmissionGate,
     floor_for,
 )
+from handspring.server.guards.middleware import Observed, RequestGate
+from handspring.server.guards.shutdown import RefusedWhileDraining
 from tests.server.images import png_b64
 from tests.server.metrics_text import metric_value
 from tests.support.gates import EngineGate, wait_until
@@ -255,10 +257,10 @@ def test_flags_and_off_switch(models: tuple[ModelSpec, ...]) -> None:
     usage = CliRunner().invoke(serve, ["--help"], terminal_width=200).output
     assert "--max-queue-ms" in usage and "HANDSPRING_MAX_QUEUE_MS" in usage
     assert "Hard cap" in usage
-    gates = [m.cls for m in create_app(ServerConfig(models=models)).user_middleware]
-    assert AdmissionGate in gates  # on by default
-    off = create_app(ServerConfig(models=models, max_queue_ms=0)).user_middleware
-    assert AdmissionGate not in [m.cls for m in off]
+    gates = create_app(ServerConfig(models=models)).guard_layers()
+    assert gates == [Observed, RefusedWhileDraining, RequestGate, AdmissionGate]  # by default
+    off = create_app(ServerConfig(models=models, max_queue_ms=0))
+    assert off.guard_layers() == [Observed, RefusedWhileDraining, RequestGate]
 
 
 # ----------------------------------------------------------------- over HTTP

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from handspring import __version__
 from handspring.server.config import ServerConfig
@@ -57,7 +58,33 @@ def _register_heif() -> None:
     pillow_heif.register_heif_opener()
 
 
-def create_app(config: ServerConfig) -> FastAPI:
+class GuardedApp(FastAPI):
+    """FastAPI with guards in front of all of it, not in its middleware stack: a request
+    they refuse (a 429 under overload, hundreds a second) costs neither FastAPI's own
+    layers (telemetry, error and body-limit middleware) nor a wrapper of each send; under
+    10x overload that cost comes out of the capacity left for the requests admitted."""
+
+    _front: ASGIApp | None = None
+
+    def guard(self, wrap: Callable[[ASGIApp], ASGIApp]) -> None:
+        self._front = wrap(super().__call__)
+
+    def guard_layers(self) -> list[type]:
+        """The guards' classes, outermost first."""
+        layers, layer = [], self._front
+        while layer is not None and hasattr(layer, "app"):
+            layers.append(type(layer))
+            layer = layer.app
+        return layers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._front is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self._front(scope, receive, send)
+
+
+def create_app(config: ServerConfig) -> GuardedApp:
     _register_heif()
     metrics = Metrics()
     pool = ModelPool(config, metrics)
@@ -108,6 +135,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         lifespan=lifespan,
         static_url=DOCS_ASSETS,
     )
+    # fastapi_offline builds a plain FastAPI; this adds only the front door (`__call__`).
+    app.__class__ = GuardedApp
     app.state.handspring = state
     # routes.predict holds `POST /predict` for both TEI (JSON) and Immich (multipart).
     routers = (openai, weaviate, tei, tei_scores, tei_tokens, predict, infinity, photo_search, oip)
@@ -151,20 +180,23 @@ def create_app(config: ServerConfig) -> FastAPI:
 
 
 def _wrap(
-    app: FastAPI,
+    app: GuardedApp,
     config: ServerConfig,
     metrics: Metrics,
     draining: Draining,
     admission: AdmissionController | None,
-) -> FastAPI:
-    # Each middleware added wraps the ones before it: Observed, outermost, sees everything,
-    # including what the drain and the gate refuse. Admission is inside the gate: a client
-    # without the key gets 401 whatever the load, so it neither learns the load nor holds
-    # a place in the backlog; nor does a body declared over the limit. Inside the drain: a
-    # server shutting down says 503, not "retry soon here".
-    if admission is not None:
-        app.add_middleware(AdmissionGate, controller=admission, metrics=metrics)
-    app.add_middleware(RequestGate, api_keys=config.api_keys, max_body_bytes=config.max_body_bytes)
-    app.add_middleware(RefusedWhileDraining, draining=draining)
-    app.add_middleware(Observed, metrics=metrics)
+) -> GuardedApp:
+    # Outermost first: Observed sees everything, including what the drain and the gate
+    # refuse. Admission is inside the gate: a client without the key gets 401 whatever the
+    # load, so it neither learns the load nor holds a place in the backlog; nor does a body
+    # declared over the limit. Inside the drain: a server shutting down says 503, not
+    # "retry soon here".
+    def guards(inner: ASGIApp) -> ASGIApp:
+        if admission is not None:
+            inner = AdmissionGate(inner, controller=admission, metrics=metrics)
+        inner = RequestGate(inner, api_keys=config.api_keys, max_body_bytes=config.max_body_bytes)
+        inner = RefusedWhileDraining(inner, draining=draining)
+        return Observed(inner, metrics=metrics)
+
+    app.guard(guards)
     return app
