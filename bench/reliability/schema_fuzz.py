@@ -62,6 +62,7 @@ class OperationTally:
     contract_500: int = 0  # Weaviate's documented 500 {"error"}
     schema_violations: int = 0
     accepted_invalid: int = 0  # negative cases answered 2xx
+    valid_on_the_wire: int = 0  # negative multipart cases whose parts, sent, are valid
     no_answer: int = 0
     failures: dict[str, int] = field(default_factory=dict)  # check's title: n
     examples: list[str] = field(default_factory=list)
@@ -133,8 +134,12 @@ def fuzz_operation(operation: Any, mode: Any, examples: int, tally: OperationTal
             else:
                 tally.server_errors += 1
                 tally.note(f"{status}: {response.text[:200]} <- sent {_sent(case)}")
+        checks_here = chosen
+        if negative and _valid_on_the_wire(case):
+            tally.valid_on_the_wire += 1
+            checks_here = [c for c in chosen if c is not checks.negative_data_rejection]
         try:
-            case.validate_response(response, checks=chosen)
+            case.validate_response(response, checks=checks_here)
         except (FailureGroup, Failure) as raised:
             found = raised.exceptions if isinstance(raised, FailureGroup) else [raised]
             for failure in found:
@@ -152,6 +157,31 @@ def fuzz_operation(operation: Any, mode: Any, examples: int, tally: OperationTal
         one()
     except Unsatisfiable:  # nothing to vary (no parameters, no body): no invalid request
         tally.note(f"{mode.value}: no case can be generated")
+
+
+def _valid_on_the_wire(case: Any) -> bool:
+    """Whether a multipart case is invalid only in a JSON type its parts cannot carry:
+    every part is bytes, so files of numbers send what a text file would, and a server
+    cannot tell them apart. Its parts are checked as sent: scalars as their text, an empty
+    list as no part at all."""
+    if case.media_type != "multipart/form-data" or not isinstance(case.body, dict):
+        return False
+    schema = next(b for b in case.operation.body if b.media_type == case.media_type)
+    arrays = {
+        name for name, p in schema.definition["schema"].get("properties", {}).items()
+        if p.get("type") == "array"
+    }  # fmt: skip
+    sent: dict[str, Any] = {}
+    for name, value in case.body.items():
+        values = value if isinstance(value, list) else [value]
+        texts = [str(v) for v in values if v is not None]
+        if name in arrays and texts:
+            sent[name] = texts
+        elif len(texts) == 1:
+            sent[name] = texts[0]
+        elif texts:  # several parts for one field: not valid however sent
+            return False
+    return schema.is_valid(sent)
 
 
 def _sent(case: Any) -> str:
@@ -233,6 +263,7 @@ def main() -> None:
     fives = sum(t.server_errors for t in tallies.values())
     violations = sum(t.schema_violations for t in tallies.values())
     accepted = sum(t.accepted_invalid for t in tallies.values())
+    wire_valid = sum(t.valid_on_the_wire for t in tallies.values())
     silent = sum(t.no_answer for t in tallies.values())
     rows = [
         Row("schemathesis: cases", f"{total:,} over {len(tallies)} operations (fewest, where "
@@ -241,8 +272,9 @@ def main() -> None:
             f"{fives} + {internal}", "0", fives + internal == 0),
         Row("schemathesis: responses breaking the OpenAPI document", str(violations), "0",
             violations == 0),
-        Row("schemathesis: invalid requests accepted (schema and code disagree)", str(accepted),
-            "0", accepted == 0),
+        Row("schemathesis: invalid requests accepted (schema and code disagree)",
+            f"{accepted} (not counted: {wire_valid} multipart cases valid as sent)", "0",
+            accepted == 0),
         Row("schemathesis: requests with no answer", str(silent), "0", silent == 0),
     ]  # fmt: skip
     print()

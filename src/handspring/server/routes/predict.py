@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from handspring.server.errors import (
@@ -25,7 +25,7 @@ from handspring.server.errors import (
     validation_problem,
 )
 from handspring.server.inputs.body_fields import NO_INPUTS
-from handspring.server.inputs.tei_bodies import PredictRequest
+from handspring.server.inputs.tei_bodies import PredictRequest, TeiError
 from handspring.server.routes import immich
 from handspring.server.routes.tei import TEI_RESPONSES
 from handspring.server.routes.tei_scores import predict as tei_predict
@@ -44,6 +44,12 @@ _IMMICH_FORM = {
         "text": {"type": "string"},
     },
 }
+
+
+class ImmichError(BaseModel):
+    """FastAPI's HTTPException body, which is what Immich's service answers."""
+
+    detail: str
 
 
 def _inlined(schema: Any, defs: dict[str, Any]) -> Any:
@@ -76,6 +82,11 @@ router = APIRouter(tags=["TEI", "Immich ML"])
     openapi_extra={"requestBody": _request_body()},
     responses={
         **TEI_RESPONSES,
+        400: {
+            "description": "TEI (JSON body): no inputs, or an empty one. Immich (form): a "
+            "form that does not parse, or neither image nor text",
+            "model": TeiError | ImmichError,
+        },
         200: {
             "description": "TEI (JSON body): labels by decreasing score, a list per input "
             'of a batch. Immich (form): {"clip": "[...]"} and, for images, their size.'
