@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from handspring.errors import ImageError
+from handspring.runtime.malloc_tuning import hold_mmap_threshold
 
 ImageInput = str | os.PathLike[str] | bytes | Image.Image | np.ndarray
 
@@ -46,6 +47,8 @@ _SWAPS_SIDES = {Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270, Image.Tra
                 Image.Transpose.TRANSVERSE}  # fmt: skip
 _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1")
 DRAFT_KEY = "handspring.draft"
+
+hold_mmap_threshold()  # large decode buffers give their memory back (see the module)
 
 
 class Draft(NamedTuple):
