@@ -11,6 +11,7 @@ fill exactly that.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import socket
 import threading
@@ -37,6 +38,7 @@ from handspring.server.guards.admission import (
 )
 from handspring.server.guards.middleware import Observed, RequestGate
 from handspring.server.guards.shutdown import RefusedWhileDraining
+from handspring.server.metrics import Metrics
 from tests.server.images import png_b64
 from tests.server.metrics_text import metric_value
 from tests.support.gates import EngineGate, wait_until
@@ -238,6 +240,28 @@ def test_at_very_high_rates_the_window_is_the_samples_kept() -> None:
     controller = AdmissionController(budget_s=1.0, floor=1, window_s=10.0, clock=clock)
     _measured(controller, clock, MAX_SAMPLES + 1000, 1 / 1024)
     assert controller.rate() == 1024.0
+
+
+def test_refusals_are_logged_a_line_a_second(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    gate = AdmissionGate(
+        None,  # type: ignore[arg-type]  # only the log is exercised
+        controller=AdmissionController(budget_s=1.0, floor=1, clock=clock),
+        metrics=Metrics(),
+        clock=clock,
+    )
+    caplog.set_level(logging.WARNING, logger="handspring.server.access")
+    for n in range(250):  # 250 a second for 2 s: the first at once, then one a second
+        clock.now = n / 125
+        gate._log_shed(f"reason {n}")
+    clock.now = 2.0
+    gate._log_shed("reason 250")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "shed a request (429): reason 0",
+        "shed 125 requests (429) in the last 1.0 s; the last: reason 125",
+        "shed 125 requests (429) in the last 1.0 s; the last: reason 250",
+    ]
 
 
 def test_the_floor_is_a_batch() -> None:

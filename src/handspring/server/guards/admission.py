@@ -22,6 +22,7 @@ An admitted request is never refused later: shedding happens at the door only.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import deque
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from handspring.server.errors import contract_of, error_response
-from handspring.server.guards.middleware import PUBLIC_PATHS
+from handspring.server.guards.middleware import PUBLIC_PATHS, SHED_SCOPE_KEY
 from handspring.server.metrics import Metrics
 
 # The limit keeps the backlog's expected wait to this share of the budget. The estimate is
@@ -49,6 +50,11 @@ MAX_SAMPLES = 4096
 UNMEASURED_CAP = 64
 # A stalled server (no completion in the window) still gives clients a finite wait.
 MAX_RETRY_AFTER_S = 60
+# Refusals are logged as one line per this many seconds, not one each: at 10x overload a
+# line per 429 would be hundreds a second, all alike, and cost the server CPU it lacks.
+SHED_LOG_EVERY_S = 1.0
+
+log = logging.getLogger("handspring.server.access")
 
 
 def floor_for(max_batch: int) -> int:
@@ -173,6 +179,10 @@ class AdmissionController:
         retry = 1 if wait is None else max(1, math.ceil(min(wait, MAX_RETRY_AFTER_S)))
         return Decision(False, in_flight, wait, retry)
 
+    def wait_at(self, rate: float | None) -> float | None:
+        """`expected_wait_s` for a rate already measured."""
+        return self._wait(rate)
+
     def _wait(self, rate: float | None) -> float | None:
         if rate is None:
             return None
@@ -233,10 +243,20 @@ class AdmissionGate:
     """ASGI middleware: admits work requests through `controller`, answers the others 429
     (with `Retry-After`, in the called contract's shape) without reading their body."""
 
-    def __init__(self, app: ASGIApp, *, controller: AdmissionController, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        controller: AdmissionController,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.app = app
         self.controller = controller
         self.metrics = metrics
+        self._clock = clock
+        self._shed_since_log = 0
+        self._shed_logged_at = -math.inf
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not is_work(scope):
@@ -248,6 +268,8 @@ class AdmissionGate:
             path = scope["path"]
             self.metrics.shed.labels(contract_of(path).value).inc()
             message = refusal_message(decision, self.controller.budget_s)
+            self._log_shed(message)
+            scope[SHED_SCOPE_KEY] = True
             headers = {"Retry-After": str(decision.retry_after_s)}
             await error_response(path, 429, message, headers=headers)(scope, receive, send)
             return
@@ -257,9 +279,25 @@ class AdmissionGate:
             self.controller.release()
             self._observe()
 
+    def _log_shed(self, message: str) -> None:
+        """Counts a refusal; logs those since the last line, at most a line a second (the
+        first after a quiet second at once), with the latest refusal's reason."""
+        self._shed_since_log += 1
+        now = self._clock()
+        seconds = now - self._shed_logged_at
+        if seconds < SHED_LOG_EVERY_S:
+            return
+        count, self._shed_since_log, self._shed_logged_at = self._shed_since_log, 0, now
+        extra = {"status": 429, "shed": count}
+        if count == 1:
+            log.warning("shed a request (429): %s", message, extra=extra)
+        else:
+            log.warning("shed %d requests (429) in the last %.1f s; the last: %s", count,
+                        seconds, message, extra=extra)  # fmt: skip
+
     def _observe(self) -> None:
         controller = self.controller
         rate = controller.rate()
         self.metrics.admitted.set(controller.in_flight)
         self.metrics.completion_rate.set(rate or 0.0)
-        self.metrics.admission_wait.set(controller.expected_wait_s() or 0.0)
+        self.metrics.admission_wait.set(controller.wait_at(rate) or 0.0)
