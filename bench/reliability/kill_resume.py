@@ -7,9 +7,11 @@ int8 as `photos index` runs by default. For each store:
 
 1. an uninterrupted `photos index` into a new index, timed from spawn to exit;
 2. into another new index, `photos index` started again and again and SIGKILLed at
-   random moments (seeded; 0.5-5 s after each start), `--kills` times; after each
-   kill the store is opened and read: no path twice, and every photo a kill found
-   committed is still there, with the same id, after every later kill;
+   random moments (seeded; 0.5-5 s after each start) until `--kills` kills have landed
+   in a run; after each run the store is opened and read: no path twice, and every
+   photo a kill found committed is still there, with the same id, after every later
+   kill. A run that ends before its kill and leaves the index whole starts a new index,
+   so that every kill lands while there is work to lose;
 3. one last uninterrupted run, which must complete the index.
 
 It prints one table: kills, photos indexed after the kills, lost, duplicated,
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +120,7 @@ class Outcome:
     store: str
     kills: int = 0
     finished_before_kill: int = 0  # runs that ended before their kill came
+    indexes: int = 1  # fresh indexes the kills were spread over
     saved_nothing: int = 0  # killed runs that added no photo
     after_kills: int = 0
     lost: set[str] = field(default_factory=set)  # committed once, gone or changed id later
@@ -130,40 +134,56 @@ class Outcome:
 
 def kill_again_and_again(
     outcome: Outcome,
-    command: list[str],
-    env: dict[str, str],
-    url: str,
+    target: Callable[[int], str],
     library: Path,
+    photos: int,
+    run: Callable[[str, float], bool],
     kills: int,
     rng: random.Random,
-    log: Path,
-) -> dict[str, int]:
+) -> tuple[str, dict[str, int]]:
+    """Kill runs into `target(n)` until `kills` kills have landed (at most 3x as many
+    tries); the last index's URL and what it holds."""
     committed: dict[str, int] = {}
-    for n in range(kills):
+    url = target(0)
+    for _ in range(3 * kills):
+        if outcome.kills >= kills:
+            break
         delay = rng.uniform(0.5, 5.0)
-        start = time.perf_counter()
-        with log.open("a") as err:
-            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
-            try:
-                process.wait(timeout=delay)
-                outcome.finished_before_kill += 1
-            except subprocess.TimeoutExpired:
-                process.send_signal(signal.SIGKILL)
-                process.wait()
-                outcome.kills += 1
-        outcome.killed_s += time.perf_counter() - start
+        killed = run(url, delay)
         now, repeated = indexed(url, library)
         outcome.duplicated += repeated
         outcome.integrity.add(integrity(url))
         outcome.lost |= {p for p, i in committed.items() if now.get(p) != i}
-        outcome.saved_nothing += len(now) <= len(committed)
+        outcome.saved_nothing += killed and len(now) <= len(committed)
         committed = now
-        print(
-            f"  {outcome.store}: kill {n + 1}/{kills} after {delay:.1f} s: {len(now)} indexed",
-            file=sys.stderr,
-        )
+        print(f"  {outcome.store}: kill {outcome.kills}/{kills} after {delay:.1f} s "
+              f"({'killed' if killed else 'ended first'}): {len(now)} indexed",
+              file=sys.stderr)  # fmt: skip
+        if not killed and len(now) == photos and outcome.kills < kills:
+            url, committed = target(outcome.indexes), {}
+            outcome.indexes += 1
     outcome.after_kills = len(committed)
-    return committed
+    return url, committed
+
+
+def killed_run(
+    outcome: Outcome, command: list[str], env: dict[str, str], log: Path, delay: float
+) -> bool:
+    """One run, SIGKILLed `delay` seconds after its start unless it ended first."""
+    start = time.perf_counter()
+    with log.open("a") as err:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            process.wait(timeout=delay)
+            outcome.finished_before_kill += 1
+            killed = False
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            outcome.kills += 1
+            killed = True
+    outcome.killed_s += time.perf_counter() - start
+    return killed
 
 
 def bench_store(
@@ -185,11 +205,20 @@ def bench_store(
     outcome.uninterrupted_s = run_to_the_end(
         index_command(library, url(f"{store}-whole"), checkpoint), env, log
     )
-    target = url(f"{store}-killed")
-    command = index_command(library, target, checkpoint)
-    committed = kill_again_and_again(
-        outcome, command, env, target, library, kills, random.Random(seed), log
+
+    def run(target: str, delay: float) -> bool:
+        return killed_run(outcome, index_command(library, target, checkpoint), env, log, delay)
+
+    target, committed = kill_again_and_again(
+        outcome,
+        lambda n: url(f"{store}-killed-{n}"),
+        library,
+        len(expected),
+        run,
+        kills,
+        random.Random(seed),
     )
+    command = index_command(library, target, checkpoint)
     print(f"{store}: last run ...", file=sys.stderr)
     outcome.last_run_s = run_to_the_end(command, env, log)
     final, repeated = indexed(target, library)
@@ -210,7 +239,7 @@ def table(outcomes: list[Outcome], photos: int) -> str:
     for o in outcomes:
         total = o.killed_s + o.last_run_s
         ratio = total / o.uninterrupted_s if o.uninterrupted_s else float("nan")
-        kills = f"{o.kills}" + (
+        kills = f"{o.kills} in {o.indexes} new indexes" + (
             f" ({o.finished_before_kill} runs ended first)" if o.finished_before_kill else ""
         )
         lines.append(
