@@ -159,29 +159,54 @@ def fuzz_operation(operation: Any, mode: Any, examples: int, tally: OperationTal
         tally.note(f"{mode.value}: no case can be generated")
 
 
+# The texts a form field of these types is read from (pydantic's, as FastAPI reads forms).
+_FORM_BOOLEANS = {"0": False, "off": False, "f": False, "false": False, "n": False, "no": False,
+                  "1": True, "on": True, "t": True, "true": True, "y": True, "yes": True}  # fmt: skip
+
+
 def _valid_on_the_wire(case: Any) -> bool:
-    """Whether a multipart case is invalid only in a JSON type its parts cannot carry:
-    every part is bytes, so files of numbers send what a text file would, and a server
-    cannot tell them apart. Its parts are checked as sent: scalars as their text, an empty
-    list as no part at all."""
+    """Whether a multipart case is invalid only in what its parts cannot carry: every part
+    is text or bytes, so files of numbers send what a text file would, `0` for a boolean
+    is the text a form sends for false, and parts the form does not name are ignored. Its
+    parts are checked as sent: scalars as their text (read as the field's type), an empty
+    text as a field not given (as FastAPI reads it), a list's null as an empty part, and
+    an empty list as no part at all."""
     if case.media_type != "multipart/form-data" or not isinstance(case.body, dict):
         return False
     schema = next(b for b in case.operation.body if b.media_type == case.media_type)
-    arrays = {
-        name for name, p in schema.definition["schema"].get("properties", {}).items()
-        if p.get("type") == "array"
-    }  # fmt: skip
+    definition = schema.definition["schema"]
+    fields = definition.get("properties", {})
     sent: dict[str, Any] = {}
     for name, value in case.body.items():
-        values = value if isinstance(value, list) else [value]
-        texts = [str(v) for v in values if v is not None]
-        if name in arrays and texts:
-            sent[name] = texts
+        if isinstance(value, list):
+            texts = ["" if v is None else str(v) for v in value]
+        else:
+            texts = [] if value is None or value == "" else [str(value)]
+        if name not in fields:
+            if definition.get("additionalProperties") is False and texts:
+                return False
+            continue
+        if fields[name].get("type") == "array":
+            if texts:
+                sent[name] = texts
         elif len(texts) == 1:
-            sent[name] = texts[0]
+            sent[name] = _form_value(texts[0], fields[name])
         elif texts:  # several parts for one field: not valid however sent
             return False
     return schema.is_valid(sent)
+
+
+def _form_value(text: str, field: dict[str, Any]) -> Any:
+    """A form field's text as FastAPI reads it into the field's type (else the text)."""
+    kind = field.get("type")
+    if kind == "boolean":
+        return _FORM_BOOLEANS.get(text.strip().lower(), text)
+    if kind in ("integer", "number"):
+        try:
+            return int(text) if kind == "integer" else float(text)
+        except ValueError:
+            return text
+    return text
 
 
 def _sent(case: Any) -> str:
