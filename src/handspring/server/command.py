@@ -158,7 +158,7 @@ def _key_file(ctx: click.Context, param: click.Parameter, path: str | None) -> t
     type=click.FloatRange(min=0),
     default=1000.0,
     help="Latency budget: while the requests already admitted are expected to take over "
-    "half of it (from the measured completion rate), new ones get 429 with Retry-After at "
+    "70% of it (from the measured completion rate), new ones get 429 with Retry-After at "
     "once, before their body is read. 0: off (only --max-queue limits).",
 )
 @_option(

@@ -76,7 +76,7 @@ class ServerConfig:
     max_wait_ms: float = 2.0
     max_queue: int = 1024  # items waiting per model and modality; beyond it, 429
     # Latency budget: work requests are refused (429, body unread) while the admitted
-    # backlog is expected to take over half of it. 0: off. See handspring.server.guards.admission.
+    # backlog is expected to take over 70% of it. 0: off. See handspring.server.guards.admission.
     max_queue_ms: float = 1000.0
     # Limits.
     max_body_bytes: int = 20 * 1024 * 1024
