@@ -7,7 +7,6 @@ connection (an indexer running beside a server) has committed changes.
 
 from __future__ import annotations
 
-import datetime
 import json
 import sqlite3
 import threading
@@ -20,13 +19,8 @@ import numpy as np
 
 from handspring.photos.search.loaded_index import LoadedIndex
 from handspring.photos.stores.browsing import (
-    BrowseKey,
-    BrowsePage,
     IndexStats,
     LastRun,
-    Timeline,
-    key_after,
-    months_newest_first,
 )
 from handspring.photos.stores.records import (
     Hit,
@@ -36,12 +30,18 @@ from handspring.photos.stores.records import (
     PhotoRecord,
     SearchFilter,
     could_be_photo_id,
-    date_bounds,
     day_index,
     timestamp,
 )
+from handspring.photos.stores.sqlite_browse import SqliteBrowsing
+from handspring.photos.stores.sqlite_rows import (
+    PHOTO_COLUMNS,
+    conditions,
+    photo_from_row,
+    prefix_range,
+    text_from_store,
+)
 from handspring.photos.stores.sqlite_schema import (
-    BROWSE_INDEXES,
     LATEST,
     READABLE_FROM,
     migrate,
@@ -50,13 +50,11 @@ from handspring.photos.stores.sqlite_schema import (
 from handspring.photos.stores.store import StoreError
 from handspring.photos.stores.stored_paths import decode_stored, encode_stored
 
-_PHOTO_COLUMNS = "id, path, size, mtime_ns, sha256, width, height, taken_at, lat, lon, exif, error"
 _LOAD_CHUNK = 20_000  # rows per fetch while loading vectors for the scan
 _IN_CHUNK = 900  # ids per "IN (...)": under SQLite's oldest variable limit
-_SEARCHABLE = "vector IS NOT NULL"  # word for word as in the partial indexes' WHERE
 
 
-class SqliteStore:
+class SqliteStore(SqliteBrowsing):
     """A PhotoStore and WritableStore on one SQLite file. Thread-safe: one
     connection behind a lock (a web server calls it from a thread pool)."""
 
@@ -138,16 +136,16 @@ class SqliteStore:
             return None
         with self._lock:
             row = self._db.execute(
-                f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE id = ?", (int(photo_id),)
+                f"SELECT {PHOTO_COLUMNS} FROM photos WHERE id = ?", (int(photo_id),)
             ).fetchone()
-        return _photo(row) if row else None
+        return photo_from_row(row) if row else None
 
     def get_by_path(self, path: str) -> Photo | None:
         with self._lock:
             row = self._db.execute(
-                f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE path = ?", (encode_stored(path),)
+                f"SELECT {PHOTO_COLUMNS} FROM photos WHERE path = ?", (encode_stored(path),)
             ).fetchone()
-        return _photo(row) if row else None
+        return photo_from_row(row) if row else None
 
     def vector(self, photo_id: int) -> np.ndarray | None:
         if not could_be_photo_id(photo_id):
@@ -161,7 +159,7 @@ class SqliteStore:
     def count(self, flt: SearchFilter | None = None) -> int:
         """Photos that search can return (indexed with a vector), of those `flt` lets
         through if given (its min_score aside)."""
-        where, params = _conditions(flt or SearchFilter())
+        where, params = conditions(flt or SearchFilter())
         with self._lock:
             return int(
                 self._db.execute(f"SELECT count(*) FROM photos WHERE {where}", params).fetchone()[0]
@@ -170,9 +168,9 @@ class SqliteStore:
     def errors(self) -> list[Photo]:
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE error IS NOT NULL ORDER BY path"
+                f"SELECT {PHOTO_COLUMNS} FROM photos WHERE error IS NOT NULL ORDER BY path"
             ).fetchall()
-        return [_photo(row) for row in rows]
+        return [photo_from_row(row) for row in rows]
 
     def model(self) -> ModelInfo | None:
         meta = self._meta()
@@ -186,7 +184,7 @@ class SqliteStore:
 
     def files_under(self, roots: Sequence[str]) -> Iterator[IndexedFile]:
         for root in roots:
-            low, high = _prefix_range(root)
+            low, high = prefix_range(root)
             with self._lock:
                 rows = self._db.execute(
                     "SELECT id, path, size, mtime_ns, sha256, vector IS NOT NULL, error"
@@ -194,7 +192,7 @@ class SqliteStore:
                     (low, high),
                 ).fetchall()
             for row in rows:
-                path, error = decode_stored(row[1]), _text_from_store(row[6])
+                path, error = decode_stored(row[1]), text_from_store(row[6])
                 yield IndexedFile(row[0], path, row[2], row[3], row[4], bool(row[5]), error)
 
     def vector_for_sha256(self, sha256: str) -> np.ndarray | None:
@@ -204,119 +202,6 @@ class SqliteStore:
                 (sha256,),
             ).fetchone()
         return None if row is None else _vector(row[0])
-
-    # ------------------------------------------------------------ browsing
-
-    def browse(self, flt: SearchFilter, after: BrowseKey | None, limit: int) -> BrowsePage:
-        """The `limit` photos after `after` in the library's order (see browsing.py) that
-        `flt` lets through (its min_score aside). Date filters leave undated photos out."""
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
-        rows: list[tuple[Photo, int]] = []
-        if after is None or not after.undated:
-            rows += self._dated_page(flt, after, limit + 1)
-        if len(rows) <= limit and not flt.needs_taken_at:
-            start = after if after is not None and after.undated else None
-            rows += self._undated_page(flt, start, limit + 1 - len(rows))
-        photos = [photo for photo, _ in rows[:limit]]
-        more = len(rows) > limit
-        return BrowsePage(photos, key_after(*rows[limit - 1]) if more else None)
-
-    def _dated_page(
-        self, flt: SearchFilter, after: BrowseKey | None, limit: int
-    ) -> list[tuple[Photo, int]]:
-        where, params = _conditions(flt)
-        where += " AND taken_ts IS NOT NULL"
-        if after is not None and after.photo_id is not None:
-            where += " AND (taken_ts, id) < (?, ?)"
-            params += [after.taken_ts, after.photo_id]
-        elif after is not None:
-            where += " AND taken_ts < ?"
-            params.append(after.taken_ts)
-        hint = ""
-        # In a folder, walk the time index unless the folder is small enough to sort whole:
-        # either way a page reads about sqrt(limit * photos) rows, never the whole library.
-        if (
-            self._version >= BROWSE_INDEXES
-            and flt.folder
-            and not flt.on_this_day
-            and self._folder_rows(flt.folder) ** 2 > limit * self._all_rows()
-        ):
-            hint = "INDEXED BY photos_dated"
-        return self._page_rows(
-            f"SELECT {_PHOTO_COLUMNS}, mtime_ns FROM photos {hint} WHERE {where}"
-            " ORDER BY taken_ts DESC, id DESC LIMIT ?",
-            [*params, limit],
-        )
-
-    def _undated_page(
-        self, flt: SearchFilter, after: BrowseKey | None, limit: int
-    ) -> list[tuple[Photo, int]]:
-        where, params = _conditions(flt)
-        where += " AND taken_ts IS NULL"
-        if after is not None and after.mtime_ns is not None:
-            if after.photo_id is not None:
-                where += " AND (mtime_ns, id) < (?, ?)"
-                params += [after.mtime_ns, after.photo_id]
-            else:
-                where += " AND mtime_ns < ?"
-                params.append(after.mtime_ns)
-        hint = "INDEXED BY photos_undated" if self._version >= BROWSE_INDEXES else ""
-        return self._page_rows(
-            f"SELECT {_PHOTO_COLUMNS}, mtime_ns FROM photos {hint} WHERE {where}"
-            " ORDER BY mtime_ns DESC, id DESC LIMIT ?",
-            [*params, limit],
-        )
-
-    def _page_rows(self, sql: str, params: list[object]) -> list[tuple[Photo, int]]:
-        with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
-        return [(_photo(row[:-1]), int(row[-1])) for row in rows]
-
-    def _folder_rows(self, folder: str) -> int:
-        generation = self._meta().get("generation", "0")
-        key = (generation, folder)
-        if key not in self._folder_sizes:
-            low, high = _prefix_range(folder)
-            with self._lock:
-                (rows,) = self._db.execute(
-                    "SELECT count(*) FROM photos WHERE path >= ? AND path < ?", (low, high)
-                ).fetchone()
-            self._folder_sizes = {k: v for k, v in self._folder_sizes.items() if k[0] == generation}
-            self._folder_sizes[key] = int(rows)
-        return self._folder_sizes[key]
-
-    def _all_rows(self) -> int:
-        with self._lock:
-            # max(id) stands in for the row count: no scan, and near enough for a plan.
-            return int(self._db.execute("SELECT coalesce(max(id), 0) FROM photos").fetchone()[0])
-
-    def timeline(self, flt: SearchFilter) -> Timeline:
-        """Photos `flt` lets through by month, and the undated ones (see Timeline)."""
-        where, params = _conditions(flt)
-        undated_where, undated_params = _conditions(SearchFilter(folder=flt.folder))
-        with self._lock:
-            months = self._db.execute(
-                "SELECT strftime('%Y-%m', taken_ts, 'unixepoch') AS month, count(*) FROM photos"
-                f" WHERE {where} AND taken_ts IS NOT NULL GROUP BY month",
-                params,
-            ).fetchall()
-            (undated,) = self._db.execute(
-                f"SELECT count(*) FROM photos WHERE {undated_where} AND taken_ts IS NULL",
-                undated_params,
-            ).fetchone()
-        counts = {str(month): int(count) for month, count in months if month}
-        return Timeline(months_newest_first(counts), int(undated), not flt.needs_taken_at)
-
-    def folders(self) -> dict[str, int]:
-        """Each folder that holds searchable photos -> how many it holds itself."""
-        counts: dict[str, int] = {}
-        with self._lock:
-            cursor = self._db.execute(f"SELECT path FROM photos WHERE {_SEARCHABLE}")
-            for (path,) in cursor:
-                folder = path.rpartition("/")[0] or "/"
-                counts[folder] = counts.get(folder, 0) + 1
-        return {decode_stored(folder): count for folder, count in counts.items()}
 
     def stats(self) -> IndexStats:
         with self._lock:
@@ -341,7 +226,7 @@ class SqliteStore:
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, float32 unit vectors [n, dim]) of the searchable photos `flt` lets
         through, in ascending id order, a few thousand at a time."""
-        where, params = _conditions(flt or SearchFilter())
+        where, params = conditions(flt or SearchFilter())
         last = 0
         while True:
             with self._lock:
@@ -429,9 +314,9 @@ class SqliteStore:
             for chunk in _chunks(photo_ids):
                 marks = ",".join("?" * len(chunk))
                 for row in self._db.execute(
-                    f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE id IN ({marks})", chunk
+                    f"SELECT {PHOTO_COLUMNS} FROM photos WHERE id IN ({marks})", chunk
                 ):
-                    out[row[0]] = _photo(row)
+                    out[row[0]] = photo_from_row(row)
         return out
 
     # ------------------------------------------------------------ writing
@@ -534,32 +419,6 @@ def _record_columns(record: PhotoRecord) -> tuple[object, ...]:
     )
 
 
-def _conditions(flt: SearchFilter) -> tuple[str, list[object]]:
-    """SQL for the searchable photos `flt` lets through (min_score aside), and its values."""
-    where, params = [_SEARCHABLE], []
-    start, end = date_bounds(flt)
-    if start is not None:
-        where.append("taken_ts >= ?")
-        params.append(start)
-    if end is not None:
-        where.append("taken_ts < ?")
-        params.append(end)
-    if flt.on_this_day is not None:
-        where.append("month_day = ?")
-        params.append(day_index(flt.on_this_day))
-    if flt.folder is not None and flt.folder.rstrip("/"):
-        where.append("path >= ? AND path < ?")
-        params += list(_prefix_range(flt.folder))
-    return " AND ".join(where), params
-
-
-def _prefix_range(folder: str) -> tuple[str, str]:
-    """[low, high) of the stored paths under a folder: '/a/' <= path < '/a0' ('0' follows
-    '/'). A stored form keeps every "/" where it was, so this holds for them too."""
-    prefix = encode_stored(folder).rstrip("/") + "/"
-    return prefix, prefix[:-1] + "0"
-
-
 def _chunks(items: list[int]) -> Iterator[list[int]]:
     for start in range(0, len(items), _IN_CHUNK):
         yield items[start : start + _IN_CHUNK]
@@ -578,24 +437,3 @@ def _blob(vector: np.ndarray) -> bytes:
 
 def _vector(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f4").astype(np.float32)
-
-
-def _photo(row: Sequence) -> Photo:
-    photo_id, path, size, mtime_ns, sha256, width, height, taken_at, lat, lon, exif, error = row
-    return Photo(
-        id=int(photo_id),
-        path=decode_stored(path),
-        size=int(size),
-        mtime=mtime_ns / 1e9,
-        sha256=sha256,
-        width=width,
-        height=height,
-        taken_at=datetime.datetime.fromisoformat(taken_at) if taken_at else None,
-        gps=(lat, lon) if lat is not None and lon is not None else None,
-        exif=json.loads(exif) if exif else {},
-        error=_text_from_store(error),
-    )
-
-
-def _text_from_store(stored: str | None) -> str | None:
-    return None if stored is None else decode_stored(stored)
