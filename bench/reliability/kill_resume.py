@@ -239,7 +239,8 @@ def table(outcomes: list[Outcome], photos: int) -> str:
     for o in outcomes:
         total = o.killed_s + o.last_run_s
         ratio = total / o.uninterrupted_s if o.uninterrupted_s else float("nan")
-        kills = f"{o.kills} in {o.indexes} new indexes" + (
+        indexes = "1 index" if o.indexes == 1 else f"{o.indexes} indexes"
+        kills = f"{o.kills} in {indexes}" + (
             f" ({o.finished_before_kill} runs ended first)" if o.finished_before_kill else ""
         )
         lines.append(
