@@ -22,7 +22,7 @@ import { REPO, scratch, skipReason, startServer } from '../test-support/python.j
 import { photoJpeg } from '../test-support/images.js';
 
 const KEY = 'node-test-key';
-const TEXTS = ['a photo of a cat', 'ein Hund', 'naïve café ☕', ''];
+const TEXTS = ['a photo of a cat', 'ein Hund', 'naïve café ☕', '🌅 at dusk'];
 const MODEL = 'clip';
 const DIM = 40;
 const MAX_ITEMS = 8; // fixtures.py serves with --max-items 8
@@ -184,7 +184,7 @@ describe('client against a live handspring serve', { skip: skipReason() ?? false
     }
   });
 
-  test('bad input: unknown model, undecodable image, too many items, bad dimensions', async () => {
+  test('bad input: unknown model, empty text, undecodable image, too many items, bad dimensions', async () => {
     await assert.rejects(http.embedTexts(['x'], { model: 'nope' }), (e) => {
       assert.ok(e instanceof NotFoundError);
       assert.equal(e.status, 404);
@@ -196,6 +196,13 @@ describe('client against a live handspring serve', { skip: skipReason() ?? false
       grpc.embedTexts(['x'], { model: 'nope' }),
       (e) => e instanceof NotFoundError && e.code === 'NOT_FOUND',
     );
+
+    await assert.rejects(http.embedTexts(['a cat', ''], { model: MODEL }), (e) => {
+      assert.ok(e instanceof InvalidRequestError);
+      assert.equal(e.status, 400);
+      assert.match(e.message, /input\[1\]: the input is empty/);
+      return true;
+    });
 
     const junk = Buffer.from('not an image');
     await assert.rejects(http.embedImages([junk], { model: MODEL }), (e) => {
