@@ -35,7 +35,7 @@ from tests.photos.test_kill_resume import _sqlite_rows
 from tests.support.photo_library import age, build_library, touch_later, write_photo
 
 ROOT = Path(__file__).resolve().parents[2]
-DEADLINE_S = 900  # only a hung run gets near this: under two CPU hogs, Ray took 5 min to reach mid-run
+DEADLINE_S = 900  # only a hung run gets near this: Ray under 2 CPU hogs took 5 min
 BATCH = 4
 COMMIT_EVERY = 5
 KILLED_AFTER = 24  # photos the driver writes before it is held and killed
