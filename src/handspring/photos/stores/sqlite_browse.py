@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 
 from handspring.photos.stores.browsing import (
     BrowseKey,
@@ -32,9 +33,7 @@ class SqliteBrowsing:
     _lock: threading.RLock
     _version: int
     _folder_sizes: dict[tuple[str, str], int]
-
-    def _meta(self) -> dict[str, str]:
-        raise NotImplementedError
+    _meta: Callable[[], dict[str, str]]  # the store's meta table
 
     def browse(self, flt: SearchFilter, after: BrowseKey | None, limit: int) -> BrowsePage:
         """The `limit` photos after `after` in the library's order (see browsing.py) that

@@ -154,7 +154,7 @@ class AdmissionController:
 
     def expected_wait_s(self) -> float | None:
         """How long the requests in flight are expected to take to be answered."""
-        return self._wait(self.rate())
+        return self.wait_at(self.rate())
 
     def limit(self) -> int:
         """Requests in flight beyond which new ones are refused."""
@@ -170,7 +170,7 @@ class AdmissionController:
         """Admit one request (the caller must `release` it once answered), or refuse it."""
         rate = self.rate()
         in_flight = self._in_flight
-        wait = self._wait(rate)
+        wait = self.wait_at(rate)
         if in_flight < self._limit(rate):
             if in_flight == 0:
                 self._busy_since = self._clock()
@@ -184,9 +184,6 @@ class AdmissionController:
 
     def wait_at(self, rate: float | None) -> float | None:
         """`expected_wait_s` for a rate already measured."""
-        return self._wait(rate)
-
-    def _wait(self, rate: float | None) -> float | None:
         if rate is None:
             return None
         if rate == 0:
