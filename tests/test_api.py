@@ -7,6 +7,7 @@ alone vs in a batch, a picture given one way vs another) or by hand.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import shutil
@@ -28,7 +29,7 @@ from handspring.errors import HandspringError, ImageError
 from handspring.preprocess.decode import ImageInput
 from handspring.runtime.graph_cache import cache_root
 from handspring.towers.base import Tower
-from tests.support.checkpoints import TINY
+from tests.support.checkpoints import TINY, write_hf_clip
 from tests.support.images import ORIENTATION_TAG, jpeg, photo_array, png_photo
 from tests.support.samples import TEXTS
 
@@ -539,11 +540,24 @@ def test_other_layouts_load_through_the_same_api(
     assert probs.shape == (1, 2)
 
 
+@pytest.fixture(scope="module")
+def many_patches(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CLIP whose images are 145 token rows each (12 x 12 patches and the class
+    token): at int8 its image tower runs them one at a time, quantized per item."""
+    vision = dataclasses.replace(TINY.vision, image_size=96)
+    cfg = dataclasses.replace(TINY, vision=vision)
+    return write_hf_clip(tmp_path_factory.mktemp("many_patches"), cfg, seed=3)
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny_hf", "many_patches"])
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_vectors_do_not_depend_on_the_rest_of_the_batch(tiny_hf: Path, precision: str) -> None:
-    """Bit for bit: int8 activations are quantized per row, so no other image
-    or text in a batch (or its padding) can change a row's result."""
-    model = handspring.load(tiny_hf, precision=precision)
+def test_vectors_do_not_depend_on_the_rest_of_the_batch(
+    request: pytest.FixtureRequest, checkpoint: str, precision: str
+) -> None:
+    """Bit for bit: int8 activations are quantized per row, or per item where items run
+    one at a time, so no other image or text in a batch (or its padding) can change a
+    row's result."""
+    model = handspring.load(request.getfixturevalue(checkpoint), precision=precision)
     arrays = [photo_array(40 + 7 * i, 50 + 3 * i, seed=i) for i in range(6)]
     together = model.embed_images(arrays, batch_size=6).embeddings
     for i, array in enumerate(arrays):
@@ -552,6 +566,34 @@ def test_vectors_do_not_depend_on_the_rest_of_the_batch(tiny_hf: Path, precision
     batch = model.embed_texts(texts, batch_size=4)
     for i, text in enumerate(texts):
         np.testing.assert_array_equal(model.embed_texts([text])[0], batch[i])
+
+
+def test_images_of_many_rows_run_alone_with_one_int8_scale_each(
+    many_patches: Path, tiny_hf: Path
+) -> None:
+    """An image tower of 128 rows or more per item runs items one per session run, its
+    int8 activations quantized per tensor (ONNX Runtime folds that scale into the GEMM);
+    a tower of fewer rows batches them with one scale per row."""
+    import onnx
+
+    def ops(tower: Tower) -> set[str]:
+        graph = onnx.load(str(tower.graph_path), load_external_data=False).graph
+        return {node.op_type for node in graph.node}
+
+    model = handspring.load(many_patches, precision="int8")
+    fp32 = handspring.load(many_patches, precision="fp32")
+    image, text = model.towers["image"], model.towers["text"]
+    assert image.run_rows == 1
+    assert "DynamicQuantizeLinear" in ops(image) and "ReduceMax" not in ops(image)
+    assert "ReduceMax" in ops(text) and "DynamicQuantizeLinear" not in ops(text)
+    few_rows = handspring.load(tiny_hf, precision="int8").towers["image"]  # 17 rows per image
+    assert few_rows.run_rows > 1 and "ReduceMax" in ops(few_rows)
+    arrays = [photo_array(90 + 9 * i, 120, seed=i) for i in range(4)]
+    got = model.embed_images(arrays).embeddings
+    want = fp32.embed_images(arrays).embeddings
+    cosines = (got * want).sum(axis=1)
+    print(f"int8 per item vs fp32, tiny 145-row CLIP: min cosine {cosines.min():.5f}")
+    assert cosines.min() >= 0.99
 
 
 def test_prepare_then_run_equals_embed_images(model: Model, pics: list[Path]) -> None:

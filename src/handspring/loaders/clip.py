@@ -26,7 +26,7 @@ from handspring.preprocess.siglip_text_exports import immich_tokenizer
 from handspring.preprocess.text import ClipTokenizer
 from handspring.registry import resolve_alias
 from handspring.runtime.session import TowerSession, built_session, exported_session
-from handspring.towers.base import Tower
+from handspring.towers.base import Tower, item_precision
 from handspring.towers.image import ImageTower
 from handspring.towers.siglip_text import SiglipTextTower
 from handspring.towers.text import ClipTextTower
@@ -112,6 +112,8 @@ def _compiled(checkpoint: ClipCheckpoint, modality: Modality, options: LoadOptio
         return exported_session(checkpoint.onnx_files[modality], options.threads, options.spinning)
     assert checkpoint.config is not None and checkpoint.tensors is not None
     config, tensors, precision = checkpoint.config, checkpoint.tensors, options.precision
+    if modality == "image":
+        precision = item_precision(precision, _image_tokens(checkpoint))
     graph_options = {
         "family": "clip",
         "tower": modality,
