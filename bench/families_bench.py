@@ -4,9 +4,11 @@ tower, with the ratios, and a correctness check on the bench inputs (fp32 agains
 int8 against fp32) in the same table.
 
 Families (full size, random weights, seeded; each checkpoint written once under --cache):
-CLIP ViT-B/32 (transformers CLIPModel's layout), SigLIP base/16-224 and SigLIP 2 base/16-224
-at fixed resolution (256k Gemma vocabulary), both transformers SiglipModel folders. A family
-is one `FamilySpec` entry in FAMILIES (see its docstring to add one).
+CLIP ViT-B/32, B/16 and L/14 with OpenAI's quick_gelu or LAION's (OpenCLIP) gelu
+(transformers CLIPModel's layout: the graphs are the same for every CLIP layout), SigLIP
+base/16-224 and SigLIP 2 base/16-224 at fixed resolution (256k Gemma vocabulary), both
+transformers SiglipModel folders, SigLIP 2 NaFlex and M-CLIP. A family is one `FamilySpec`
+entry in FAMILIES (see its docstring to add one).
 
 Both engines start from the same inputs, as a user would call them: images are JPEG bytes of
 varied sizes (photo-like, 512 to 1600 pixels wide), and decoding is included on both sides
@@ -18,7 +20,7 @@ sides hold one tower, as a tower-per-process server does. Every family, tower an
 runs in its own fresh process, so peak RSS (VmHWM, load included) is its own; Handspring's
 graphs are built in an earlier process and read from the graph cache.
 
-    python bench/families_bench.py                       # all families, ~15 min on 2 cores
+    python bench/families_bench.py                       # all families, ~35 min on 2 cores
     python bench/families_bench.py --families siglip     # comma-separated; see --help
     python bench/families_bench.py --quick               # smoke run: CLIP, tiny repetitions
 
@@ -41,7 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -268,6 +270,27 @@ def write_clip_b32(folder: Path, seed: int) -> None:
     write_hf_clip(folder, VIT_B32, seed=seed)
 
 
+def clip_writer(patch: int, large: bool, act: str) -> Callable[[Path, int], None]:
+    """A writer of CLIP at full size: ViT-B or ViT-L towers with `patch`-pixel patches at
+    224, and `act` in both towers: OpenAI's quick_gelu, or LAION's (OpenCLIP) gelu."""
+
+    def write(folder: Path, seed: int) -> None:
+        from handspring.models.clip import ClipConfig, TextConfig, VisionConfig
+        from tests.support.checkpoints import write_hf_clip
+
+        vision = VisionConfig(patch_size=patch, hidden_act=act)
+        text = TextConfig(hidden_act=act)
+        if large:
+            vision = replace(
+                vision, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                num_attention_heads=16,
+            )  # fmt: skip
+            text = replace(text, hidden_size=768, intermediate_size=3072, num_attention_heads=12)
+        write_hf_clip(folder, ClipConfig(vision, text, projection_dim=768 if large else 512), seed)
+
+    return write
+
+
 def write_siglip_base(folder: Path, seed: int) -> None:
     from tests.support.siglip_checkpoints import BASE_TEXT, BASE_VISION, write_siglip
 
@@ -362,6 +385,41 @@ FAMILIES: list[FamilySpec] = [
         name="clip",
         title="CLIP ViT-B/32",
         write=write_clip_b32,
+        reference=clip_reference,
+        towers={"image": PHOTOS, "text": PROMPTS},
+    ),
+    FamilySpec(
+        name="clip-b16",
+        title="CLIP ViT-B/16",
+        write=clip_writer(16, large=False, act="quick_gelu"),
+        reference=clip_reference,
+        towers={"image": PHOTOS, "text": PROMPTS},
+    ),
+    FamilySpec(
+        name="clip-l14",
+        title="CLIP ViT-L/14",
+        write=clip_writer(14, large=True, act="quick_gelu"),
+        reference=clip_reference,
+        towers={"image": PHOTOS, "text": PROMPTS},
+    ),
+    FamilySpec(
+        name="laion-b32",
+        title="LAION CLIP ViT-B/32 (GELU)",
+        write=clip_writer(32, large=False, act="gelu"),
+        reference=clip_reference,
+        towers={"image": PHOTOS, "text": PROMPTS},
+    ),
+    FamilySpec(
+        name="laion-b16",
+        title="LAION CLIP ViT-B/16 (GELU)",
+        write=clip_writer(16, large=False, act="gelu"),
+        reference=clip_reference,
+        towers={"image": PHOTOS, "text": PROMPTS},
+    ),
+    FamilySpec(
+        name="laion-l14",
+        title="LAION CLIP ViT-L/14 (GELU)",
+        write=clip_writer(14, large=True, act="gelu"),
         reference=clip_reference,
         towers={"image": PHOTOS, "text": PROMPTS},
     ),

@@ -93,7 +93,11 @@ def _quantized_rows(g: Graph, x: str) -> tuple[str, str]:
     with the node count, and this runs once per distinct Linear input."""
     key = ("rows", x)
     if key not in g.shared:
-        absmax = g.op("ReduceMax", g.op("Abs", x), axes=[1], keepdims=0)  # [N]
+        # max(max, -min) rather than max(Abs): two reads of x instead of writing |x| and
+        # reading it back (the same value, bit for bit).
+        top = g.op("ReduceMax", x, axes=[1], keepdims=0)  # [N]
+        bottom = g.op("ReduceMin", x, axes=[1], keepdims=0)  # [N]
+        absmax = g.op("Max", top, g.op("Neg", bottom))  # [N]
         # The floor keeps an all-zero row finite; 1e-30 / 127 is still a normal float.
         floor = g.const(np.asarray(1e-30, np.float32))
         scale = g.op("Mul", g.op("Max", absmax, floor), g.const(np.asarray(1 / 127, np.float32)))

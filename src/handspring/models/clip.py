@@ -266,8 +266,14 @@ def encoder_layer(
     query_in = select(h) if select else h  # [B*Tq, D]
     scale = head_dim**-0.5
     q = dense(g, query_in, w, f"{key}self_attn.q_proj", b.precision, scale=scale)  # [B*Tq, D]
-    k = dense(g, h, w, f"{key}self_attn.k_proj", b.precision)  # [B*T, D]
-    v = dense(g, h, w, f"{key}self_attn.v_proj", b.precision)  # [B*T, D]
+    # Two biases need no pass over the tokens: the key bias adds q.b_k to every score of a
+    # query row, which the softmax cancels; the value bias leaves the attention as it came
+    # in (each row of probabilities sums to 1), so it joins the output projection's bias.
+    k_key, v_key, out_key = (f"{key}self_attn.{p}" for p in ("k_proj", "v_proj", "out_proj"))
+    k = linear(g, h, w[f"{k_key}.weight"], None, k_key, b.precision)  # [B*T, D]
+    v = linear(g, h, w[f"{v_key}.weight"], None, v_key, b.precision)  # [B*T, D]
+    out_w = w[f"{out_key}.weight"]  # [D, D]
+    out_b = w[f"{out_key}.bias"] + out_w.astype(np.float64) @ w[f"{v_key}.bias"]  # [D]
     q_shape = g.ints([-1, 1, b.heads, head_dim]) if select else b.heads_shape
     q_heads = split_heads(g, q, q_shape)  # [B, H, Tq, Dh]
     k_heads = split_heads(g, k, b.heads_shape, keys_last=True)  # [B, H, Dh, T]
@@ -276,7 +282,8 @@ def encoder_layer(
         scores = g.op("Add", scores, mask)
     probs = g.op("Softmax", scores, axis=-1)  # [B, H, Tq, T]
     attended = g.op("MatMul", probs, split_heads(g, v, b.heads_shape))  # [B, H, Tq, Dh]
-    out = dense(g, merge_heads(g, attended, b.width), w, f"{key}self_attn.out_proj", b.precision)
+    merged = merge_heads(g, attended, b.width)  # [B*Tq, D]
+    out = linear(g, merged, out_w, out_b.astype(np.float32), out_key, b.precision)
     x = g.op("Add", select(x) if select else x, out)  # [B*Tq, D]
     h = layer_norm(g, x, w, f"{key}layer_norm2", b.eps)
     h = dense(g, h, w, f"{key}mlp.fc1", b.precision)  # [B*Tq, M]
