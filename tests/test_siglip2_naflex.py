@@ -245,6 +245,25 @@ def test_int8_close_to_fp32(tiny_naflex: Path, tmp_path: Path) -> None:
     assert image > 0.99 and text > 0.99
 
 
+def test_int8_images_of_many_patches_run_alone(tmp_path: Path) -> None:
+    """At 144 patches an image runs alone, its padded tensor quantized with one int8 scale:
+    its vector is the same alone as in a batch of mixed shapes, bit for bit."""
+    from tests.support.siglip2_checkpoints import write_siglip2
+
+    folder = write_siglip2(tmp_path / "many", max_num_patches=144, seed=1)
+    images = _images(tmp_path)
+    int8 = _load(folder, "int8", ("image",))
+    assert int8.towers["image"].run_rows == 1
+    together = int8.embed_images(images).embeddings
+    for i, image in enumerate(images):
+        np.testing.assert_array_equal(int8.embed_images([image]).embeddings[0], together[i])
+    cosine = _cosine_min(
+        together, _load(folder, "fp32", ("image",)).embed_images(images).embeddings
+    )
+    print(f"\n144-patch NaFlex int8 (one scale per image) min cosine to fp32: {cosine:.5f}")
+    assert cosine > 0.99
+
+
 # ------------------------------------------------------------------ loading
 
 

@@ -3,7 +3,9 @@ ratio -> patches and resized position embeddings -> one padded batch -> the grap
 
 Each image keeps its own patch grid; a batch is one tensor because every row is padded to
 `max_num_patches` and a mask marks the padding, which the graph never attends to. Padding
-to the same N whatever the batch holds keeps a row's result independent of the other rows.
+to the same N whatever the batch holds keeps a row's result independent of the other rows,
+and an image's padding the same alone or in a batch (where images run one per session run,
+int8 quantizes the padded tensor with one scale: the same scale either way).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from handspring.models.siglip2_positions import ResizedPositions
 from handspring.preprocess.decode import ImageInput, decode_image
 from handspring.preprocess.naflex import NaflexTransform
 from handspring.runtime.session import TowerSession
-from handspring.towers.base import Options, Tower
+from handspring.towers.base import Options, Tower, items_per_run
 from handspring.towers.image import DecodeOptions
 
 
@@ -44,6 +46,7 @@ class NaflexImageTower(Tower):
         decode: DecodeOptions,
     ) -> None:
         super().__init__(compiled, dim)
+        self.run_rows = items_per_run(transform.max_num_patches)
         self.transform = transform
         self.positions = positions
         self.decode = decode
