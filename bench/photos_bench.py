@@ -232,7 +232,7 @@ def _qdrant_points(begin: int, rows: np.ndarray, days: np.ndarray) -> list:
     """Points as QdrantStore writes them: the named vector and the store's payload."""
     from qdrant_client import models
 
-    from handspring.photos.stores.qdrant_payload import VECTOR, payload_of
+    from handspring.photos.stores.qdrant.payload import VECTOR, payload_of
     from handspring.photos.stores.records import PhotoRecord
 
     first_day = datetime.datetime(2000, 1, 1, 12)
@@ -276,7 +276,7 @@ def qdrant_search_worker(count: int, queries: int, folder: str, budget_s: float)
     import numpy as np
     from qdrant_client import QdrantClient
 
-    from handspring.photos.stores.qdrant_store import DEFAULT_COLLECTION, QdrantStore
+    from handspring.photos.stores.qdrant.store import DEFAULT_COLLECTION, QdrantStore
     from handspring.photos.stores.records import ModelInfo, SearchFilter
 
     warnings.simplefilter("ignore", UserWarning)  # "local mode is not recommended for..."

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from handspring.photos.cli import EXIT_DELETIONS_HELD, EXIT_ROOT_REFUSED, index
-from handspring.photos.stores.qdrant_store import ClusterSettings
+from handspring.photos.stores.qdrant.cluster import ClusterSettings
 from handspring.photos.stores.store import DEFAULT_STORE_ENV
 from handspring.photos.web.command import serve as photos_serve
 

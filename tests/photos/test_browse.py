@@ -187,7 +187,7 @@ PLAN_CASES = {
 
 def _plans(db_path: Path, flt: SearchFilter, after: BrowseKey | None) -> list[str]:
     """The query plans of the statements a browse page runs."""
-    from handspring.photos.stores.sqlite_store import SqliteStore
+    from handspring.photos.stores.sqlite.store import SqliteStore
 
     plans: list[str] = []
     store = SqliteStore(db_path, read_only=True)

@@ -17,7 +17,7 @@ from handspring.photos.indexing.indexer import Indexer
 from handspring.photos.indexing.pacing import CommitPace, embed_in_growing_batches, growing
 from handspring.photos.output import _last_run
 from handspring.photos.stores.browsing import LastRun
-from handspring.photos.stores.sqlite_store import SqliteStore
+from handspring.photos.stores.sqlite.store import SqliteStore
 from tests.photos.conftest import PhotoModels, index_options
 from tests.support.photo_library import age, encoded_photo, write_photo
 

@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from qdrant_client import QdrantClient, models
 
 from handspring.photos.cli import photos
-from handspring.photos.stores.qdrant_payload import INDEXED_FIELDS, payload_of
-from handspring.photos.stores.qdrant_store import ClusterSettings, QdrantStore
+from handspring.photos.stores.qdrant.payload import INDEXED_FIELDS, payload_of
+from handspring.photos.stores.qdrant.store import ClusterSettings, QdrantStore
 from handspring.photos.stores.records import SearchFilter
 from handspring.photos.stores.store import StoreError
 from tests.support.photo_records import TEST_MODEL, record, unit_vector

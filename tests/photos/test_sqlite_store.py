@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from handspring.photos.stores.records import ModelInfo, SearchFilter
-from handspring.photos.stores.sqlite_schema import LATEST, migrate, schema_version
-from handspring.photos.stores.sqlite_store import SqliteStore
+from handspring.photos.stores.sqlite.schema import LATEST, migrate, schema_version
+from handspring.photos.stores.sqlite.store import SqliteStore
 from handspring.photos.stores.store import StoreError
 from tests.support.photo_records import TEST_MODEL, record, unit_vector
 

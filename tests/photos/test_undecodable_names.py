@@ -22,7 +22,7 @@ from PIL import Image
 from handspring.embedder import Model
 from handspring.photos.cli import photos
 from handspring.photos.search.searcher import QueryModels, Searcher
-from handspring.photos.stores.qdrant_store import QdrantStore
+from handspring.photos.stores.qdrant.store import QdrantStore
 from handspring.photos.stores.records import SearchFilter
 from handspring.photos.stores.store import WritableStore, open_store
 from handspring.photos.stores.stored_paths import decode_stored, display_path, encode_stored

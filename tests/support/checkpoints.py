@@ -68,7 +68,11 @@ def hf_config(cfg: ClipConfig) -> dict:
         "model_type": "clip",
         "projection_dim": cfg.projection_dim,
         "logit_scale_init_value": 2.6592,
-        "vision_config": {**asdict(cfg.vision), "model_type": "clip_vision_model"},
+        "vision_config": {
+            **asdict(cfg.vision),
+            "model_type": "clip_vision_model",
+            "projection_dim": cfg.projection_dim,
+        },
         "text_config": {
             **asdict(cfg.text),
             "model_type": "clip_text_model",

@@ -25,8 +25,8 @@ from handspring.photos.output import (
 )
 from handspring.photos.scanning.scan import DEFAULT_EXCLUDES, ScanOptions
 
-if TYPE_CHECKING:  # qdrant_store is imported when a command needs it
-    from handspring.photos.stores.qdrant_store import ClusterSettings
+if TYPE_CHECKING:  # the Qdrant store is imported when a command needs it
+    from handspring.photos.stores.qdrant.cluster import ClusterSettings
 
 EXIT_ROOT_REFUSED = 1  # a root missing, empty or unreadable: nothing deleted under it
 EXIT_DELETIONS_HELD = 3  # deletions need --allow-deletions (2 is click's usage error)
@@ -247,7 +247,7 @@ def _cluster_settings(
     """The Qdrant cluster flags as ClusterSettings, or None when none is given."""
     if shards is None and replication_factor is None and write_consistency is None:
         return None
-    from handspring.photos.stores.qdrant_store import ClusterSettings
+    from handspring.photos.stores.qdrant.cluster import ClusterSettings
 
     try:
         return ClusterSettings(shards, replication_factor, write_consistency)
@@ -256,7 +256,7 @@ def _cluster_settings(
 
 
 def _configure_cluster(store: Any, cluster: ClusterSettings) -> None:
-    from handspring.photos.stores.qdrant_store import QdrantStore
+    from handspring.photos.stores.qdrant.store import QdrantStore
 
     if not isinstance(store, QdrantStore) or not store.remote:
         raise click.UsageError(

@@ -3,8 +3,9 @@
 fp32 graphs run on OpenVINO as they are. The two other precisions get a variant, cached
 beside its source under a key of its own (`variant_key`), listed and pruned with it:
 
-int8: our recipe is written for ONNX Runtime: each Linear input is quantized per row (Abs,
-ReduceMax, QuantizeLinear with axis 0) and multiplied by the int8 weights in
+int8: our recipe is written for ONNX Runtime: each Linear input is quantized per row
+(ReduceMax, ReduceMin, QuantizeLinear with axis 0), or per tensor (DynamicQuantizeLinear)
+in towers that run one item at a time, and multiplied by the int8 weights in
 com.microsoft's MatMulIntegerToFloat. OpenVINO's ONNX frontend computes that op as an fp32
 product of converted integers (and mis-infers the per-row shapes: its output has no rows),
 so each such Linear becomes
@@ -13,8 +14,8 @@ so each such Linear becomes
 
 on the layer's fp32 input. OpenVINO keeps such weights compressed and quantizes
 activations itself at run time (DYNAMIC_QUANTIZATION_GROUP_SIZE): no calibration, as in
-our recipe. The per-row quantization nodes then feed nothing and go, with the
-multiplication by the row scales. The weights file is a hard link to the source's (the
+our recipe. The quantization nodes then feed nothing and go, with the multiplication by
+the row scales. The weights file is a hard link to the source's (the
 same int8 bytes): no extra disk, and it outlives a prune of the source.
 
 bf16: every MatMul on a weight matrix runs on bf16 weights and a bf16 copy of its input,

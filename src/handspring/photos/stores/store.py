@@ -122,11 +122,11 @@ def default_store_url() -> str:
 def open_store(url: str, *, read_only: bool = False) -> WritableStore:
     """Open (creating it unless read_only) the index a URL names. See the module notes."""
     if url.startswith(("qdrant+http://", "qdrant+https://")):
-        from handspring.photos.stores.qdrant_store import QdrantStore
+        from handspring.photos.stores.qdrant.store import QdrantStore
 
         return QdrantStore.connect(url.removeprefix("qdrant+"), read_only=read_only)
     if url.startswith("qdrant://"):
-        from handspring.photos.stores.qdrant_store import QdrantStore
+        from handspring.photos.stores.qdrant.store import QdrantStore
 
         return QdrantStore.local(_absolute(url.removeprefix("qdrant://"), url), read_only=read_only)
     if url.startswith("sqlite://"):
@@ -138,7 +138,7 @@ def open_store(url: str, *, read_only: bool = False) -> WritableStore:
         )
     else:
         path = str(Path(url).expanduser().absolute())
-    from handspring.photos.stores.sqlite_store import SqliteStore
+    from handspring.photos.stores.sqlite.store import SqliteStore
 
     return SqliteStore(path, read_only=read_only)
 

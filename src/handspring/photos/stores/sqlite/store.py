@@ -33,15 +33,15 @@ from handspring.photos.stores.records import (
     day_index,
     timestamp,
 )
-from handspring.photos.stores.sqlite_browse import SqliteBrowsing
-from handspring.photos.stores.sqlite_rows import (
+from handspring.photos.stores.sqlite.browse import SqliteBrowsing
+from handspring.photos.stores.sqlite.rows import (
     PHOTO_COLUMNS,
     conditions,
     photo_from_row,
     prefix_range,
     text_from_store,
 )
-from handspring.photos.stores.sqlite_schema import (
+from handspring.photos.stores.sqlite.schema import (
     LATEST,
     READABLE_FROM,
     migrate,

@@ -25,7 +25,7 @@ from handspring.photos.stores.browsing import (
     month_of,
     months_newest_first,
 )
-from handspring.photos.stores.qdrant_payload import photo_of, vector_of
+from handspring.photos.stores.qdrant.payload import photo_of, vector_of
 from handspring.photos.stores.records import SearchFilter
 from handspring.photos.stores.stored_paths import decode_stored
 

@@ -23,34 +23,30 @@ the shard count, fixed at creation, is only checked.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import time
-import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import numpy as np
 
-from handspring.photos.stores import qdrant_browse
 from handspring.photos.stores.browsing import BrowseKey, BrowsePage, IndexStats, LastRun, Timeline
-from handspring.photos.stores.qdrant_payload import (
-    INDEXED_FIELDS,
+from handspring.photos.stores.qdrant import browse as qdrant_browse
+from handspring.photos.stores.qdrant.cluster import ClusterSettings, ServerSetup
+from handspring.photos.stores.qdrant.payload import (
     VECTOR,
     error_of,
-    payload_of,
     photo_of,
     vector_of,
 )
+from handspring.photos.stores.qdrant.writes import QdrantWrites
 from handspring.photos.stores.records import (
     Hit,
     IndexedFile,
     ModelInfo,
     Photo,
-    PhotoRecord,
     SearchFilter,
     could_be_photo_id,
     date_bounds,
@@ -64,63 +60,10 @@ SCHEMA = 1
 _SCROLL_PAGE = 1000
 
 
-@dataclass(frozen=True)
-class ClusterSettings:
-    """How a collection is spread over a Qdrant cluster; None leaves Qdrant's default.
-
-    shards: pieces the collection is split into, spread over the nodes (fixed once the
-        collection exists). replication_factor: copies of each shard, on different nodes.
-    write_consistency_factor: replicas that must confirm a write before it counts as done
-        (at most replication_factor)."""
-
-    shards: int | None = None
-    replication_factor: int | None = None
-    write_consistency_factor: int | None = None
-
-    def __post_init__(self) -> None:
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if value is not None and (isinstance(value, bool) or value < 1):
-                raise ValueError(f"{field.name} must be a whole number >= 1, got {value!r}")
-        writes, copies = self.write_consistency_factor, self.replication_factor
-        if writes is not None and copies is not None and writes > copies:
-            raise ValueError(
-                f"write_consistency_factor {writes} is more than the replication_factor "
-                f"{copies}: no write could ever be confirmed by that many replicas"
-            )
-
-    @classmethod
-    def from_query(cls, query: dict[str, list[str]], url: str) -> ClusterSettings:
-        """The settings a store URL's query names (`?shards=6&replication_factor=2`)."""
-        values: dict[str, int] = {}
-        for field in fields(cls):
-            if field.name in query:
-                text = query[field.name][-1]
-                if not text.isdigit():
-                    raise StoreError(f"{url}: {field.name} must be a whole number, got {text!r}")
-                values[field.name] = int(text)
-        try:
-            return cls(**values)
-        except ValueError as exc:
-            raise StoreError(f"{url}: {exc}") from None
-
-    def given(self) -> bool:
-        return any(getattr(self, field.name) is not None for field in fields(self))
-
-    def merged(self, other: ClusterSettings) -> ClusterSettings:
-        """These settings with `other`'s given ones on top."""
-        changes = {
-            field.name: getattr(other, field.name)
-            for field in fields(other)
-            if getattr(other, field.name) is not None
-        }
-        return replace(self, **changes)
-
-
 _QUERY_KEYS = {"collection"} | {field.name for field in fields(ClusterSettings)}
 
 
-class QdrantStore:
+class QdrantStore(ServerSetup, QdrantWrites):
     """A PhotoStore and WritableStore on a Qdrant collection."""
 
     def __init__(
@@ -198,9 +141,6 @@ class QdrantStore:
 
     # ------------------------------------------------------------ metadata
 
-    def _exists(self) -> bool:
-        return bool(self.client.collection_exists(self.collection))
-
     def _read_meta(self) -> dict[str, Any]:
         if not self._exists():
             return {}
@@ -247,65 +187,6 @@ class QdrantStore:
         if self.read_only:
             raise StoreError(f"{self}: opened read-only")
 
-    # ------------------------------------------------------------ a server's setup
-
-    def configure_cluster(self, settings: ClusterSettings) -> None:
-        """Use these cluster settings (on top of the URL's). A new collection is created
-        with them; an existing one gets the replication and write consistency factors
-        given, and must already have the shard count given, since shards are fixed."""
-        self.cluster = self.cluster.merged(settings)
-        # Only a writer shapes the collection: a reader given the same URL just reads.
-        if self.read_only or not self.cluster.given() or not self._exists():
-            return
-        params = self.client.get_collection(self.collection).config.params
-        self._check_write_consistency(params.replication_factor)
-        wanted, held = self.cluster.shards, params.shard_number
-        if wanted is not None and held is not None and wanted != held:
-            raise StoreError(
-                f"{self}: collection {self.collection!r} has {held} shards, not {wanted}: "
-                "the shard count is fixed when a collection is created. Leave the shard "
-                "setting out, or index into a new collection (?collection=NAME)"
-            )
-        changes = {
-            name: value
-            for name, value, current in (
-                ("replication_factor", self.cluster.replication_factor, params.replication_factor),
-                (
-                    "write_consistency_factor",
-                    self.cluster.write_consistency_factor,
-                    params.write_consistency_factor,
-                ),
-            )
-            if value is not None and value != current
-        }
-        if changes:
-            self.client.update_collection(
-                self.collection, collection_params=self._models.CollectionParamsDiff(**changes)
-            )
-
-    def _check_write_consistency(self, held_copies: int | None) -> None:
-        """More confirmations asked than copies kept would fail every commit."""
-        copies = self.cluster.replication_factor or held_copies or 1  # Qdrant's default: 1
-        writes = self.cluster.write_consistency_factor
-        if writes is not None and writes > copies:
-            raise StoreError(
-                f"{self}: write consistency factor {writes} is more than the {copies} "
-                f"cop{'y' if copies == 1 else 'ies'} of each shard: no commit could be "
-                "confirmed; raise the replication factor too"
-            )
-
-    def _ensure_payload_indexes(self) -> None:
-        """Index the fields the filters and lookups read, if not yet indexed. Only on a
-        server: the embedded mode has no payload indexes (it scans)."""
-        if not self.remote:
-            return
-        held = self.client.get_collection(self.collection).payload_schema or {}
-        for field, schema in INDEXED_FIELDS.items():
-            if field not in held:
-                self.client.create_payload_index(
-                    self.collection, field_name=field, field_schema=schema, wait=True
-                )
-
     # ------------------------------------------------------------ reading
 
     def get(self, photo_id: int) -> Photo | None:
@@ -334,7 +215,7 @@ class QdrantStore:
         count = self.client.count(self.collection, count_filter=flt_must, exact=True)
         return int(count.count)
 
-    # ------------------------------------------------------------ browsing (qdrant_browse)
+    # ------------------------------------------------------------ browsing (browse.py)
 
     def browse(self, flt: SearchFilter, after: BrowseKey | None, limit: int) -> BrowsePage:
         if not self._exists():
@@ -484,81 +365,3 @@ class QdrantStore:
             folder = encode_stored(flt.folder.rstrip("/"))
             must.append(m.FieldCondition(key="folders", match=m.MatchValue(value=folder)))
         return m.Filter(must=must) if must else None
-
-    # ------------------------------------------------------------ writing
-
-    def put(self, record: PhotoRecord, vector: np.ndarray | None) -> int:
-        self._writable()
-        photo_id = self._ids_by_path.get(record.path)
-        if photo_id is None:
-            found = self._scroll(self._match("path", encode_stored(record.path)), limit=1)
-            photo_id = int(found[0].id) if found else self._new_id()
-            self._remember(record.path, photo_id)
-        vectors: dict[str, list[float]] = {}
-        if vector is not None:
-            values = np.asarray(vector, dtype=np.float32).reshape(-1)
-            if not np.isfinite(values).all():
-                raise ValueError("refusing to store a vector with NaN or infinite values")
-            vectors[VECTOR] = values.tolist()
-        m = self._models
-        point = m.PointStruct(
-            id=photo_id, vector=vectors, payload=payload_of(record, vector is not None)
-        )
-        self._operations.append(m.UpsertOperation(upsert=m.PointsList(points=[point])))
-        return photo_id
-
-    def move(self, photo_id: int, record: PhotoRecord) -> None:
-        self._writable()
-        m = self._models
-        payload = payload_of(record, has_vector=True)
-        self._operations.append(
-            m.OverwritePayloadOperation(
-                overwrite_payload=m.SetPayload(payload=payload, points=[int(photo_id)])
-            )
-        )
-        self._forget(int(photo_id))
-        self._remember(record.path, int(photo_id))
-
-    def delete(self, photo_ids: Sequence[int]) -> None:
-        self._writable()
-        ids = [int(i) for i in photo_ids]
-        if ids:
-            m = self._models
-            self._operations.append(m.DeleteOperation(delete=m.PointIdsList(points=ids)))
-            for photo_id in ids:
-                self._forget(photo_id)
-
-    def _remember(self, path: str, photo_id: int) -> None:
-        self._ids_by_path[path] = photo_id
-        self._paths_by_id[photo_id] = path
-
-    def _forget(self, photo_id: int) -> None:
-        path = self._paths_by_id.pop(photo_id, None)
-        if path is not None and self._ids_by_path.get(path) == photo_id:
-            del self._ids_by_path[path]
-
-    def _new_id(self) -> int:
-        photo_id = int(self._meta.get("next_id", 1))
-        self._meta["next_id"] = photo_id + 1
-        return photo_id
-
-    def record_run(self, run: LastRun) -> None:
-        if self.read_only:
-            raise StoreError(f"{self}: opened read-only")
-        if not self._exists():  # nothing indexed yet: no collection to keep it in
-            return
-        self._meta["last_run"] = dataclasses.asdict(run)
-        self.client.update_collection(self.collection, metadata=self._meta)
-
-    def commit(self) -> None:
-        if not self._operations:
-            return
-        if not self._exists():
-            raise StoreError(f"{self}: set_model must come before the first photo")
-        # Reserve the ids first: a crash after this leaves a gap, never a reuse.
-        self._meta["last_commit"] = time.time()
-        self.client.update_collection(self.collection, metadata=self._meta)
-        operations, self._operations = self._operations, []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # local mode: "no effect" notes
-            self.client.batch_update_points(self.collection, operations, wait=True)

@@ -15,14 +15,14 @@ from handspring.photos.stores.browsing import (
     months_newest_first,
 )
 from handspring.photos.stores.records import Photo, SearchFilter
-from handspring.photos.stores.sqlite_rows import (
+from handspring.photos.stores.sqlite.rows import (
     PHOTO_COLUMNS,
     SEARCHABLE,
     conditions,
     photo_from_row,
     prefix_range,
 )
-from handspring.photos.stores.sqlite_schema import BROWSE_INDEXES
+from handspring.photos.stores.sqlite.schema import BROWSE_INDEXES
 from handspring.photos.stores.stored_paths import decode_stored
 
 

@@ -1,0 +1,1 @@
+"""The photo index in a Qdrant collection: embedded (a folder) or on a server."""

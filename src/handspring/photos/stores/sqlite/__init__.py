@@ -1,0 +1,1 @@
+"""The photo index in one SQLite file (WAL)."""
