@@ -264,12 +264,6 @@ def mclip_reference(folder: Path, tower: str) -> Runner:
 # --------------------------------------------------------- checkpoint writers
 
 
-def write_clip_b32(folder: Path, seed: int) -> None:
-    from tests.support.checkpoints import VIT_B32, write_hf_clip
-
-    write_hf_clip(folder, VIT_B32, seed=seed)
-
-
 def clip_writer(patch: int, large: bool, act: str, size: int = 224) -> Callable[[Path, int], None]:
     """A writer of CLIP at full size: ViT-B or ViT-L towers with `patch`-pixel patches at
     `size`, and `act` in both towers: OpenAI's quick_gelu, or LAION's (OpenCLIP) gelu."""
@@ -383,10 +377,6 @@ class FamilySpec:
     `speed_targets`: tower -> int8 items/s over PyTorch's that every batch must reach.
     """
 
-    @property
-    def engines(self) -> tuple[str, ...]:
-        return ENGINES if self.reference is not None else PRECISIONS
-
     name: str
     title: str
     write: Callable[[Path, int], None]
@@ -397,57 +387,32 @@ class FamilySpec:
     handspring: Callable[[Path, str, str], Runner] = handspring_runner
     speed_targets: Mapping[str, float] = field(default_factory=dict)
 
+    @property
+    def engines(self) -> tuple[str, ...]:
+        return ENGINES if self.reference is not None else PRECISIONS
+
+
+def clip_family(
+    name: str, title: str, patch: int, large: bool, act: str, size: int = 224, timed: bool = True
+) -> FamilySpec:
+    """A CLIP architecture (see `clip_writer`); untimed ones run without PyTorch."""
+    return FamilySpec(
+        name=name,
+        title=title if timed else f"{title} (int8 gate only)",
+        write=clip_writer(patch, large, act, size),
+        reference=clip_reference if timed else None,
+        towers={"image": PHOTOS, "text": PROMPTS},
+    )
+
 
 FAMILIES: list[FamilySpec] = [
-    FamilySpec(
-        name="clip",
-        title="CLIP ViT-B/32",
-        write=write_clip_b32,
-        reference=clip_reference,
-        towers={"image": PHOTOS, "text": PROMPTS},
-    ),
-    FamilySpec(
-        name="clip-b16",
-        title="CLIP ViT-B/16",
-        write=clip_writer(16, large=False, act="quick_gelu"),
-        reference=clip_reference,
-        towers={"image": PHOTOS, "text": PROMPTS},
-    ),
-    FamilySpec(
-        name="clip-l14",
-        title="CLIP ViT-L/14",
-        write=clip_writer(14, large=True, act="quick_gelu"),
-        reference=clip_reference,
-        towers={"image": PHOTOS, "text": PROMPTS},
-    ),
-    FamilySpec(
-        name="laion-b32",
-        title="LAION CLIP ViT-B/32 (GELU)",
-        write=clip_writer(32, large=False, act="gelu"),
-        reference=clip_reference,
-        towers={"image": PHOTOS, "text": PROMPTS},
-    ),
-    FamilySpec(
-        name="laion-b16",
-        title="LAION CLIP ViT-B/16 (GELU)",
-        write=clip_writer(16, large=False, act="gelu"),
-        reference=clip_reference,
-        towers={"image": PHOTOS, "text": PROMPTS},
-    ),
-    FamilySpec(
-        name="laion-l14",
-        title="LAION CLIP ViT-L/14 (GELU)",
-        write=clip_writer(14, large=True, act="gelu"),
-        reference=clip_reference,
-        towers={"image": PHOTOS, "text": PROMPTS},
-    ),
-    FamilySpec(
-        name="clip-l14-336",
-        title="CLIP ViT-L/14-336 (int8 gate only)",
-        write=clip_writer(14, large=True, act="quick_gelu", size=336),
-        reference=None,
-        towers={"image": PHOTOS, "text": PROMPTS},
-    ),
+    clip_family("clip", "CLIP ViT-B/32", 32, large=False, act="quick_gelu"),
+    clip_family("clip-b16", "CLIP ViT-B/16", 16, large=False, act="quick_gelu"),
+    clip_family("clip-l14", "CLIP ViT-L/14", 14, large=True, act="quick_gelu"),
+    clip_family("laion-b32", "LAION CLIP ViT-B/32 (GELU)", 32, large=False, act="gelu"),
+    clip_family("laion-b16", "LAION CLIP ViT-B/16 (GELU)", 16, large=False, act="gelu"),
+    clip_family("laion-l14", "LAION CLIP ViT-L/14 (GELU)", 14, large=True, act="gelu"),
+    clip_family("clip-l14-336", "CLIP ViT-L/14-336", 14, True, "quick_gelu", 336, timed=False),
     FamilySpec(
         name="siglip",
         title="SigLIP base/16-224",
