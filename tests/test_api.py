@@ -568,6 +568,17 @@ def test_vectors_do_not_depend_on_the_rest_of_the_batch(
         np.testing.assert_array_equal(model.embed_texts([text])[0], batch[i])
 
 
+def test_int8_of_an_unmeasured_clip_warns_per_tower(
+    tiny_hf: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CLIP goes through the same int8 gate as every family: a folder the registry has
+    never measured loads, with a warning naming each tower."""
+    with caplog.at_level("WARNING", logger="handspring"):
+        handspring.load(tiny_hf, precision="int8")
+    for tower in ("image", "text"):
+        assert f"int8 accuracy has not been measured for the {tower} tower" in caplog.text
+
+
 def test_images_of_many_rows_run_alone_with_one_int8_scale_each(
     many_patches: Path, tiny_hf: Path
 ) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from handspring.embedder import Model
-from handspring.loaders.options import LoadOptions, log_ready
+from handspring.loaders.options import LoadOptions, log_ready, tower_precision
 from handspring.models.clip import build_text_graph, build_vision_graph
 from handspring.preprocess.image import ImageTransform
 from handspring.preprocess.siglip_text import SiglipTokenizer
@@ -26,7 +26,7 @@ from handspring.preprocess.siglip_text_exports import immich_tokenizer
 from handspring.preprocess.text import ClipTokenizer
 from handspring.registry import resolve_alias
 from handspring.runtime.session import TowerSession, built_session, exported_session
-from handspring.towers.base import Tower, item_precision
+from handspring.towers.base import Tower
 from handspring.towers.image import ImageTower
 from handspring.towers.siglip_text import SiglipTextTower
 from handspring.towers.text import ClipTextTower
@@ -43,7 +43,7 @@ def load_clip(name: str, root: Path, modalities: Sequence[str], options: LoadOpt
     # Towers and the tokenizer start in parallel: ORT releases the GIL while
     # it loads and pre-packs weights, which is most of a start from the cache.
     with ThreadPoolExecutor(max_workers=len(modalities) + 1) as pool:
-        futures = {m: pool.submit(_compiled, checkpoint, m, options) for m in modalities}
+        futures = {m: pool.submit(_compiled, name, checkpoint, m, options) for m in modalities}
         tokenizer_future = pool.submit(_tokenizer, checkpoint) if "text" in modalities else None
         compiled = {m: f.result() for m, f in futures.items()}
         tokenizer = tokenizer_future.result() if tokenizer_future else None
@@ -106,14 +106,16 @@ def _text_tower(
     return ClipTextTower(compiled, dim, tokenizer, fixed_length=checkpoint.layout == "immich")
 
 
-def _compiled(checkpoint: ClipCheckpoint, modality: Modality, options: LoadOptions) -> TowerSession:
+def _compiled(
+    name: str, checkpoint: ClipCheckpoint, modality: Modality, options: LoadOptions
+) -> TowerSession:
     if checkpoint.layout == "immich":
         # Pre-exported graphs run as they are; precision is whatever they were exported at.
         return exported_session(checkpoint.onnx_files[modality], options.threads, options.spinning)
     assert checkpoint.config is not None and checkpoint.tensors is not None
-    config, tensors, precision = checkpoint.config, checkpoint.tensors, options.precision
-    if modality == "image":
-        precision = item_precision(precision, _image_tokens(checkpoint))
+    config, tensors = checkpoint.config, checkpoint.tensors
+    rows = _image_tokens(checkpoint) if modality == "image" else None
+    precision = tower_precision(name, modality, options, rows)
     graph_options = {
         "family": "clip",
         "tower": modality,

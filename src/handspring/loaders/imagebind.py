@@ -29,7 +29,7 @@ from handspring.runtime.graph_cache import tensors_fingerprint
 from handspring.runtime.session import TowerSession, built_session
 from handspring.towers.arrays import ArrayTower
 from handspring.towers.audio import AudioTower
-from handspring.towers.base import Tower, item_precision
+from handspring.towers.base import Tower
 from handspring.towers.image import ImageTower
 from handspring.towers.text import ClipTextTower
 from handspring.weights import hub
@@ -76,9 +76,9 @@ def load_imagebind(name: str, root: Path, modalities: Sequence[str], options: Lo
             modality,
             ignored=ib.IGNORED_KEYS,
         )
-    precisions = {m: tower_precision(name, m, options) for m in modalities}
-    if "image" in precisions:
-        precisions["image"] = item_precision(precisions["image"], config.tokens("image"))
+    # Only the image tower runs items one at a time (ImageTower); the others batch them.
+    rows = {"image": config.tokens("image")}
+    precisions = {m: tower_precision(name, m, options, rows.get(m)) for m in modalities}
     with ThreadPoolExecutor(max_workers=min(len(modalities), 3)) as pool:
         futures = {
             m: pool.submit(_compiled, config, m, tensors, files, precisions[m], options)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from handspring.graph.layers import Precision
 from handspring.runtime.backends import Runtime
 from handspring.runtime.session import TowerSession
+from handspring.towers.base import item_precision
 from handspring.towers.image import DecodeOptions
 
 log = logging.getLogger("handspring")
@@ -32,13 +33,21 @@ class LoadOptions:
         return Runtime(self.backend, self.precision_name)
 
 
-def tower_precision(name: str, modality: str, options: LoadOptions) -> Precision:
-    """The precision a tower is built at: int8 only where its registry gate allows it."""
-    if options.precision.int8:
+def tower_precision(
+    name: str, modality: str, options: LoadOptions, rows_per_item: int | None = None
+) -> Precision:
+    """The precision a tower is built at: int8 only where its registry gate allows it, and
+    for a tower whose items have `rows_per_item` token rows, its activation scales as
+    `towers.base.item_precision` sets them (the tower runs as many items at a time as
+    `items_per_run` of the same rows says)."""
+    precision = options.precision
+    if precision.int8:
         from handspring.registry import check_int8_gate
 
         check_int8_gate(name, modality)
-    return options.precision
+    if rows_per_item is not None:
+        precision = item_precision(precision, rows_per_item)
+    return precision
 
 
 def log_ready(name: str, compiled: Mapping[str, TowerSession]) -> None:

@@ -24,7 +24,7 @@ from handspring.preprocess.siglip_text import SiglipTokenizer, siglip_tokenizer
 from handspring.preprocess.siglip_text_exports import open_clip_siglip_tokenizer
 from handspring.registry import resolve_alias
 from handspring.runtime.session import TowerSession, built_session
-from handspring.towers.base import Tower, item_precision
+from handspring.towers.base import Tower
 from handspring.towers.image import ImageTower
 from handspring.towers.siglip_text import SiglipTextTower
 from handspring.weights import hub
@@ -77,9 +77,8 @@ def load_siglip(name: str, root: Path, modalities: Sequence[str], options: LoadO
             modality,
             ignored=siglip.IGNORED_KEYS,
         )
-    precisions = {m: tower_precision(name, m, options) for m in modalities}
-    if "image" in precisions:
-        precisions["image"] = item_precision(precisions["image"], config.vision.grid**2)
+    rows = {"image": config.vision.grid**2}
+    precisions = {m: tower_precision(name, m, options, rows.get(m)) for m in modalities}
     # Towers and the tokenizer start in parallel: ORT releases the GIL while it loads.
     with ThreadPoolExecutor(max_workers=len(modalities) + 1) as pool:
         futures = {

@@ -22,7 +22,7 @@ from handspring.models.siglip2_positions import ResizedPositions
 from handspring.preprocess.naflex import NaflexTransform
 from handspring.preprocess.siglip_text import siglip_tokenizer
 from handspring.runtime.session import TowerSession, built_session
-from handspring.towers.base import Tower, item_precision
+from handspring.towers.base import Tower
 from handspring.towers.naflex_image import NaflexImageTower
 from handspring.towers.siglip_text import SiglipTextTower
 from handspring.weights.checkpoint import check_weights, weight_paths
@@ -51,9 +51,8 @@ def load_siglip2(name: str, root: Path, modalities: Sequence[str], options: Load
         )
     # Before any graph is built: a preprocessing config we cannot follow fails fast.
     transform = naflex_transform(root, config) if "image" in modalities else None
-    precisions = {m: tower_precision(name, m, options) for m in modalities}
-    if transform is not None:
-        precisions["image"] = item_precision(precisions["image"], transform.max_num_patches)
+    rows = {"image": transform.max_num_patches} if transform is not None else {}
+    precisions = {m: tower_precision(name, m, options, rows.get(m)) for m in modalities}
     # Towers and the tokenizer start in parallel: ORT releases the GIL while it loads.
     with ThreadPoolExecutor(max_workers=len(modalities) + 1) as pool:
         futures = {
