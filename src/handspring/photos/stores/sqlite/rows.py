@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from handspring.photos.stores.records import Photo, SearchFilter, date_bounds, day_index
 from handspring.photos.stores.stored_paths import decode_stored, encode_stored
@@ -59,3 +59,12 @@ def photo_from_row(row: Sequence) -> Photo:
 
 def text_from_store(stored: str | None) -> str | None:
     return None if stored is None else decode_stored(stored)
+
+
+IN_CHUNK = 900  # ids per "IN (...)": under SQLite's oldest variable limit
+
+
+def chunks(items: list[int]) -> Iterator[list[int]]:
+    """`items` in runs short enough for one "IN (...)"."""
+    for start in range(0, len(items), IN_CHUNK):
+        yield items[start : start + IN_CHUNK]

@@ -7,10 +7,8 @@ connection (an indexer running beside a server) has committed changes.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -27,15 +25,13 @@ from handspring.photos.stores.records import (
     IndexedFile,
     ModelInfo,
     Photo,
-    PhotoRecord,
     SearchFilter,
     could_be_photo_id,
-    day_index,
-    timestamp,
 )
 from handspring.photos.stores.sqlite.browse import SqliteBrowsing
 from handspring.photos.stores.sqlite.rows import (
     PHOTO_COLUMNS,
+    chunks,
     conditions,
     photo_from_row,
     prefix_range,
@@ -47,14 +43,14 @@ from handspring.photos.stores.sqlite.schema import (
     migrate,
     schema_version,
 )
+from handspring.photos.stores.sqlite.writes import SqliteWrites
 from handspring.photos.stores.store import StoreError
 from handspring.photos.stores.stored_paths import decode_stored, encode_stored
 
 _LOAD_CHUNK = 20_000  # rows per fetch while loading vectors for the scan
-_IN_CHUNK = 900  # ids per "IN (...)": under SQLite's oldest variable limit
 
 
-class SqliteStore(SqliteBrowsing):
+class SqliteStore(SqliteBrowsing, SqliteWrites):
     """A PhotoStore and WritableStore on one SQLite file. Thread-safe: one
     connection behind a lock (a web server calls it from a thread pool)."""
 
@@ -295,7 +291,7 @@ class SqliteStore(SqliteBrowsing):
         found: dict[int, bytes] = {}
         ids = [int(i) for i in photo_ids]
         with self._lock:
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 marks = ",".join("?" * len(chunk))
                 found.update(
                     self._db.execute(
@@ -311,128 +307,13 @@ class SqliteStore(SqliteBrowsing):
     def _photos_of(self, photo_ids: list[int]) -> dict[int, Photo]:
         out: dict[int, Photo] = {}
         with self._lock:
-            for chunk in _chunks(photo_ids):
+            for chunk in chunks(photo_ids):
                 marks = ",".join("?" * len(chunk))
                 for row in self._db.execute(
                     f"SELECT {PHOTO_COLUMNS} FROM photos WHERE id IN ({marks})", chunk
                 ):
                     out[row[0]] = photo_from_row(row)
         return out
-
-    # ------------------------------------------------------------ writing
-
-    def _write(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
-        if self.read_only:
-            raise StoreError(f"{self.path}: opened read-only")
-        with self._lock:
-            if not self._db.in_transaction:
-                self._db.execute("BEGIN IMMEDIATE")
-            self._dirty = True
-            return self._db.execute(sql, params)
-
-    def set_model(self, info: ModelInfo) -> None:
-        for key, value in (
-            ("image_model", info.name),
-            ("dim", str(info.dim)),
-            ("precision", info.precision),
-        ):
-            self._write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
-
-    def put(self, record: PhotoRecord, vector: np.ndarray | None) -> int:
-        row = (*_record_columns(record), None if vector is None else _blob(vector), time.time())
-        with self._lock:
-            return int(self._write(_UPSERT, row).fetchone()[0])
-
-    def move(self, photo_id: int, record: PhotoRecord) -> None:
-        self._write(_MOVE, (*_record_columns(record), time.time(), int(photo_id)))
-
-    def delete(self, photo_ids: Sequence[int]) -> None:
-        for chunk in _chunks([int(i) for i in photo_ids]):
-            self._write(f"DELETE FROM photos WHERE id IN ({','.join('?' * len(chunk))})", chunk)
-
-    def record_run(self, run: LastRun) -> None:
-        if self.read_only:
-            raise StoreError(f"{self.path}: opened read-only")
-        with self._lock:  # outside a transaction: committed at once, and not a change
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_run', ?)", (run.as_json(),)
-            )
-
-    def commit(self) -> None:
-        with self._lock:
-            if not self._db.in_transaction:
-                return
-            if self._dirty:
-                # Readers (a server's in-memory scan) reload when this changes.
-                self._db.execute(
-                    "INSERT INTO meta (key, value) VALUES ('generation', '1')"
-                    " ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-                )
-            if self._dirty:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_commit', ?)",
-                    (repr(time.time()),),
-                )
-            self._db.execute("COMMIT")
-            self._dirty = False
-
-
-_RECORD_COLUMNS = (
-    "path", "size", "mtime_ns", "sha256", "width", "height", "taken_at", "taken_ts",
-    "month_day", "lat", "lon", "exif", "error",
-)  # fmt: skip
-
-
-_UPSERT = f"""
-    INSERT INTO photos ({", ".join(_RECORD_COLUMNS)}, vector, indexed_at)
-    VALUES ({", ".join("?" * (len(_RECORD_COLUMNS) + 2))})
-    ON CONFLICT (path) DO UPDATE SET
-        {", ".join(f"{c} = excluded.{c}" for c in _RECORD_COLUMNS[1:])},
-        vector = excluded.vector, indexed_at = excluded.indexed_at
-    RETURNING id
-"""
-# Same content under a new path or mtime: every column but the vector (and the id).
-_MOVE = f"""
-    UPDATE photos SET {", ".join(f"{c} = ?" for c in _RECORD_COLUMNS)},
-        indexed_at = ? WHERE id = ?
-"""
-
-
-def _record_columns(record: PhotoRecord) -> tuple[object, ...]:
-    """A record's values in _RECORD_COLUMNS order."""
-    taken = record.taken_at
-    lat, lon = record.gps if record.gps else (None, None)
-    return (
-        encode_stored(record.path),
-        record.size,
-        record.mtime_ns,
-        record.sha256,
-        record.width,
-        record.height,
-        taken.isoformat() if taken else None,
-        timestamp(taken) if taken else None,
-        day_index(taken) if taken else None,
-        lat,
-        lon,
-        json.dumps(record.exif, ensure_ascii=False, allow_nan=False),
-        None if record.error is None else encode_stored(record.error),
-    )
-
-
-def _chunks(items: list[int]) -> Iterator[list[int]]:
-    for start in range(0, len(items), _IN_CHUNK):
-        yield items[start : start + _IN_CHUNK]
-
-
-def _blob(vector: np.ndarray) -> bytes:
-    """Unit length, float32 little-endian: search scores are cosines, as in Qdrant."""
-    vector = np.asarray(vector, dtype="<f4").reshape(-1)
-    norm = float(np.linalg.norm(vector))
-    if not np.isfinite(norm) or norm == 0:
-        raise ValueError("refusing to store a vector that is zero or has NaN or infinite values")
-    if abs(norm - 1) > 1e-5:  # embedders give unit vectors; those are stored bit for bit
-        vector = (vector / norm).astype("<f4")
-    return vector.tobytes()
 
 
 def _vector(blob: bytes) -> np.ndarray:
