@@ -8,7 +8,9 @@ alone vs in a batch, a picture given one way vs another) or by hand.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import itertools
+import json
 import re
 import shutil
 import subprocess
@@ -637,11 +639,13 @@ def test_spinning_reaches_every_session(tiny_hf: Path, spinning: bool) -> None:
         assert entry == ("1" if spinning else "0")
 
 
-# A run from a built graph cache never imports onnx (the install may leave it out); a
-# graph missing from the cache then says what to install.
-WITHOUT_ONNX = """
-import sys
-sys.modules["onnx"] = None  # `import onnx` now fails, as where it is not installed
+# A run from a built graph cache imports only the runtime-only install's packages
+# (requirements-runtime.txt); what it leaves out is refused with a message naming it.
+RUNTIME_ONLY = """
+import json, sys
+at_start = set(sys.modules)  # what the interpreter loaded itself (site, .pth hooks)
+for left_out in ("onnx", "huggingface_hub", "sentencepiece"):
+    sys.modules[left_out] = None  # `import` now fails, as where it is not installed
 import numpy as np
 import handspring
 from handspring.errors import HandspringError
@@ -652,15 +656,27 @@ except HandspringError as exc:
     raise SystemExit(3)
 vectors = np.concatenate([model.embed_texts(["a cat"]), model.embed_images([sys.argv[3]]).embeddings])
 np.save(sys.argv[4], vectors)
+loaded = {name for name, module in sys.modules.items() if module is not None} - at_start
+print(json.dumps(sorted({name.split(".")[0] for name in loaded})))
 """
+RUNTIME_REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements-runtime.txt"
 
 
-def test_a_run_from_the_graph_cache_needs_no_onnx(
+def requirement_name(line: str) -> str:
+    return re.split(r"[<>=!~; \[]", line.strip(), maxsplit=1)[0].lower()
+
+
+def runtime_requirements() -> list[str]:
+    lines = RUNTIME_REQUIREMENTS.read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_a_run_from_the_graph_cache_imports_only_the_runtime_install(
     tiny_hf: Path, pics: list[Path], tmp_path: Path
 ) -> None:
     folder = _unique_copy(tiny_hf, tmp_path / "ckpt", nudge=0.125)
     out = tmp_path / "vectors.npy"
-    argv = [sys.executable, "-c", WITHOUT_ONNX, str(folder)]
+    argv = [sys.executable, "-c", RUNTIME_ONLY, str(folder)]
     cold = subprocess.run([*argv, "int8", str(pics[0]), str(out)], capture_output=True, text=True)
     assert cold.returncode == 3, cold.stderr
     assert "is not in the graph cache" in cold.stdout and "pip install onnx" in cold.stdout
@@ -671,3 +687,29 @@ def test_a_run_from_the_graph_cache_needs_no_onnx(
         [built.embed_texts(["a cat"]), built.embed_images(pics[:1]).embeddings]
     )
     np.testing.assert_array_equal(np.load(out), expected)
+    # Every module the run imported that belongs to an installed distribution belongs to
+    # one the runtime-only install has.
+    owners = importlib.metadata.packages_distributions()
+    imported = json.loads(warm.stdout.splitlines()[-1])
+    used = {dist.lower() for name in imported for dist in owners.get(name, [])}
+    assert used, imported
+    runtime = {requirement_name(line) for line in runtime_requirements()}
+    assert used <= runtime | {"handspring"}, used - runtime
+    repo_id = subprocess.run(
+        [sys.executable, "-c", RUNTIME_ONLY, "some-org/some-model", "fp32", "-", "-"],
+        capture_output=True,
+        text=True,
+    )
+    assert repo_id.returncode == 3, repo_id.stderr
+    assert "needs huggingface_hub, which this install leaves out" in repo_id.stdout
+
+
+def test_the_runtime_install_has_the_package_floors() -> None:
+    import tomllib
+
+    project = tomllib.loads((RUNTIME_REQUIREMENTS.parent / "pyproject.toml").read_text())
+    declared = {requirement_name(r): r for r in project["project"]["dependencies"]}
+    lines = runtime_requirements()
+    assert lines, "requirements-runtime.txt lists no package"
+    for line in lines:
+        assert declared.get(requirement_name(line)) == line, (line, declared)

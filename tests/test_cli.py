@@ -561,6 +561,30 @@ def test_cache_lists_graphs_and_prunes_the_ones_that_cannot_load(
     assert json.loads(run("cache", "list", "--json", env=env).stdout) == []
 
 
+def test_cache_build_builds_the_graphs_that_a_run_then_loads(
+    tiny_hf: Path, inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    env = {"HANDSPRING_CACHE": str(tmp_path / "handspring-cache")}
+    args = ("--precision", "fp32", "--precision", "int8")
+    built = run("cache", "build", str(tiny_hf), *args, env=env)
+    assert built.returncode == 0, built.stderr
+    assert "image, text ready at fp32" in built.stdout and "ready at int8" in built.stdout
+    assert built.stdout.count("\nbuilt ") == 4, built.stdout
+    listed = json.loads(run("cache", "list", "--json", env=env).stdout)
+    assert len(listed) == 4
+    embedded = run("embed", "-m", str(tiny_hf), "-t", "a cat", "--precision", "int8", env=env)
+    assert embedded.returncode == 0, embedded.stderr
+    after = json.loads(run("cache", "list", "--json", env=env).stdout)
+    assert sorted(e["key"] for e in after) == sorted(e["key"] for e in listed)  # none rebuilt
+    again = run(
+        "cache", "build", str(tiny_hf), "--precision", "int8", "--modalities", "text", env=env
+    )
+    assert "text ready at int8" in again.stdout and "built " not in again.stdout
+    missing = run("cache", "build", str(tmp_path / "nowhere"), env=env)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert "nowhere" in missing.stderr
+
+
 def test_embed_on_openvino_equals_onnxruntime(
     tiny_hf: Path, model: Model, inputs: dict[str, Path], tmp_path: Path
 ) -> None:

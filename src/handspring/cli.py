@@ -392,11 +392,15 @@ def download(model: str, modalities: str | None) -> None:
     """Fetch MODEL (an alias from `handspring models`, or a Hugging Face repo id) into the
     Hugging Face cache: only the files it needs, with a progress bar. Run it where the hub can
     be reached; `HF_HUB_OFFLINE=1` then loads it from the cache."""
-    from huggingface_hub.utils import enable_progress_bars
-
     from handspring.catalog import describe_size, download, folder_bytes
     from handspring.errors import CheckpointError
     from handspring.registry import known_model
+    from handspring.weights.hub import HUB_MISSING
+
+    try:
+        from huggingface_hub.utils import enable_progress_bars
+    except ImportError as exc:
+        raise click.ClickException(f"{model}: {HUB_MISSING}") from exc
 
     known = known_model(model)
     if known is not None:

@@ -8,6 +8,10 @@ import time
 
 import click
 
+from handspring.default_precision import AUTO, resolve_precision
+from handspring.default_precision import CHOICES as PRECISION_CHOICES
+from handspring.runtime.backends import BACKENDS
+
 
 @click.group("cache", invoke_without_command=True)
 @click.pass_context
@@ -57,6 +61,44 @@ def cache_list(as_json: bool) -> None:
         f"{len(entries)} graphs, {total / 2**20:.0f} MiB; {stale_bytes / 2**20:.0f} MiB stale "
         "(`handspring cache prune` removes them)"
     )
+
+
+@cache_group.command("build")
+@click.argument("model")
+@click.option(
+    "--precision",
+    "precisions",
+    type=click.Choice(PRECISION_CHOICES),
+    multiple=True,
+    default=(AUTO,),
+    show_default=True,
+    help="Repeat for several; auto is what the other commands pick for MODEL.",
+)
+@click.option(
+    "--modalities", default=None, help="Comma-separated towers (default: all the model has)."
+)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+def cache_build(
+    model: str, precisions: tuple[str, ...], modalities: str | None, backend: str
+) -> None:
+    """Build MODEL's graphs into the cache now, without embedding anything: the step an
+    image build runs so that its runtime-only install (requirements-runtime.txt: no onnx,
+    no huggingface_hub) starts from built graphs and a local folder."""
+    import handspring
+    from handspring.errors import HandspringError
+    from handspring.runtime.cache_entries import cache_entries
+
+    asked = [m.strip() for m in modalities.split(",") if m.strip()] if modalities else None
+    before = {e.key for e in cache_entries()}
+    for precision in dict.fromkeys(resolve_precision(p, model, asked) for p in precisions):
+        try:
+            loaded = handspring.load(model, asked, precision=precision, backend=backend)
+        except HandspringError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"{model}: {', '.join(loaded.modalities)} ready at {precision}")
+    for entry in cache_entries():
+        if entry.key not in before:
+            click.echo(f"built {entry.key[:12]}  {entry.describe()}  {entry.bytes / 2**20:.0f} MiB")
 
 
 @cache_group.command("prune")

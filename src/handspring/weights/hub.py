@@ -21,6 +21,14 @@ LAYOUT_PATTERNS = (
 )
 
 
+# The runtime-only install (requirements-runtime.txt) leaves huggingface_hub out.
+HUB_MISSING = (
+    "a Hugging Face repo id needs huggingface_hub, which this install leaves out: pass the "
+    "model's local folder (`handspring download` prints it where the hub is reachable), or "
+    "pip install huggingface_hub"
+)
+
+
 def is_local(model: str | Path) -> bool:
     return Path(model).expanduser().is_dir()
 
@@ -37,7 +45,10 @@ def fetch(model: str | Path, patterns: Sequence[str], revision: str | None = Non
         )
     # Imported here: huggingface_hub costs ~0.1 s to import and a cached graph
     # plus a local folder never needs it.
-    from huggingface_hub import snapshot_download
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:
+        raise CheckpointError(repo_id, HUB_MISSING) from exc
     from huggingface_hub.errors import (
         HfHubHTTPError,
         LocalEntryNotFoundError,
