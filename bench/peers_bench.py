@@ -1,6 +1,9 @@
 """Handspring against its peers on CLIP ViT-B/32 (full size, random weights, seeded), image
 and text towers, from the same model inputs: the same pixel tensors for every engine, and
-the same 32 search queries tokenized by each engine's own tokenizer (the same ids).
+the same 32 search queries tokenized by each engine's own tokenizer (the same ids). Each
+peer gets a batch's ids padded to that batch's longest text, as its tokenizer pads them;
+Handspring is timed from the strings through `embed_texts` (tokenizing included), which
+sorts a batch by length and runs it in runs of 16, each padded to its own longest.
 
 Engines, each in a process of its own (peak RSS is its own; rounds alternate between them):
 
@@ -267,8 +270,9 @@ def engine_runner(engine: str, tower: str, cache: Path, threads: int) -> tuple[B
     if tower == "image":
         feeds = lambda n: {"pixel_values": pixels[:n]}  # noqa: E731
     else:
-        ids = text_ids(folder, QUERIES)
-        feeds = lambda n: {k: v[:n] for k, v in ids.items()}  # noqa: E731
+        # Each batch as the peer's tokenizer pads it: to the batch's own longest text.
+        batches = {n: text_ids(folder, QUERIES[:n]) for n in {*BATCHES, COUNT}}
+        feeds = lambda n: batches[n] if n in batches else text_ids(folder, QUERIES[:n])  # noqa: E731
     if engine == "pytorch":
         return _pytorch(folder, tower, feeds, threads)
     if engine == "fastembed":
@@ -300,13 +304,12 @@ def _handspring(
         spinning=False,
         backend=backend,
     )
-    graph = load_clip(str(folder), folder, [tower], options).towers[tower]
+    model = load_clip(str(folder), folder, [tower], options)
     if tower == "image":
         images = list(pixels)
-        run = lambda n: graph.run(images[:n])  # noqa: E731
-    else:
-        prepared = graph.prepare_batch(QUERIES, [f"#{i}" for i in range(len(QUERIES))], {})
-        run = lambda n: graph.run(prepared[:n])  # noqa: E731
+        run = lambda n: model.towers[tower].run(images[:n])  # noqa: E731
+    else:  # from the strings, tokenizing included, as `embed_texts` runs a batch
+        run = lambda n: model.embed_texts(QUERIES[:n], batch_size=n, normalize=False)  # noqa: E731
     return run, run
 
 
