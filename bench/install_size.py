@@ -91,11 +91,7 @@ def main() -> None:
         full_mb = measured["full"][name] / 1e6
         runtime_mb = measured["runtime"].get(name, 0) / 1e6
         if full_mb >= 1 or runtime_mb >= 1:
-            print(
-                f"| {name} | {full_mb:.1f} | {runtime_mb:.1f} |"
-                if runtime_mb
-                else f"| {name} | {full_mb:.1f} | - |"
-            )
+            print(f"| {name} | {full_mb:.1f} | {f'{runtime_mb:.1f}' if runtime_mb else '-'} |")
     small = [n for n in names if measured["full"][n] < 1e6]
     print(
         f"| {len(small)} others under 1 MB each | "
