@@ -152,3 +152,16 @@ def test_download_errors_name_the_model(hub: tuple[HubRepos, str], tmp_path: Pat
     assert "has no audio modality" in wrong.stderr
     local = run("download", str(tmp_path), endpoint=url, cache=cache)
     assert local.returncode == 1 and "local folder" in local.stderr
+
+
+def test_download_without_huggingface_hub_says_what_to_do() -> None:
+    # The runtime-only install (requirements-runtime.txt) has no huggingface_hub.
+    code = (
+        "import sys; sys.modules['huggingface_hub'] = None\n"
+        "from handspring.cli import main\n"
+        "main(['download', 'acme/tiny-clip'])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "acme/tiny-clip: a Hugging Face repo id needs huggingface_hub" in result.stderr
+    assert "Traceback" not in result.stderr
