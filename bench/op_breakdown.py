@@ -128,15 +128,16 @@ def ort_profile(path: Path, feeds: Mapping[str, np.ndarray], items: int, runs: i
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
             totals[event["args"]["op_name"]] += event["dur"]
     trace.unlink()
+    trace.parent.rmdir()
     return {op: us / 1000 / (runs + 2) / items for op, us in totals.items()}
 
 
 def openvino_profile(
-    compile_model: Callable[[], Any], feeds: Mapping[Any, np.ndarray], items: int, runs: int
+    compiled: Any, feeds: Mapping[int, np.ndarray], items: int, runs: int
 ) -> Profile:
     """Executed node type -> CPU ms per item, from OpenVINO's profiler (the last request's
-    per-node times, summed over `runs` calls)."""
-    request = compile_model().create_infer_request()
+    per-node times, summed over `runs` calls); `compiled` was compiled with profiling on."""
+    request = compiled.create_infer_request()
     for _ in range(2):
         request.infer(dict(feeds))
     totals: collections.Counter[str] = collections.Counter()
@@ -268,14 +269,13 @@ def int8_section(cache: Path, folder: Path, tower: str, batch: int, runs: int) -
             profile = ort_profile(model.compiled.graph_path, feeds, per_run, runs)
             engines.append(Engine(name, ONNX_RUNTIME, profile, wall))
         else:
-            compiled = model.session.compiled
             ov_feeds = dict(enumerate(feeds.values()))
-            profile = openvino_profile(lambda: compiled, ov_feeds, per_run, runs)  # noqa: B023
+            profile = openvino_profile(model.session.compiled, ov_feeds, per_run, runs)
             engines.append(Engine(name, OPENVINO, profile, wall))
     compiled = nncf_model(cache, tower)
     request = compiled.create_infer_request()
     wall = cpu_ms_per_item(lambda: request.infer(dict(nncf_feeds)), batch, runs)
-    profile = openvino_profile(lambda: compiled, nncf_feeds, batch, runs)
+    profile = openvino_profile(compiled, nncf_feeds, batch, runs)
     engines.append(Engine("OpenVINO NNCF int8", OPENVINO, profile, wall))
     return int8_table(tower, batch, engines)
 
@@ -290,9 +290,9 @@ def streaming_section(folder: Path, runs: int) -> str:
         "| precision | runtime | whole text | products on weights | weight bytes | GB/s |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    results = {}
+    results, towers = {}, {}
     for precision, backend in (("fp32", "onnxruntime"), ("bf16", "openvino")):
-        text = handspring_towers(folder, precision, backend, ["text"])["text"]
+        towers[precision] = text = handspring_towers(folder, precision, backend, ["text"])["text"]
         tokens = text.prepare_batch([query], ["#0"], {})[0]
         whole, products, nbytes = _one_text(text, tokens, runs * 5)
         rate = nbytes / products / 1e6
@@ -300,10 +300,9 @@ def streaming_section(folder: Path, runs: int) -> str:
         rows.append(
             f"| {precision} | {backend} | {whole:.2f} | {products:.2f} | {nbytes / 1e6:.1f} MB | {rate:.1f} |"
         )
-        if backend == "openvino":
-            path = text.compiled.graph_path
-            padded = TextTokens(np.pad(tokens.ids, (0, PADDED - tokens.tokens)), False, tokens.eot)
-            static = [_static_shape(path, t, runs * 5) for t in (tokens, padded)]
+    padded = TextTokens(np.pad(tokens.ids, (0, PADDED - tokens.tokens)), False, tokens.eot)
+    bf16_graph = towers["bf16"].compiled.graph_path
+    static = [_static_shape(bf16_graph, t, runs * 5) for t in (tokens, padded)]
     (fp32_ms, fp32_rate), (bf16_ms, bf16_rate) = results["fp32"], results["bf16"]
     rows += [
         "",
@@ -334,8 +333,8 @@ def _one_text(text: Any, tokens: TextTokens, runs: int) -> tuple[float, float, i
         profile = ort_profile(path, _text_feeds(tokens), 1, runs)
         products = sum(ms for op, ms in profile.items() if op in {"MatMul", "Gemm", "FusedMatMul"})
         return whole, products, weight_bytes(path, {"MatMul", "Gemm"})
-    compiled = text.session.compiled
-    profile = openvino_profile(lambda: compiled, dict(enumerate(_text_feeds(tokens).values())), 1, runs)  # fmt: skip
+    feeds = dict(enumerate(_text_feeds(tokens).values()))
+    profile = openvino_profile(text.session.compiled, feeds, 1, runs)
     return whole, profile.get("FullyConnected", 0.0), weight_bytes(path, {"MatMul"})
 
 
@@ -365,7 +364,7 @@ def _static_shape(path: Path, tokens: TextTokens, runs: int) -> tuple[float, flo
     return ms, resident_mib() - before
 
 
-def _text_feeds(tokens: Any) -> dict[str, np.ndarray]:
+def _text_feeds(tokens: TextTokens) -> dict[str, np.ndarray]:
     """A CLIP text graph's inputs for one text (`towers.text.TextTokens`), in graph order."""
     return {"input_ids": tokens.ids[None], "eot_index": np.array([tokens.eot], np.int64)}
 
