@@ -9,10 +9,13 @@ size, the peers bench's cache and inputs) and one thread:
    products on weight matrices together with whatever it fuses into them (OpenVINO runs
    bias, GELU and requantization as post-ops of its int8 products; ONNX Runtime's CPU
    kernels run them as ops of their own, each a pass over the activations).
-2. bf16 and fp32, one text: how fast each reads its weight matrices (GB/s), which bounds a
+2. Calibrated scales at the cosine bar: NNCF's int8 image tower with fewer and fewer of
+   its Linear layers quantized (the rest run in OpenVINO's default bf16), against
+   Handspring int8, each with its speed and its cosine to fp32.
+3. bf16 and fp32, one text: how fast each reads its weight matrices (GB/s), which bounds a
    single short text, where every weight is read once for a handful of token rows.
 
-    python bench/op_breakdown.py                  # ~3 min once the peers cache exists
+    python bench/op_breakdown.py                  # ~8 min once the peers cache exists
     python bench/op_breakdown.py --batch 8 --runs 20
 
 Needs onnxruntime, openvino, and what `peers_bench.py` needs to make its cache (torch,
@@ -36,7 +39,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers_bench import DEFAULT_CACHE, QUERIES, SEED, prepare, text_ids
+from peers_bench import DEFAULT_CACHE, QUERIES, SEED, cosines, prepare, text_ids
 
 from handspring.towers.text import TextTokens
 
@@ -68,6 +71,13 @@ KINDS: dict[str, tuple[set[str], set[str]]] = {
     ),
 }
 OTHER = "other"
+# NNCF runs, by the Linear layers they leave out of int8 (name patterns of the exported
+# graph's nodes); what is left out runs in OpenVINO's default precision (bf16 here).
+NNCF_SCOPES: dict[str, list[str]] = {
+    "none": [],
+    "fc2, out_proj": [".*fc2.*", ".*out_proj.*"],
+    "all but q, k, v": [".*fc1.*", ".*fc2.*", ".*out_proj.*"],
+}
 PADDED = 16  # tokens: a shape shared by most search queries
 
 Profile = dict[str, float]  # op type -> CPU ms per item
@@ -280,6 +290,73 @@ def int8_section(cache: Path, folder: Path, tower: str, batch: int, runs: int) -
     return int8_table(tower, batch, engines)
 
 
+def calibration_section(cache: Path, folder: Path, runs: int) -> str:
+    """NNCF's calibrated int8 with Linear layers left out of it, and Handspring int8: CPU
+    ms per image at a batch of 16 and min cosine to fp32 over the peers bench's images.
+    Every engine is compiled first; then they are timed in rounds, in turn."""
+    import logging
+
+    import nncf
+    import openvino as ov
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    nncf.set_log_level(logging.ERROR)
+    pixels = np.load(cache / "pixels.npy")
+    calibration = np.load(cache / "calibration-pixels.npy")
+    exported = str(cache / "fastembed-image" / "model.onnx")
+    core = ov.Core()
+    config = {
+        hints.performance_mode: hints.PerformanceMode.LATENCY,
+        props.num_streams: 1,
+        props.inference_num_threads: 1,
+        hints.enable_cpu_pinning: False,
+    }
+
+    def openvino_run(model: Any, **hint: Any) -> Callable[[np.ndarray], np.ndarray]:
+        request = core.compile_model(model, "CPU", {**config, **hint}).create_infer_request()
+        return lambda batch: np.array(request.infer({0: batch})[0])
+
+    engines = {"fp32": openvino_run(exported, **{hints.inference_precision: ov.Type.f32})}
+    items = [{"pixel_values": calibration[i : i + 1]} for i in range(len(calibration))]
+    for left_out, patterns in NNCF_SCOPES.items():
+        quantized = nncf.quantize(
+            core.read_model(exported),
+            nncf.Dataset(items),
+            preset=nncf.QuantizationPreset.MIXED,
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(items),
+            ignored_scope=nncf.IgnoredScope(patterns=patterns),
+        )
+        engines[left_out] = openvino_run(quantized)
+    engines["bf16"] = openvino_run(exported)  # the default hint: bf16 on this CPU
+    ours = handspring_towers(folder, "int8", "onnxruntime", ["image"])["image"]
+    engines["ours"] = lambda batch: ours.run(list(batch))
+    vectors = {
+        name: np.concatenate([run(pixels[i : i + 16]) for i in range(0, len(pixels), 16)])
+        for name, run in engines.items()
+    }
+    cosine = cosines(vectors, "fp32")
+    times: dict[str, list[float]] = collections.defaultdict(list)
+    for round_ in range(3):
+        names = list(engines)
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            run = engines[name]
+            times[name].append(cpu_ms_per_item(lambda: run(pixels[:16]), 16, runs))  # noqa: B023
+    ms = {name: float(np.median(t)) for name, t in times.items()}
+    rows = [
+        f"**calibrated scales at the cosine bar**: image tower, CPU ms per image at a batch of 16 (median of 3 alternating rounds), min cosine to fp32 over {len(pixels)} images",
+        "",
+        "| engine | Linear layers left out of int8 | ms | min cosine to fp32 |",
+        "|---|---|---:|---:|",
+        *(f"| OpenVINO NNCF int8 | {k} | {ms[k]:.2f} | {cosine[k]:.5f} |" for k in NNCF_SCOPES),
+        f"| Handspring int8 | none | {ms['ours']:.2f} | {cosine['ours']:.5f} |",
+        f"| OpenVINO, default hint (bf16 here) | all | {ms['bf16']:.2f} | {cosine['bf16']:.5f} |",
+        f"| OpenVINO fp32 | all | {ms['fp32']:.2f} | 1 |",
+    ]
+    return "\n".join(rows)
+
+
 def streaming_section(folder: Path, runs: int) -> str:
     """fp32 (ONNX Runtime) and bf16 (OpenVINO) text towers on one short query, and the
     bf16 graph compiled for that query's shape alone."""
@@ -391,6 +468,8 @@ def main() -> None:
             for tower in args.towers.split(",")
         ]
         sections.append(legend())
+        if "image" in args.towers.split(","):
+            sections.append(calibration_section(args.cache, folder, args.runs))
         sections.append(streaming_section(folder, args.runs))
     finally:
         import shutil
