@@ -15,7 +15,7 @@ size, the peers bench's cache and inputs) and one thread:
 3. bf16 and fp32, one text: how fast each reads its weight matrices (GB/s), which bounds a
    single short text, where every weight is read once for a handful of token rows.
 
-    python bench/op_breakdown.py                  # ~8 min once the peers cache exists
+    python bench/op_breakdown.py                  # ~4 min once the peers cache exists
     python bench/op_breakdown.py --batch 8 --runs 20
 
 Needs onnxruntime, openvino, and what `peers_bench.py` needs to make its cache (torch,
