@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
@@ -67,30 +68,6 @@ def _read_texts(texts: tuple[str, ...], texts_file: str | None) -> list[str]:
     return out
 
 
-def _serve_command() -> click.Command:
-    from handspring.server.command import serve
-
-    return serve
-
-
-def _cache_group() -> click.Command:
-    from handspring.cli_cache import cache_group
-
-    return cache_group
-
-
-def _models_command() -> click.Command:
-    from handspring.cli_catalog import models
-
-    return models
-
-
-def _download_command() -> click.Command:
-    from handspring.cli_catalog import download
-
-    return download
-
-
 def _photos_group() -> click.Command:
     from handspring.photos.cli import photos
     from handspring.photos.web.command import serve
@@ -103,12 +80,13 @@ class _LazyGroup(click.Group):
     """Commands imported on first use: `handspring embed` does not pay for the server's
     and the photo search's imports."""
 
-    LAZY: ClassVar[dict[str, Callable[[], click.Command]]] = {
-        "serve": _serve_command,
+    # name -> "module:attribute" of the command, or a function that makes it.
+    LAZY: ClassVar[dict[str, str | Callable[[], click.Command]]] = {
+        "serve": "handspring.server.command:serve",
         "photos": _photos_group,
-        "cache": _cache_group,
-        "models": _models_command,
-        "download": _download_command,
+        "cache": "handspring.cli_cache:cache_group",
+        "models": "handspring.cli_catalog:models",
+        "download": "handspring.cli_catalog:download",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -116,7 +94,13 @@ class _LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.LAZY and cmd_name not in self.commands:
-            self.add_command(self.LAZY[cmd_name](), cmd_name)
+            source = self.LAZY[cmd_name]
+            if isinstance(source, str):
+                module, attribute = source.split(":")
+                command = getattr(importlib.import_module(module), attribute)
+            else:
+                command = source()
+            self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
 
 
