@@ -39,7 +39,15 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers_bench import DEFAULT_CACHE, QUERIES, SEED, cosines, prepare, text_ids
+from peers_bench import (
+    DEFAULT_CACHE,
+    QUERIES,
+    SEED,
+    cosines,
+    handspring_model,
+    prepare,
+    text_ids,
+)
 
 from handspring.towers.text import TextTokens
 
@@ -96,20 +104,23 @@ class Engine:
 
 
 def handspring_towers(folder: Path, precision: str, backend: str, towers: list[str]) -> Any:
-    """The model `handspring.load` makes (the CLIP loader without the registry's gates,
-    as the peers bench does), one thread, its graphs built into HANDSPRING_CACHE."""
-    from handspring.loaders.clip import load_clip
-    from handspring.loaders.options import LoadOptions
-    from handspring.runtime.session import graph_precision
+    """The peers bench's Handspring model on one thread, its graphs built into
+    HANDSPRING_CACHE."""
+    return handspring_model(folder, towers, precision, backend, threads=1).towers
 
-    options = LoadOptions(
-        precision=graph_precision(precision),
-        precision_name=precision,
-        threads=1,
-        spinning=False,
-        backend=backend,
-    )
-    return load_clip(str(folder), folder, towers, options).towers
+
+def openvino_config(**extra: Any) -> dict[Any, Any]:
+    """One thread, one stream, latency hint, unpinned (as `openvino_session` compiles)."""
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    config = {
+        hints.performance_mode: hints.PerformanceMode.LATENCY,
+        props.num_streams: 1,
+        props.inference_num_threads: 1,
+        hints.enable_cpu_pinning: False,
+    }
+    return {**config, **extra}
 
 
 def ort_profile(path: Path, feeds: Mapping[str, np.ndarray], items: int, runs: int) -> Profile:
@@ -171,15 +182,8 @@ def cpu_ms_per_item(call: Callable[[], Any], items: int, runs: int) -> float:
 def nncf_model(cache: Path, tower: str) -> Any:
     import openvino as ov
     import openvino.properties as props
-    import openvino.properties.hint as hints
 
-    config = {
-        hints.performance_mode: hints.PerformanceMode.LATENCY,
-        props.num_streams: 1,
-        props.inference_num_threads: 1,
-        hints.enable_cpu_pinning: False,
-        props.enable_profiling: True,
-    }
+    config = openvino_config(**{props.enable_profiling: True})
     return ov.Core().compile_model(str(cache / f"nncf-{tower}.xml"), "CPU", config)
 
 
@@ -298,7 +302,6 @@ def calibration_section(cache: Path, folder: Path, runs: int) -> str:
 
     import nncf
     import openvino as ov
-    import openvino.properties as props
     import openvino.properties.hint as hints
 
     nncf.set_log_level(logging.ERROR)
@@ -306,15 +309,9 @@ def calibration_section(cache: Path, folder: Path, runs: int) -> str:
     calibration = np.load(cache / "calibration-pixels.npy")
     exported = str(cache / "fastembed-image" / "model.onnx")
     core = ov.Core()
-    config = {
-        hints.performance_mode: hints.PerformanceMode.LATENCY,
-        props.num_streams: 1,
-        props.inference_num_threads: 1,
-        hints.enable_cpu_pinning: False,
-    }
 
     def openvino_run(model: Any, **hint: Any) -> Callable[[np.ndarray], np.ndarray]:
-        request = core.compile_model(model, "CPU", {**config, **hint}).create_infer_request()
+        request = core.compile_model(model, "CPU", openvino_config(**hint)).create_infer_request()
         return lambda batch: np.array(request.infer({0: batch})[0])
 
     engines = {"fp32": openvino_run(exported, **{hints.inference_precision: ov.Type.f32})}
@@ -419,7 +416,6 @@ def _static_shape(path: Path, tokens: TextTokens, runs: int) -> tuple[float, flo
     """(CPU ms per call, MiB of resident memory added) of the OpenVINO graph at `path`
     compiled as the tower compiles it, but for one input shape."""
     import openvino as ov
-    import openvino.properties as props
     import openvino.properties.hint as hints
 
     def resident_mib() -> float:
@@ -429,13 +425,8 @@ def _static_shape(path: Path, tokens: TextTokens, runs: int) -> tuple[float, flo
     before = resident_mib()
     model = ov.Core().read_model(str(path))
     model.reshape({port.get_any_name(): list(feeds[i].shape) for i, port in enumerate(model.inputs)})  # fmt: skip
-    config = {
-        hints.inference_precision: ov.Type.f32,  # as openvino_session compiles bf16 variants
-        hints.performance_mode: hints.PerformanceMode.LATENCY,
-        props.num_streams: 1,
-        props.inference_num_threads: 1,
-        hints.enable_cpu_pinning: False,
-    }
+    # f32 hint: as `openvino_session` compiles bf16 variants (their casts say where bf16 runs)
+    config = openvino_config(**{hints.inference_precision: ov.Type.f32})
     request = ov.Core().compile_model(model, "CPU", config).create_infer_request()
     ms = cpu_ms_per_item(lambda: request.infer(feeds), 1, runs)
     return ms, resident_mib() - before

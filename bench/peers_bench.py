@@ -286,11 +286,11 @@ def engine_runner(engine: str, tower: str, cache: Path, threads: int) -> tuple[B
     return run, run
 
 
-def _handspring(
-    folder: Path, tower: str, pixels: np.ndarray, precision: str, backend: str, threads: int
-) -> tuple[Batch, Batch]:
-    """The one tower as `handspring.load` makes it, timed on its `run` (model inputs to
-    vectors). bf16 is what this bench measures to grant the registry's bf16 gates, so the
+def handspring_model(
+    folder: Path, towers: list[str], precision: str, backend: str, threads: int
+) -> Any:
+    """The CLIP model `handspring.load` makes at `precision` on `backend`, without spinning
+    threads. bf16 is what this bench measures to grant the registry's bf16 gates, so the
     bench folder (no catalog entry) goes to the CLIP loader directly: `load` less its gate."""
     from handspring.loaders.clip import load_clip
     from handspring.loaders.options import LoadOptions
@@ -305,7 +305,14 @@ def _handspring(
         spinning=False,
         backend=backend,
     )
-    model = load_clip(str(folder), folder, [tower], options)
+    return load_clip(str(folder), folder, towers, options)
+
+
+def _handspring(
+    folder: Path, tower: str, pixels: np.ndarray, precision: str, backend: str, threads: int
+) -> tuple[Batch, Batch]:
+    """The one tower of `handspring_model`, timed on its `run` (model inputs to vectors)."""
+    model = handspring_model(folder, [tower], precision, backend, threads)
     if tower == "image":
         images = list(pixels)
         run = lambda n: model.towers[tower].run(images[:n])  # noqa: E731
