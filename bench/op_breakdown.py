@@ -423,11 +423,12 @@ def _static_shape(path: Path, tokens: TextTokens, runs: int) -> tuple[float, flo
 
     feeds = dict(enumerate(_text_feeds(tokens).values()))
     before = resident_mib()
-    model = ov.Core().read_model(str(path))
+    core = ov.Core()
+    model = core.read_model(str(path))
     model.reshape({port.get_any_name(): list(feeds[i].shape) for i, port in enumerate(model.inputs)})  # fmt: skip
     # f32 hint: as `openvino_session` compiles bf16 variants (their casts say where bf16 runs)
     config = openvino_config(**{hints.inference_precision: ov.Type.f32})
-    request = ov.Core().compile_model(model, "CPU", config).create_infer_request()
+    request = core.compile_model(model, "CPU", config).create_infer_request()
     ms = cpu_ms_per_item(lambda: request.infer(feeds), 1, runs)
     return ms, resident_mib() - before
 
